@@ -1,0 +1,49 @@
+/* cp_normalize.h — Unicode cleanup of prompt text over utf8proc (implementation: cp_normalize.c).
+ *
+ * Two entry points:
+ *   cp_normalize   the configurable normaliser behind cp.normalize (NFC/NFKC, full-width -> half-width, HTML
+ *                  unescape, ftfy's non-mojibake fixes, whitespace collapse, lowercase, script-boundary spaces).
+ *   cp_clip_clean  exactly what OpenAI's SimpleTokenizer does before BPE when ftfy is installed:
+ *                  whitespace_clean(basic_clean(text)).lower(), where basic_clean = ftfy.fix_text, then
+ *                  html.unescape twice, then strip; whitespace_clean = re.sub(r"\s+", " ", t).strip().
+ * Input must be valid UTF-8 (CP_ERR_TOKENIZER names the byte offset otherwise). Output is malloc'd, NUL
+ * terminated; the caller frees it with free(). Thread-safe (no shared mutable state).
+ */
+#ifndef CP_NORMALIZE_H
+#define CP_NORMALIZE_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { CP_FORM_NONE = 0, CP_FORM_NFC = 1, CP_FORM_NFKC = 2 } cp_norm_form;
+
+typedef struct {
+    int form;            /* cp_norm_form                                                             */
+    int lowercase;       /* full Unicode lowercase (Python str.lower semantics)                      */
+    int fullwidth;       /* full-width ASCII variants and ideographic space -> ASCII (NFKC implies)   */
+    int html_unescape;   /* number of html.unescape passes (0 = none; CLIP cleaning does 2)          */
+    int ftfy;            /* ftfy.fix_text's non-mojibake fixes (quotes, ligatures, width, controls, */
+                         /* line breaks, NFC)                                                        */
+    int collapse_ws;     /* runs of Unicode whitespace -> one ASCII space; strip both ends           */
+    int script_spaces;   /* insert a space where Latin/digits meet CJK ("shirt白色" -> "shirt 白色")   */
+    int empty_is_error;  /* CP_ERR_EMPTY when the result is empty / whitespace only                   */
+} cp_normalize_opts;
+
+/** The defaults of cp.normalize(): NFKC, full-width, 2 HTML passes, ftfy fixes, collapse, script spaces,
+ *  no lowercase, empty is an error. */
+void cp_normalize_opts_default(cp_normalize_opts *o);
+
+/** Normalise s[0:n). On success *out (malloc'd, NUL-terminated) and *out_len are set. Errors:
+ *  CP_ERR_TOKENIZER (invalid UTF-8, with byte offset), CP_ERR_EMPTY, CP_ERR_NOMEM. */
+int cp_normalize(const char *s, size_t n, const cp_normalize_opts *o, char **out, size_t *out_len);
+
+/** CLIP's exact pre-BPE cleaning (see above), lowercased. An all-whitespace input gives CP_ERR_EMPTY. */
+int cp_clip_clean(const char *s, size_t n, char **out, size_t *out_len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CP_NORMALIZE_H */
