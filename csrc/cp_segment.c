@@ -91,6 +91,19 @@ static int cut_range(const char *text, size_t a, size_t b, cp_lang lang, cp_span
     return CP_OK;
 }
 
+/* Is the whitespace-free chunk text[a, b) one to segment (has Han or kana)? */
+static int chunk_is_cjk(const unsigned char *s, size_t a, size_t b) {
+    for (size_t i = a; i < b;) {
+        if (s[i] < 0x80) {
+            i++;
+            continue;
+        }
+        uint32_t c = cp_utf8_next(s, &i);
+        if (is_kana(c) || is_han_any(c)) return 1;
+    }
+    return 0;
+}
+
 int cp_segment_text(const char *text, size_t len, cp_lang lang, cp_spans *out) {
     out->n = 0;
     size_t bad;
@@ -98,15 +111,19 @@ int cp_segment_text(const char *text, size_t len, cp_lang lang, cp_spans *out) {
     CP_CHECK(cp_utf8_validate(text, len, &bad));
     const unsigned char *s = (const unsigned char *)text;
     cp_lang use = lang == CP_LANG_AUTO ? cp_segment_detect(text, len) : lang;
-    cp_spans tmp = {0};
+    cp_spans seg = {0};
     int rc = CP_OK;
-    if (lang == CP_LANG_ZH || lang == CP_LANG_JA) {
-        /* an explicit language: the reference segmenter over the whole text, whitespace tokens dropped */
-        rc = cut_range(text, 0, len, lang, &tmp, out);
-    } else {
-        /* none / auto: whitespace-separated chunks; chunks with Han or kana go to the detected language's segmenter,
-         * the others (Latin words, numbers, emoji) are kept whole */
-        size_t i = 0;
+    /* the language's segmenter runs over the whole text (MeCab's lattice sees across spaces), whitespace tokens
+     * dropped; an explicit language keeps all its tokens */
+    if (use == CP_LANG_ZH || use == CP_LANG_JA) {
+        cp_spans tmp = {0};
+        rc = cut_range(text, 0, len, use, &tmp, lang == CP_LANG_AUTO ? &seg : out);
+        cp_spans_free(&tmp);
+    }
+    if (rc == CP_OK && lang != CP_LANG_ZH && lang != CP_LANG_JA) {
+        /* none / auto: whitespace-separated chunks; a chunk with Han or kana takes the segmenter's tokens that start
+         * in it, any other chunk (Latin words, numbers, emoji) stays whole */
+        size_t i = 0, k = 0;
         while (i < len && rc == CP_OK) {
             size_t j = i;
             uint32_t c = cp_utf8_next(s, &j);
@@ -114,22 +131,26 @@ int cp_segment_text(const char *text, size_t len, cp_lang lang, cp_spans *out) {
                 i = j;
                 continue;
             }
-            size_t start = i, end = i;
-            int cjk = 0;
+            size_t start = i;
             while (i < len) {
                 j = i;
-                c = cp_utf8_next(s, &j);
-                if (cp_is_py_space(c)) break;
-                cjk |= c >= 0x3000 && (is_kana(c) || is_han_any(c));
-                i = end = j;
+                if (cp_is_py_space(cp_utf8_next(s, &j))) break;
+                i = j;
             }
-            if (cjk && use != CP_LANG_NONE)
-                rc = cut_range(text, start, end, use, &tmp, out);
-            else
+            size_t end = i;
+            while (k < seg.n && seg.v[k].start < start) k++;
+            if (seg.n && chunk_is_cjk(s, start, end)) {
+                for (; k < seg.n && seg.v[k].start < end && rc == CP_OK; k++) {
+                    size_t tl = seg.v[k].len, te = seg.v[k].start + tl;
+                    if (te > end) tl = end - seg.v[k].start; /* never leave the chunk */
+                    rc = cp_spans_push(out, seg.v[k].start, tl);
+                }
+            } else {
                 rc = cp_spans_push(out, start, end - start);
+            }
         }
     }
-    cp_spans_free(&tmp);
+    cp_spans_free(&seg);
     if (rc == CP_OK && out->n == 0) rc = cp_fail(CP_ERR_EMPTY, "segment: the text is empty or only whitespace");
     return rc;
 }
