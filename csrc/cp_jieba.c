@@ -47,8 +47,9 @@ struct cp_jieba {
     size_t pool_n, pool_cap;
     entry *ent;
     size_t n_ent, cap_ent;
-    uint32_t *slots; /* open addressing, linear probing: entry index + 1, 0 = empty */
+    uint64_t *slots; /* open addressing, linear probing: (hash tag << 32) | (entry index + 1); 0 = empty */
     size_t mask;
+    int32_t *single; /* (0x10000) entry of each one-character key below U+10000, -1 if absent: the DAG's first step */
     int64_t total;
     size_t n_force;
     double start[4];    /* prob_start */
@@ -129,23 +130,32 @@ static size_t decode(const char *text, size_t len, uint32_t *cps, size_t *offs) 
 
 static inline int64_t ht_find(const cp_jieba *j, const uint32_t *key, size_t n, uint64_t h) {
     size_t i = h_slot(h) & j->mask;
+    const uint32_t tag = (uint32_t)(h >> 32);
     for (;;) {
-        uint32_t s = j->slots[i];
+        uint64_t s = j->slots[i];
         if (!s) return -1;
-        const entry *e = &j->ent[s - 1];
-        if (e->hash == h && e->len == n && memcmp(j->pool + e->off, key, n * sizeof(uint32_t)) == 0) return s - 1;
+        if ((uint32_t)(s >> 32) == tag) { /* the tag spares a visit to the entry on most collisions */
+            uint32_t k = (uint32_t)s - 1;
+            const entry *e = &j->ent[k];
+            if (e->hash == h && e->len == n) {
+                const uint32_t *ek = j->pool + e->off;
+                size_t c = 0;
+                while (c < n && ek[c] == key[c]) c++;
+                if (c == n) return k;
+            }
+        }
         i = (i + 1) & j->mask;
     }
 }
 
 static int ht_resize(cp_jieba *j, size_t nslots) {
-    uint32_t *slots = calloc(nslots, sizeof(uint32_t));
+    uint64_t *slots = calloc(nslots, sizeof(uint64_t));
     if (!slots) return cp_fail(CP_ERR_NOMEM, "jieba: out of memory for a %zu-slot table", nslots);
     size_t mask = nslots - 1;
     for (size_t k = 0; k < j->n_ent; k++) {
         size_t i = h_slot(j->ent[k].hash) & mask;
         while (slots[i]) i = (i + 1) & mask;
-        slots[i] = (uint32_t)(k + 1);
+        slots[i] = (j->ent[k].hash >> 32 << 32) | (uint64_t)(k + 1);
     }
     free(j->slots);
     j->slots = slots, j->mask = mask;
@@ -182,7 +192,8 @@ static int ht_insert(cp_jieba *j, const uint32_t *key, size_t n, uint64_t h, siz
     j->pool_n += n;
     size_t i = h_slot(h) & j->mask;
     while (j->slots[i]) i = (i + 1) & j->mask;
-    j->slots[i] = (uint32_t)(j->n_ent + 1);
+    j->slots[i] = (h >> 32 << 32) | (uint64_t)(j->n_ent + 1);
+    if (n == 1 && key[0] < 0x10000) j->single[key[0]] = (int32_t)j->n_ent;
     *idx = j->n_ent++;
     *created = 1;
     return CP_OK;
@@ -359,6 +370,9 @@ int cp_jieba_create(cp_jieba **out, const char *dict_path, const char *hmm_path)
     int rc = CP_OK;
     j->emit = malloc(4 * (size_t)NHAN * sizeof(double));
     if (!j->emit) rc = cp_fail(CP_ERR_NOMEM, "jieba: out of memory");
+    j->single = malloc(0x10000 * sizeof(int32_t));
+    if (rc == CP_OK && !j->single) rc = cp_fail(CP_ERR_NOMEM, "jieba: out of memory");
+    if (rc == CP_OK) memset(j->single, 0xFF, 0x10000 * sizeof(int32_t)); /* all -1 */
     if (rc == CP_OK) rc = ht_resize(j, 1u << 20); /* jieba's dict: ~349k words + prefixes, under half full */
     if (rc == CP_OK) rc = dict_load(j, dict_path);
     if (rc == CP_OK) rc = hmm_load(j, hmm_path);
@@ -373,7 +387,7 @@ int cp_jieba_create(cp_jieba **out, const char *dict_path, const char *hmm_path)
 void cp_jieba_free(cp_jieba *j) {
     if (!j) return;
     pthread_rwlock_destroy(&j->lock);
-    free(j->pool), free(j->ent), free(j->slots), free(j->emit);
+    free(j->pool), free(j->ent), free(j->slots), free(j->emit), free(j->single);
     free(j);
 }
 
@@ -414,7 +428,7 @@ static void route(work *w, size_t a, size_t N) {
         int any = 0;
         for (size_t i = idx; i < N; i++) {
             h = h_step(h, s[i]);
-            int64_t e = ht_find(j, s + idx, i - idx + 1, h);
+            int64_t e = i == idx && s[i] < 0x10000 ? j->single[s[i]] : ht_find(j, s + idx, i - idx + 1, h);
             if (e < 0) break;
             if (j->ent[e].freq) {
                 double v = j->ent[e].logf - logtotal + rv[i + 1];
