@@ -80,7 +80,7 @@ def main():
     print(f"# clipprompt {cp.__version__} | jieba {jieba.__version__} | fugashi {md.version('fugashi')} | "
           f"MeCab {mecab['version']} dic {mecab['dicdir']} | Python {platform.python_version()}")
     print(f"# machine {platform.machine()} {os.cpu_count()} CPUs | cp threads {cp.get_num_threads()} | "
-          f"CLIP token counts: {tname} | dictionary load {load_s * 1e3:.0f} ms")
+          f"load avg {os.getloadavg()[0]:.1f} | CLIP token counts: {tname} | dictionary load {load_s * 1e3:.0f} ms")
     results = {"tokens": [], "speed": [], "tokenizer": tname, "dict_load_ms": load_s * 1e3}
 
     print("\n## CLIP tokens per prompt (incl. SOT/EOT), raw vs segmented")
@@ -99,15 +99,25 @@ def main():
     tagger = fugashi.GenericTagger(" ".join((["-r", "/etc/mecabrc"] if os.path.exists("/etc/mecabrc") else
                                              ["-r", "/dev/null"]) + (["-d", mecab["dicdir"]] if mecab["dicdir"] else [])))
     zh, ja = data["zh"], data["ja"]
+    nthreads = cp.get_num_threads()
+
+    def batch1(texts, lang):
+        cp.set_num_threads(1)
+        try:
+            return cp.segment_batch(texts, lang)
+        finally:
+            cp.set_num_threads(0)
     configs = [
         ("zh", "jieba.lcut (baseline)", lambda: [jieba.lcut(s) for s in zh], True),
         ("zh", "cp._C.jieba_lcut (exact jieba output)", lambda: [_C.jieba_lcut(s) for s in zh], False),
         ("zh", "cp.segment(s, 'zh')", lambda: [cp.segment(s, "zh") for s in zh], False),
         ("zh", "cp.segment(s) auto", lambda: [cp.segment(s) for s in zh], False),
-        ("zh", "cp.segment_batch(zh, 'zh')", lambda: cp.segment_batch(zh, "zh"), False),
+        ("zh", "cp.segment_batch(zh, 'zh'), 1 thread", lambda: batch1(zh, "zh"), False),
+        ("zh", f"cp.segment_batch(zh, 'zh'), {nthreads} threads", lambda: cp.segment_batch(zh, "zh"), False),
         ("ja", "fugashi surfaces (baseline)", lambda: [[w.surface for w in tagger(s)] for s in ja], True),
         ("ja", "cp.segment(s, 'ja')", lambda: [cp.segment(s, "ja") for s in ja], False),
-        ("ja", "cp.segment_batch(ja, 'ja')", lambda: cp.segment_batch(ja, "ja"), False),
+        ("ja", "cp.segment_batch(ja, 'ja'), 1 thread", lambda: batch1(ja, "ja"), False),
+        ("ja", f"cp.segment_batch(ja, 'ja'), {nthreads} threads", lambda: cp.segment_batch(ja, "ja"), False),
     ]
     print(f"\n## Segmentation speed (median of {args.runs} runs, 1 warm-up; same process)")
     print("| what | shape | median ms (runs, warm-up) | throughput | x baseline |")

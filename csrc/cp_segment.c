@@ -4,9 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include <pthread.h>
+#include <stdatomic.h>
 
 #include "cp_jieba.h"
 #include "cp_mecab.h"
@@ -182,14 +181,46 @@ int cp_segment_join(const char *text, size_t len, cp_lang lang, char **out, size
     return CP_OK;
 }
 
+/* cp_segment_batch runs on plain pthreads pulling chunks of texts from an atomic counter: nobody spins at a barrier
+ * (OpenMP's default active wait cost more than it saved on a busy machine). */
+typedef struct {
+    const char *const *texts;
+    const size_t *lens;
+    size_t n;
+    cp_lang lang;
+    cp_spans *outs;
+    atomic_size_t next;
+    pthread_mutex_t mu;
+    size_t bad_i; /* lowest failing index, (size_t)-1 if none */
+    int bad_rc;
+    char bad_msg[1024];
+} batch_job;
+
+#define BATCH_CHUNK 16
+
+static void *batch_worker(void *arg) {
+    batch_job *b = arg;
+    for (;;) {
+        size_t i0 = atomic_fetch_add(&b->next, BATCH_CHUNK);
+        if (i0 >= b->n) break;
+        size_t i1 = i0 + BATCH_CHUNK < b->n ? i0 + BATCH_CHUNK : b->n;
+        for (size_t i = i0; i < i1; i++) {
+            int rc = cp_segment_text(b->texts[i], b->lens[i], b->lang, &b->outs[i]);
+            if (rc != CP_OK) {
+                pthread_mutex_lock(&b->mu);
+                if (i < b->bad_i) {
+                    b->bad_i = i, b->bad_rc = rc;
+                    snprintf(b->bad_msg, sizeof b->bad_msg, "%s", cp_last_error());
+                }
+                pthread_mutex_unlock(&b->mu);
+            }
+        }
+    }
+    return NULL;
+}
+
 int cp_segment_batch(const char *const *texts, const size_t *lens, size_t n, cp_lang lang, cp_spans *outs,
                      size_t *failed) {
-    /* the first failure (lowest index) wins; its message is copied off the worker thread */
-    size_t bad_i = (size_t)-1;
-    int bad_rc = CP_OK;
-    char bad_msg[1024] = "";
-    long long nn = (long long)n;
-    int nthreads = n >= 64 ? cp_get_num_threads() : 1;
     if (lang == CP_LANG_ZH) { /* load once up front: a missing dictionary fails once, not per text */
         cp_jieba *j;
         int rc = cp_jieba_default(&j);
@@ -198,20 +229,20 @@ int cp_segment_batch(const char *const *texts, const size_t *lens, size_t n, cp_
             return rc;
         }
     }
-#pragma omp parallel for schedule(dynamic, 16) num_threads(nthreads) if (nthreads > 1)
-    for (long long i = 0; i < nn; i++) {
-        int rc = cp_segment_text(texts[i], lens[i], lang, &outs[i]);
-        if (rc != CP_OK) {
-#pragma omp critical(cp_segment_batch_error)
-            {
-                if ((size_t)i < bad_i) {
-                    bad_i = (size_t)i, bad_rc = rc;
-                    snprintf(bad_msg, sizeof bad_msg, "%s", cp_last_error());
-                }
-            }
-        }
-    }
-    if (bad_rc == CP_OK) return CP_OK;
-    if (failed) *failed = bad_i;
-    return cp_fail(bad_rc, "text %zu: %s", bad_i, bad_msg);
+    batch_job b = {.texts = texts, .lens = lens, .n = n, .lang = lang, .outs = outs, .bad_i = (size_t)-1};
+    atomic_init(&b.next, 0);
+    pthread_mutex_init(&b.mu, NULL);
+    size_t nthreads = (size_t)cp_get_num_threads();
+    if (nthreads > n / (4 * BATCH_CHUNK)) nthreads = n / (4 * BATCH_CHUNK); /* at least 4 chunks a thread */
+    if (nthreads > 64) nthreads = 64;
+    pthread_t tids[64];
+    size_t started = 0;
+    for (size_t t = 1; t < nthreads; t++) /* the calling thread is worker 0 */
+        if (pthread_create(&tids[started], NULL, batch_worker, &b) == 0) started++;
+    batch_worker(&b);
+    for (size_t t = 0; t < started; t++) pthread_join(tids[t], NULL);
+    pthread_mutex_destroy(&b.mu);
+    if (b.bad_i == (size_t)-1) return CP_OK;
+    if (failed) *failed = b.bad_i;
+    return cp_fail(b.bad_rc, "text %zu: %s", b.bad_i, b.bad_msg);
 }
