@@ -306,3 +306,43 @@ def test_load_userdict_like_jieba(tmp_path):
     bad.write_bytes(b"\xff\xfe bad\n")
     with pytest.raises(cp.InvalidArgumentError, match="utf-8"):
         cp.load_userdict(bad)
+
+
+# ---- missing dependencies (fresh interpreters: the loaders run once per process) ----------------------------
+
+
+def run_py(code, **env):
+    import sys
+
+    e = dict(os.environ, **env)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=e,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_missing_mecab_dictionary_is_a_dependency_error():
+    out = run_py("import clipprompt as cp\n"
+                 "print(cp.segment('红色 连衣裙'))\n"
+                 "for _ in range(2):\n"
+                 "    try:\n"
+                 "        cp.segment('白いシャツ')\n"
+                 "    except cp.DependencyError as e:\n"
+                 "        print('DependencyError', e)\n",
+                 MECAB_DICDIR="/nonexistent/mecab-dic")
+    lines = out.splitlines()
+    assert lines[0] == "['红色', '连衣裙']"
+    assert len(lines) == 3 and all("DependencyError" in x and "apt install libmecab2 mecab-ipadic-utf8" in x
+                                   for x in lines[1:]), out
+
+
+def test_missing_jieba_data_is_a_file_access_error():
+    out = run_py("import clipprompt as cp\n"
+                 "print(cp.segment('a photo of a cat'))\n"
+                 "try:\n"
+                 "    cp.segment('红色连衣裙')\n"
+                 "except cp.FileAccessError as e:\n"
+                 "    print('FileAccessError', e)\n",
+                 CLIPPROMPT_JIEBA_DIR="/nonexistent/jieba")
+    assert out.splitlines()[0] == "['a', 'photo', 'of', 'a', 'cat']"
+    assert "FileAccessError" in out and "/nonexistent/jieba/dict.txt" in out, out
