@@ -475,8 +475,7 @@ static int viterbi_cut(work *w, size_t a, size_t b) {
     }
     /* max((V[T-1][y], y) for y in 'ES'): ties to 'S' */
     int st = V[(T - 1) * 4 + ST_S] >= V[(T - 1) * 4 + ST_E] ? ST_S : ST_E;
-    /* back-track the states into bp's first column (pos[t] stored at bp[t*4+0] is free to reuse? no: use a pass) */
-    uint8_t *pos = w->bp + 4 * T; /* (T) scratch after the back pointers */
+    uint8_t *pos = w->bp + 4 * T; /* (T) the best state path, in the scratch after the back pointers */
     pos[T - 1] = (uint8_t)st;
     for (size_t t = T - 1; t > 0; t--) pos[t - 1] = bp[t * 4 + pos[t]];
     size_t begin = 0, nexti = 0;

@@ -52,8 +52,10 @@ static PyObject *py_segment(PyObject *self, PyObject *args, PyObject *kw) {
     if (cp_py_text_get(text_obj, &t, "text") < 0) return NULL;
     cp_spans sp = {0};
     int rc;
-    Py_BEGIN_ALLOW_THREADS rc = cp_segment_text(t.data, (size_t)t.len, lang, &sp);
-    Py_END_ALLOW_THREADS PyObject *res = rc == CP_OK ? spans_to_list(t.data, &sp) : cp_py_raise(rc);
+    Py_BEGIN_ALLOW_THREADS
+    rc = cp_segment_text(t.data, (size_t)t.len, lang, &sp);
+    Py_END_ALLOW_THREADS
+    PyObject *res = rc == CP_OK ? spans_to_list(t.data, &sp) : cp_py_raise(rc);
     cp_spans_free(&sp);
     cp_py_text_release(&t);
     return res;
@@ -75,8 +77,10 @@ static PyObject *py_segment_batch(PyObject *self, PyObject *args, PyObject *kw) 
     }
     int rc;
     size_t failed = 0;
-    Py_BEGIN_ALLOW_THREADS rc = cp_segment_batch(ts.data, ts.len, n, lang, outs, &failed);
-    Py_END_ALLOW_THREADS PyObject *res = NULL;
+    Py_BEGIN_ALLOW_THREADS
+    rc = cp_segment_batch(ts.data, ts.len, n, lang, outs, &failed);
+    Py_END_ALLOW_THREADS
+    PyObject *res = NULL;
     if (rc != CP_OK) {
         cp_py_raise(rc);
     } else if ((res = PyList_New((Py_ssize_t)n)) != NULL) {
@@ -106,8 +110,10 @@ static PyObject *py_segment_join(PyObject *self, PyObject *args, PyObject *kw) {
     char *out = NULL;
     size_t out_len = 0;
     int rc;
-    Py_BEGIN_ALLOW_THREADS rc = cp_segment_join(t.data, (size_t)t.len, lang, &out, &out_len);
-    Py_END_ALLOW_THREADS PyObject *res =
+    Py_BEGIN_ALLOW_THREADS
+    rc = cp_segment_join(t.data, (size_t)t.len, lang, &out, &out_len);
+    Py_END_ALLOW_THREADS
+    PyObject *res =
         rc == CP_OK ? PyUnicode_DecodeUTF8(out, (Py_ssize_t)out_len, "strict") : cp_py_raise(rc);
     free(out);
     cp_py_text_release(&t);
@@ -124,8 +130,10 @@ static PyObject *py_segment_detect(PyObject *self, PyObject *arg) {
 
 static int get_jieba(cp_jieba **j) {
     int rc;
-    Py_BEGIN_ALLOW_THREADS rc = cp_jieba_default(j);
-    Py_END_ALLOW_THREADS return rc == CP_OK ? 0 : cp_py_raise_int(rc);
+    Py_BEGIN_ALLOW_THREADS
+    rc = cp_jieba_default(j);
+    Py_END_ALLOW_THREADS
+    return rc == CP_OK ? 0 : cp_py_raise_int(rc);
 }
 
 static PyObject *py_jieba_lcut(PyObject *self, PyObject *args, PyObject *kw) {
@@ -139,8 +147,10 @@ static PyObject *py_jieba_lcut(PyObject *self, PyObject *args, PyObject *kw) {
     if (cp_py_text_get(text_obj, &t, "text") < 0) return NULL;
     cp_spans sp = {0};
     int rc;
-    Py_BEGIN_ALLOW_THREADS rc = cp_jieba_cut(j, t.data, (size_t)t.len, hmm, &sp);
-    Py_END_ALLOW_THREADS PyObject *res = rc == CP_OK ? spans_to_list(t.data, &sp) : cp_py_raise(rc);
+    Py_BEGIN_ALLOW_THREADS
+    rc = cp_jieba_cut(j, t.data, (size_t)t.len, hmm, &sp);
+    Py_END_ALLOW_THREADS
+    PyObject *res = rc == CP_OK ? spans_to_list(t.data, &sp) : cp_py_raise(rc);
     cp_spans_free(&sp);
     cp_py_text_release(&t);
     return res;
@@ -169,8 +179,10 @@ static PyObject *py_add_word(PyObject *self, PyObject *args, PyObject *kw) {
     if (cp_py_text_get(word_obj, &t, "word") < 0) return NULL;
     int64_t used = 0;
     int rc;
-    Py_BEGIN_ALLOW_THREADS rc = cp_jieba_add_word(j, t.data, (size_t)t.len, freq, &used);
-    Py_END_ALLOW_THREADS cp_py_text_release(&t);
+    Py_BEGIN_ALLOW_THREADS
+    rc = cp_jieba_add_word(j, t.data, (size_t)t.len, freq, &used);
+    Py_END_ALLOW_THREADS
+    cp_py_text_release(&t);
     if (rc != CP_OK) return cp_py_raise(rc);
     return PyLong_FromLongLong((long long)used);
 }
@@ -182,8 +194,10 @@ static PyObject *py_jieba_suggest_freq(PyObject *self, PyObject *arg) {
     if (cp_py_text_get(arg, &t, "word") < 0) return NULL;
     int64_t f = 0;
     int rc;
-    Py_BEGIN_ALLOW_THREADS rc = cp_jieba_suggest_freq(j, t.data, (size_t)t.len, &f);
-    Py_END_ALLOW_THREADS cp_py_text_release(&t);
+    Py_BEGIN_ALLOW_THREADS
+    rc = cp_jieba_suggest_freq(j, t.data, (size_t)t.len, &f);
+    Py_END_ALLOW_THREADS
+    cp_py_text_release(&t);
     if (rc != CP_OK) return cp_py_raise(rc);
     return PyLong_FromLongLong((long long)f);
 }
@@ -217,16 +231,20 @@ static PyObject *py_load_userdict(PyObject *self, PyObject *arg) {
     }
     int rc;
     const char *p = PyBytes_AS_STRING(path);
-    Py_BEGIN_ALLOW_THREADS rc = cp_jieba_load_userdict(j, p);
-    Py_END_ALLOW_THREADS Py_DECREF(path);
+    Py_BEGIN_ALLOW_THREADS
+    rc = cp_jieba_load_userdict(j, p);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(path);
     if (rc != CP_OK) return cp_py_raise(rc);
     Py_RETURN_NONE;
 }
 
 static PyObject *py_mecab_info(PyObject *self, PyObject *noargs) {
     int rc;
-    Py_BEGIN_ALLOW_THREADS rc = cp_mecab_load();
-    Py_END_ALLOW_THREADS if (rc != CP_OK) return cp_py_raise(rc);
+    Py_BEGIN_ALLOW_THREADS
+    rc = cp_mecab_load();
+    Py_END_ALLOW_THREADS
+    if (rc != CP_OK) return cp_py_raise(rc);
     return Py_BuildValue("{s:s,s:s}", "version", cp_mecab_version(), "dicdir", cp_mecab_dicdir());
 }
 
