@@ -367,3 +367,15 @@ def test_load_userdict_file_objects(tmp_path):
     assert _C.jieba_lcut(s) == jieba.lcut(s) and "提示词工程" in cp.segment(s)
     with pytest.raises(TypeError):
         cp.load_userdict(12)
+
+
+def test_bundled_data_is_the_converter_output(tmp_path):
+    """clipprompt/data/jieba is exactly what csrc/tools/convert_jieba_hmm.py makes from the installed jieba."""
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run([sys.executable, os.path.join(root, "csrc", "tools", "convert_jieba_hmm.py"), "--out",
+                    str(tmp_path)], check=True, capture_output=True)
+    for name in ("hmm_model.txt", "dict.txt"):
+        with open(os.path.join(root, "clipprompt", "data", "jieba", name), "rb") as f:
+            assert (tmp_path / name).read_bytes() == f.read(), name
