@@ -773,10 +773,6 @@ int cp_normalize(const char *s, size_t n, const cp_normalize_opts *o, char **out
         if ((rc = html_unescape(&a, &b))) goto done;
         buf_swap(&a, &b);
     }
-    if (o->form != CP_FORM_NONE) {
-        int changed = 0;
-        if ((rc = maybe_normalize(&a, &b, o->form == CP_FORM_NFKC, &changed))) goto done;
-    }
     if (o->fullwidth) {
         size_t w = 0;
         b.n = 0;
@@ -793,6 +789,10 @@ int cp_normalize(const char *s, size_t n, const cp_normalize_opts *o, char **out
             }
         }
         if (w) buf_swap(&a, &b);
+    }
+    if (o->form != CP_FORM_NONE) {
+        int changed = 0;
+        if ((rc = maybe_normalize(&a, &b, o->form == CP_FORM_NFKC, &changed))) goto done;
     }
     if (o->lowercase) {
         if ((rc = py_lower(&a, &b))) goto done;
