@@ -1,5 +1,6 @@
 """cp.normalize / cp.clip_clean against their Python references (clipprompt/normalize_ref.py: ftfy.fix_text,
 html.unescape, unicodedata, re, str.lower), on every line of tests/data and on Hypothesis-generated Unicode."""
+import os
 import threading
 import time
 import unicodedata
@@ -151,7 +152,8 @@ PIECES = [
 CHARS = st.characters(blacklist_categories=("Cs", "Cn"))  # Cn: see README (utf8proc knows a newer Unicode)
 TEXT = st.lists(st.one_of(st.sampled_from(PIECES), st.text(alphabet=CHARS, max_size=6)), max_size=12).map("".join)
 
-HSET = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# CP_HYPOTHESIS_EXAMPLES=20000 for a deeper run than the default 400.
+HSET = settings(max_examples=int(os.environ.get("CP_HYPOTHESIS_EXAMPLES", "400")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @HSET

@@ -99,10 +99,51 @@ static PyObject *run_single(PyObject *text, const cp_normalize_opts *o) {
     return r;
 }
 
+/* cp_py_texts_get without formatting a "texts[i]" label for every item (that costs as much as normalising a
+ * short caption): the label is made only when an item fails, by converting that item again with it. */
+static int texts_get(PyObject *obj, cp_py_texts *out) {
+    if (PyUnicode_Check(obj) || PyBytes_Check(obj)) return cp_py_texts_get(obj, out, "texts");
+    memset(out, 0, sizeof *out);
+    PyObject *seq = PySequence_Fast(obj, "expected a list or tuple of str/bytes");
+    if (!seq) return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    size_t m = (size_t)(n ? n : 1);
+    out->data = PyMem_Calloc(m, sizeof(char *));
+    out->len = PyMem_Calloc(m, sizeof(size_t));
+    out->owners = PyMem_Calloc(m, sizeof(PyObject *));
+    if (!out->data || !out->len || !out->owners) {
+        Py_DECREF(seq);
+        cp_py_texts_release(out);
+        PyErr_NoMemory();
+        return -1;
+    }
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        cp_py_text t;
+        if (cp_py_text_get(items[i], &t, "texts") < 0) {
+            char label[64];
+            PyErr_Clear();
+            snprintf(label, sizeof label, "texts[%zd]", i);
+            if (cp_py_text_get(items[i], &t, label) == 0) { /* cannot happen; keep the state consistent */
+                cp_py_text_release(&t);
+                PyErr_Format(cp_py_ClipPromptError, "%s: conversion failed", label);
+            }
+            out->n = i;
+            Py_DECREF(seq);
+            cp_py_texts_release(out);
+            return -1;
+        }
+        out->data[i] = t.data, out->len[i] = (size_t)t.len, out->owners[i] = t.owner;
+        out->n = i + 1;
+    }
+    Py_DECREF(seq);
+    return 0;
+}
+
 /* A list of texts through cp_normalize_batch (o) or cp_clip_clean_batch (o == NULL), GIL released throughout. */
 static PyObject *run_batch(PyObject *texts, const cp_normalize_opts *o, const char *fn) {
     cp_py_texts t;
-    if (cp_py_texts_get(texts, &t, "texts") < 0) return NULL;
+    if (texts_get(texts, &t) < 0) return NULL;
     size_t n = (size_t)t.n;
     char **outs = PyMem_Calloc(n ? n : 1, sizeof(char *));
     size_t *lens = PyMem_Calloc(n ? n : 1, sizeof(size_t));
