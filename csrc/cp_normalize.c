@@ -403,11 +403,24 @@ static int unicode_normalize(const u32buf *in, int compat, u32buf *out) {
     return CP_OK;
 }
 
-/* Normalise unless trivially stable: below U+0300 everything is NFC; below U+00A0 everything is NFKC. */
+/* A code point that NFC (NFKC if compat) leaves alone in any context: no decomposition (canonical, or any for
+ * NFKC), combining class 0, and never the second half of a composition (utf8proc marks those with
+ * comb_index >= 0x8000; conjoining Hangul jamo compose algorithmically, so they count as not inert). */
+static int nf_inert(uint32_t c, int compat) {
+    if (c < 0x80) return 1;
+    if (c >= 0x1100 && c <= 0x11FF) return 0;
+    if (c >= 0xAC00 && c <= 0xD7A3) return 1; /* precomposed Hangul syllables are NFC/NFKC */
+    const utf8proc_property_t *p = utf8proc_get_property((utf8proc_int32_t)c);
+    if (p->combining_class != 0) return 0;
+    if (p->decomp_seqindex != UINT16_MAX && (compat || p->decomp_type == 0)) return 0;
+    if (p->comb_index != UINT16_MAX && p->comb_index >= 0x8000) return 0;
+    return 1;
+}
+
+/* Normalise unless every code point is inert (the common case: nothing to do, no copy). */
 static int maybe_normalize(u32buf *cur, u32buf *tmp, int compat, int *changed) {
-    uint32_t limit = compat ? 0xA0 : 0x300;
     size_t i = 0;
-    while (i < cur->n && cur->v[i] < limit) i++;
+    while (i < cur->n && nf_inert(cur->v[i], compat)) i++;
     if (i == cur->n) return CP_OK;
     CP_CHECK(unicode_normalize(cur, compat, tmp));
     if (!buf_equal(cur, tmp)) {
@@ -578,11 +591,21 @@ static int ftfy_char_fixes(u32buf *cur, u32buf *tmp, int *changed) {
     return CP_OK;
 }
 
-/* Does ftfy (without fix_encoding) have anything to do in this segment? */
+/* Does ftfy (without fix_encoding) have anything to do in this segment? Every code point that some fix could
+ * touch: controls and C1, '&' (when unescaping), ligatures, width forms, curly quotes, line/paragraph separators,
+ * the removed format characters, and whatever NFC might change. */
 static int ftfy_trivial(const uint32_t *v, size_t n, int unescape) {
     for (size_t i = 0; i < n; i++) {
         uint32_t c = v[i];
-        if (c >= 0x7F || (c < 0x20 && c != '\t' && c != '\n' && c != '\f') || (c == '&' && unescape)) return 0;
+        if (c < 0x80) {
+            if ((c < 0x20 && c != '\t' && c != '\n' && c != '\f') || c == 0x7F || (c == '&' && unescape)) return 0;
+            continue;
+        }
+        if (c <= 0x9F || c == 0x132 || c == 0x133 || c == 0x149 || (c >= 0x1C4 && c <= 0x1CC) ||
+            (c >= 0x1F1 && c <= 0x1F3) || (c >= 0xFB00 && c <= 0xFB06) || c == 0x3000 || (c >= 0xFF00 && c <= 0xFFEF) ||
+            c == 0x2BC || (c >= 0x2018 && c <= 0x201F) || c == 0x2028 || c == 0x2029 || (c >= 0x206A && c <= 0x206F) ||
+            c == 0xFEFF || (c >= 0xFFF9 && c <= 0xFFFC) || !nf_inert(c, 0))
+            return 0;
     }
     return 1;
 }
@@ -596,7 +619,7 @@ static int ftfy_segment(const uint32_t *seg, size_t n, int unescape, u32buf *out
         int changed = 0;
         orig->n = 0;
         CP_CHECK(buf_append(orig, a->v, a->n));
-        if (unescape) {
+        if (unescape && has_cp(a, '&')) {
             CP_CHECK(ftfy_unescape(a, b, &changed));
             buf_swap(a, b);
         }
