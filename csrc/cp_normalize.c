@@ -161,6 +161,7 @@ static int encode_utf8(const u32buf *b, char **out, size_t *out_len) {
 
 static int py_isspace(uint32_t c) {
     if (c < 0x80) return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20);
+    if (c > 0x205F) return c == 0x3000; /* the generator asserts this */
     size_t lo = 0, hi = CP_PY_SPACE_N;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
@@ -172,17 +173,21 @@ static int py_isspace(uint32_t c) {
     return lo < CP_PY_SPACE_N && CP_PY_SPACE[lo] == c;
 }
 
-static int py_isdecimal(uint32_t c) {
-    if (c < 0x80) return c >= '0' && c <= '9';
-    size_t lo = 0, hi = CP_PY_DECIMAL_N;
+static int in_ranges(const uint32_t (*r)[2], size_t n, uint32_t c) {
+    size_t lo = 0, hi = n;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        if (CP_PY_DECIMAL[mid][1] < c)
+        if (r[mid][1] < c)
             lo = mid + 1;
         else
             hi = mid;
     }
-    return lo < CP_PY_DECIMAL_N && CP_PY_DECIMAL[lo][0] <= c;
+    return lo < n && r[lo][0] <= c;
+}
+
+static int py_isdecimal(uint32_t c) {
+    if (c < 0x80) return c >= '0' && c <= '9';
+    return in_ranges(CP_PY_DECIMAL, CP_PY_DECIMAL_N, c);
 }
 
 static int sigma_class(uint32_t c) {
@@ -412,8 +417,12 @@ static int nf_inert(uint32_t c, int compat) {
     if (c >= 0xAC00 && c <= 0xD7A3) return 1; /* precomposed Hangul syllables are NFC/NFKC */
     const utf8proc_property_t *p = utf8proc_get_property((utf8proc_int32_t)c);
     if (p->combining_class != 0) return 0;
-    if (p->decomp_seqindex != UINT16_MAX && (compat || p->decomp_type == 0)) return 0;
     if (p->comb_index != UINT16_MAX && p->comb_index >= 0x8000) return 0;
+    if (p->decomp_seqindex != UINT16_MAX) {
+        if (p->decomp_type != 0) return !compat;
+        /* a canonical decomposition: inert iff a primary composite that both forms keep (Python-made table) */
+        return in_ranges(CP_NF_STABLE_COMPOSITE, CP_NF_STABLE_COMPOSITE_N, c);
+    }
     return 1;
 }
 
@@ -688,6 +697,8 @@ static int py_lower(const u32buf *in, u32buf *out) {
         uint32_t c = in->v[i];
         if (c < 0x80) {
             CP_CHECK(buf_push(out, (c >= 'A' && c <= 'Z') ? c + 32 : c));
+        } else if ((c >= 0x2E80 && c < 0xA640) || (c >= 0xAC00 && c < 0xFF21)) {
+            CP_CHECK(buf_push(out, c)); /* caseless stretches (the generator asserts this) */
         } else if (c == 0x3A3) {
             CP_CHECK(buf_push(out, final_sigma(in->v, in->n, i)));
         } else {

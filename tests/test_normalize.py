@@ -256,6 +256,13 @@ def test_html_passes_and_whitespace():
     assert clip_clean("&NTILDE;\n<b>\n&NTILDE;") == "ñ <b> &ntilde;"
 
 
+def test_ftfy_segment_limit_of_one_million_code_points():
+    # ftfy.fix_text fixes a line in 1,000,000-code-point segments: an accent split from its letter by the
+    # boundary stays uncomposed, an entity split by it stays escaped for ftfy (html.unescape gets it later).
+    for text in ("a" * 999_999 + "e\u0301" + "b" * 5, "a" * 999_998 + "&NTILDE;" + "é" * 3 + "\r\n&lt;"):
+        assert clip_clean(text) == clip_clean_reference(text)
+
+
 # ---- errors ------------------------------------------------------------------------------------------------------
 
 
