@@ -366,7 +366,47 @@ static int has_cp(const u32buf *b, uint32_t c) {
 
 /* out = NFC(in) or NFKC(in) (compat != 0). Decompose each code point with utf8proc, put combining marks in
  * canonical order (the same bubble pass utf8proc_decompose_custom runs), then compose with utf8proc. */
-static int unicode_normalize(const u32buf *in, int compat, u32buf *out) {
+static int ccc_of(uint32_t c) { return c < 0x300 ? 0 : utf8proc_get_property((utf8proc_int32_t)c)->combining_class; }
+
+/* Canonical ordering: a stable sort by combining class of every run of non-starters. utf8proc_decompose_custom
+ * does the same with an adjacent-swap (gnome) sort, which is quadratic in the run length; this is linear
+ * (counting sort) for long runs and gives the identical order (both sorts are stable). */
+static int canonical_order(uint32_t *v, size_t n, u32buf *tmp) {
+    size_t i = 0;
+    while (i < n) {
+        if (ccc_of(v[i]) == 0) {
+            i++;
+            continue;
+        }
+        size_t s = i;
+        while (i < n && ccc_of(v[i]) != 0) i++;
+        size_t len = i - s;
+        if (len < 2) continue;
+        if (len <= 16) {
+            for (size_t k = s + 1; k < i; k++) {
+                uint32_t c = v[k];
+                int cc = ccc_of(c);
+                size_t j = k;
+                while (j > s && ccc_of(v[j - 1]) > cc) {
+                    v[j] = v[j - 1];
+                    j--;
+                }
+                v[j] = c;
+            }
+            continue;
+        }
+        size_t start[257] = {0};
+        for (size_t k = s; k < i; k++) start[ccc_of(v[k]) + 1]++;
+        for (int k = 1; k <= 256; k++) start[k] += start[k - 1];
+        tmp->n = 0;
+        CP_CHECK(buf_reserve(tmp, len));
+        for (size_t k = s; k < i; k++) tmp->v[start[ccc_of(v[k])]++] = v[k];
+        memcpy(v + s, tmp->v, len * sizeof(uint32_t));
+    }
+    return CP_OK;
+}
+
+static int unicode_normalize(const u32buf *in, int compat, u32buf *out, u32buf *tmp) {
     utf8proc_option_t opts = UTF8PROC_STABLE | UTF8PROC_COMPOSE | (compat ? UTF8PROC_COMPAT : 0);
     out->n = 0;
     CP_CHECK(buf_reserve(out, in->n + 16));
@@ -387,21 +427,8 @@ static int unicode_normalize(const u32buf *in, int compat, u32buf *out) {
     }
     /* canonical ordering */
     utf8proc_int32_t *b = (utf8proc_int32_t *)out->v;
-    size_t pos = 0, n = out->n;
-    while (n > 0 && pos < n - 1) {
-        int c1 = utf8proc_get_property(b[pos])->combining_class;
-        int c2 = utf8proc_get_property(b[pos + 1])->combining_class;
-        if (c1 > c2 && c2 > 0) {
-            utf8proc_int32_t t = b[pos];
-            b[pos] = b[pos + 1], b[pos + 1] = t;
-            if (pos > 0)
-                pos--;
-            else
-                pos++;
-        } else {
-            pos++;
-        }
-    }
+    size_t n = out->n;
+    CP_CHECK(canonical_order(out->v, n, tmp));
     utf8proc_ssize_t r = utf8proc_normalize_utf32(b, (utf8proc_ssize_t)n, opts);
     if (r < 0) CP_FAIL(CP_ERR_INTERNAL, "normalize: utf8proc: %s", utf8proc_errmsg(r));
     out->n = (size_t)r;
@@ -431,7 +458,10 @@ static int maybe_normalize(u32buf *cur, u32buf *tmp, int compat, int *changed) {
     size_t i = 0;
     while (i < cur->n && nf_inert(cur->v[i], compat)) i++;
     if (i == cur->n) return CP_OK;
-    CP_CHECK(unicode_normalize(cur, compat, tmp));
+    u32buf sorttmp = {0};
+    int rc = unicode_normalize(cur, compat, tmp, &sorttmp);
+    buf_free(&sorttmp);
+    if (rc) return rc;
     if (!buf_equal(cur, tmp)) {
         *changed = 1;
         buf_swap(cur, tmp);
@@ -619,12 +649,17 @@ static int ftfy_trivial(const uint32_t *v, size_t n, int unescape) {
     return 1;
 }
 
+/* ftfy repeats its fixes until a pass changes nothing; each pass peels one level off nested entities
+ * ("&amp;amp;amp;" takes 3), so k-fold nesting costs k passes over the segment: quadratic for crafted input.
+ * We stop after this many passes (documented difference; no real text comes near it). */
+#define FTFY_MAX_PASSES 64
+
 /* ftfy.fix_and_explain(segment) with explain=False: the fix loop until a pass changes nothing. */
 static int ftfy_segment(const uint32_t *seg, size_t n, int unescape, u32buf *out, u32buf *a, u32buf *b, u32buf *orig) {
     if (ftfy_trivial(seg, n, unescape)) return buf_append(out, seg, n);
     a->n = 0;
     CP_CHECK(buf_append(a, seg, n));
-    for (;;) {
+    for (int pass = 0; pass < FTFY_MAX_PASSES; pass++) {
         int changed = 0;
         orig->n = 0;
         CP_CHECK(buf_append(orig, a->v, a->n));
