@@ -898,21 +898,18 @@ int cp_normalize(const char *s, size_t n, const cp_normalize_opts *o, char **out
         buf_swap(&a, &b);
     }
     if (o->fullwidth && needs_width(&a)) {
-        size_t w = 0;
         b.n = 0;
         for (size_t i = 0; i < a.n; i++) {
             uint32_t c = a.v[i];
-            if (c == 0x3000) {
-                w = 1;
-                if ((rc = buf_push(&b, ' '))) goto done;
-            } else if (c >= 0xFF00 && c <= 0xFFEF && CP_WIDTH[c - 0xFF00][0]) {
-                w = 1;
-                if ((rc = buf_append(&b, &CP_WIDTH[c - 0xFF00][1], CP_WIDTH[c - 0xFF00][0]))) goto done;
-            } else if ((rc = buf_push(&b, c))) {
-                goto done;
-            }
+            if (c == 0x3000)
+                rc = buf_push(&b, ' ');
+            else if (c >= 0xFF00 && c <= 0xFFEF && CP_WIDTH[c - 0xFF00][0])
+                rc = buf_append(&b, &CP_WIDTH[c - 0xFF00][1], CP_WIDTH[c - 0xFF00][0]);
+            else
+                rc = buf_push(&b, c);
+            if (rc) goto done;
         }
-        if (w) buf_swap(&a, &b);
+        buf_swap(&a, &b);
     }
     if (o->form != CP_FORM_NONE) {
         int changed = 0;

@@ -196,6 +196,22 @@ def test_arbitrary_bytes_valid_or_offset(data):
     assert ours_clip(data) == expect_clip(text)
 
 
+@settings(max_examples=100, deadline=None)
+@given(TEXT, st.integers(0, 40), st.integers(0xD800, 0xDFFF))
+def test_lone_surrogates_via_bytes_and_str(text, pos, sur):
+    pos = min(pos, len(text))
+    head, tail = text[:pos], text[pos:]
+    raw = (head + chr(sur) + tail).encode("utf-8", "surrogatepass")
+    offset = len(head.encode("utf-8"))
+    for fn in (cp.normalize, clip_clean):
+        with pytest.raises(cp.TokenizerError, match=f"byte offset {offset} "):
+            fn(raw)
+        with pytest.raises(cp.TokenizerError, match=f"U\\+{sur:04X} at character {pos}"):
+            fn(head + chr(sur) + tail)
+    with pytest.raises(cp.TokenizerError, match=rf"texts\[1\].*byte offset {offset} "):
+        cp.normalize_batch(["fine", raw])
+
+
 # ---- options -----------------------------------------------------------------------------------------------------
 
 
