@@ -178,18 +178,28 @@ int cp_mecab_cut(const char *text, size_t len, cp_spans *out) {
         if (!lat) return cp_fail(CP_ERR_NOMEM, "MeCab could not create a lattice");
         pthread_setspecific(g_lattice_key, lat);
     }
-    g_api.lattice_set_sentence2(lat, text, len);
+    /* MeCab reads its sentence up to a NUL (strlen in unknown-word lookup) even when given the length: hand it a
+     * NUL-terminated copy, since our text is a (start, len) slice that need not be followed by a NUL */
+    char *sentence = malloc(len + 1);
+    if (!sentence) return cp_fail(CP_ERR_NOMEM, "out of memory for a %zu-byte text", len);
+    memcpy(sentence, text, len);
+    sentence[len] = '\0';
+    int rc = CP_OK;
+    g_api.lattice_set_sentence2(lat, sentence, len);
     if (!g_api.parse_lattice(g_tagger, lat)) {
         const char *e = g_api.lattice_strerror(lat);
-        return cp_fail(CP_ERR_INTERNAL, "MeCab failed to parse a %zu-byte text: %s", len, e ? e : "?");
+        rc = cp_fail(CP_ERR_INTERNAL, "MeCab failed to parse a %zu-byte text: %s", len, e ? e : "?");
     }
-    for (const cp_mecab_node *nd = g_api.lattice_get_bos_node(lat); nd; nd = nd->next) {
+    for (const cp_mecab_node *nd = rc == CP_OK ? g_api.lattice_get_bos_node(lat) : NULL; nd && rc == CP_OK;
+         nd = nd->next) {
         if (nd->stat == CP_MECAB_BOS || nd->stat == CP_MECAB_EOS || nd->length == 0) continue;
-        if (nd->surface < text || (size_t)(nd->surface - text) + nd->length > len)
-            return cp_fail(CP_ERR_INTERNAL, "MeCab returned a surface outside the input text");
-        CP_CHECK(cp_spans_push(out, (size_t)(nd->surface - text), nd->length));
+        if (nd->surface < sentence || (size_t)(nd->surface - sentence) + nd->length > len)
+            rc = cp_fail(CP_ERR_INTERNAL, "MeCab returned a surface outside the input text");
+        else
+            rc = cp_spans_push(out, (size_t)(nd->surface - sentence), nd->length);
     }
-    /* let the lattice drop its reference to the caller's buffer */
+    /* let the lattice drop its reference to the copy */
     g_api.lattice_set_sentence2(lat, "", 0);
-    return CP_OK;
+    free(sentence);
+    return rc;
 }
