@@ -358,7 +358,7 @@ static inline size_t cp_u8(const uint8_t *p, const uint8_t *end, uint32_t *c) {
 }
 
 /* case-insensitive match of an ASCII pattern at p, as the regex module does it (only ASCII case pairs, plus U+017F
- * for 's': checked exhaustively by tools/gen_tokenizer_tables.py). Returns bytes matched or 0. */
+ * for 's': checked exhaustively by csrc/tools/gen_tokenizer_tables.py). Returns bytes matched or 0. */
 static size_t cp_match_ci(const uint8_t *p, const uint8_t *end, const char *pat) {
     const uint8_t *q = p;
     for (; *pat; pat++) {
