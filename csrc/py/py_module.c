@@ -5,6 +5,8 @@
 
 #include <string.h>
 
+#include <utf8proc.h>
+
 #ifdef CP_WITH_CUDA
 #include "../../kernels/cp_cuda.h"
 #endif
@@ -65,8 +67,11 @@ int cp_py_text_get(PyObject *obj, cp_py_text *out, const char *what) {
                 Py_UCS4 c = PyUnicode_READ_CHAR(obj, i);
                 if (c >= 0xD800 && c <= 0xDFFF) break;
             }
-            PyErr_Format(cp_py_TokenizerError, "%s: lone surrogate U+%04X at character %zd is not valid Unicode text",
-                         what, (unsigned)(i < len ? PyUnicode_READ_CHAR(obj, i) : 0), i);
+            /* snprintf: PyErr_Format knows neither %X nor zero padding */
+            char msg[256];
+            snprintf(msg, sizeof msg, "%s: lone surrogate U+%04X at character %zd is not valid Unicode text", what,
+                     (unsigned)(i < len ? PyUnicode_READ_CHAR(obj, i) : 0), i);
+            PyErr_SetString(cp_py_TokenizerError, msg);
             return -1;
         }
         Py_INCREF(obj);
@@ -187,7 +192,7 @@ static PyObject *py_build_info(PyObject *self, PyObject *noargs) {
 #else
     SET("openmp", Py_NewRef(Py_None));
 #endif
-    SET("utf8proc", PyUnicode_FromString(CP_UTF8PROC_VERSION));
+    SET("utf8proc", PyUnicode_FromString(utf8proc_version())); /* the library loaded, not the headers */
     SET("numpy_abi", PyUnicode_FromFormat("0x%x", (unsigned)NPY_ABI_VERSION));
     SET("threads", PyLong_FromLong(cp_get_num_threads()));
 #ifdef CP_SANITIZE
