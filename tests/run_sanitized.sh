@@ -27,7 +27,9 @@ cd "$DST"
 CLIPPROMPT_SANITIZE=1 CLIPPROMPT_CUDA=0 python setup.py -q build_ext --inplace >/dev/null
 ASAN_LIB="$(gcc -print-file-name=libasan.so)"
 [ -f "$ASAN_LIB" ] || { echo "libasan.so not found (gcc -print-file-name=libasan.so)"; exit 2; }
-export LD_PRELOAD="$ASAN_LIB${LD_PRELOAD:+ $LD_PRELOAD}"
+# libstdc++ right behind it: ASan's __cxa_throw interceptor must find the real one at start-up, or the first C++
+# exception thrown in an uninstrumented extension (triton's pybind11 module, imported by torch) aborts
+export LD_PRELOAD="$ASAN_LIB $(gcc -print-file-name=libstdc++.so)${LD_PRELOAD:+ $LD_PRELOAD}"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1:allocator_may_return_null=1:check_initialization_order=1:detect_stack_use_after_return=1:quarantine_size_mb=32}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 export CLIPPROMPT_SANITIZED_RUN=1

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import clipprompt as cp
-from hardening_util import ALL_PARTS, SANITIZED, requires, safetensors_bytes, write_tiny_clip, write_tiny_minilm
+from hardening_util import (ALL_PARTS, SANITIZED, minilm_vocab, requires, safetensors_bytes, write_tiny_clip,
+                             write_tiny_minilm)
 
 MB = 1 << 20
 
@@ -456,7 +457,7 @@ def test_10mb_prompt_normalize_and_segment(huge):
     assert time.monotonic() - t0 < BUDGET_S
 
 
-@requires("ClipTokenizer", "WordPieceTokenizer", "MiniLMEncoder")
+@requires("ClipTokenizer", "WordPieceTokenizer")
 def test_10mb_prompt_tokenizers(huge):
     t0 = time.monotonic()
     tok = cp.ClipTokenizer()
@@ -464,7 +465,7 @@ def test_10mb_prompt_tokenizers(huge):
     assert row.shape == (2, 77) and row[0, 0] == 49406 and row[0, 76] == 49407
     with pytest.raises(cp.TokenizerError):
         tok([huge], truncate=False)
-    wp = cp.WordPieceTokenizer(os.path.join(cp.encoders.default_minilm_path(), "vocab.txt"))
+    wp = cp.WordPieceTokenizer(minilm_vocab())
     ids, mask = wp([huge], max_length=256)
     assert ids.shape == (1, 256) and mask.all()
     assert time.monotonic() - t0 < BUDGET_S

@@ -12,7 +12,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 import clipprompt as cp  # noqa: E402
-from hardening_util import write_tiny_clip, write_tiny_minilm  # noqa: E402
+from hardening_util import minilm_vocab, write_tiny_clip, write_tiny_minilm  # noqa: E402
 
 ROUNDS = int(os.environ.get("LEAKCHECK_ROUNDS", "3"))
 
@@ -45,7 +45,7 @@ def main():
         tok(texts)
         tok.decode(tok.encode(texts[0]))
         expect(cp.TokenizerError, tok, ["word " * 100], truncate=False)
-        vocab = os.path.join(cp.encoders.default_minilm_path(), "vocab.txt")
+        vocab = minilm_vocab()
         wp = cp.WordPieceTokenizer(vocab)
         wp(texts, max_length=32)
         # encoders
