@@ -484,3 +484,25 @@ def test_10mb_prompt_encode_and_cache(huge, clip_dir):
     small.put("fp", "k", np.ones(2, np.float32))
     assert small.put("fp", huge, v[0]) is False
     np.testing.assert_array_equal(small.get("fp", "k"), np.ones(2, np.float32))
+
+
+@requires("ClipTextEncoder", "PromptCache", "FlatIPIndex")
+def test_nan_weights_run_without_undefined_behaviour_and_never_reach_the_cache(clip_dir, tmp_path):
+    """Regression (fuzz_model, expf-nan-weights): a NaN weight reached cp_expf's float->int conversion (undefined
+    behaviour, UBSan abort under tests/run_sanitized.sh). Now the NaN propagates to the output, and the cache and the
+    index refuse the non-finite vectors."""
+    raw = bytearray(open(os.path.join(clip_dir, "model.safetensors"), "rb").read())
+    hlen = struct.unpack_from("<Q", raw)[0]
+    entry = json.loads(raw[8:8 + hlen])["text_model.encoder.layers.0.mlp.fc1.weight"]
+    assert entry["dtype"] == "F32"
+    begin = 8 + hlen + entry["data_offsets"][0]
+    row = entry["shape"][1] * 4
+    raw[begin:begin + row] = np.full(entry["shape"][1], np.nan, "<f4").tobytes()  # row 0 of fc1: NaN
+    d = _copy_with(clip_dir, str(tmp_path / "nanw"), weights=bytes(raw))
+    enc = cp.ClipTextEncoder.from_pretrained(d)
+    v = enc.encode(["a photo of a cat", "x"], normalize=False)
+    assert v.shape == (2, enc.dim) and not np.isfinite(v).all()
+    with pytest.raises(cp.InvalidArgumentError):
+        cp.PromptCache().put(enc.fingerprint, "a photo of a cat", v[0])
+    with pytest.raises(cp.InvalidArgumentError):
+        cp.FlatIPIndex(enc.dim).add(v)
