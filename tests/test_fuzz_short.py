@@ -1,5 +1,5 @@
 """The short fuzzing run of CI: every libFuzzer target in tests/fuzz (ASan + UBSan + LeakSanitizer, clang) fuzzes for
-CLIPPROMPT_FUZZ_SECONDS (default 20 s) from seeds made of tests/data lines and small valid files, two targets at a
+CLIPPROMPT_FUZZ_SECONDS (default 15 s) from seeds made of tests/data lines and small valid files, two targets at a
 time, after replaying the committed regression inputs (tests/fuzz/regressions/<target>/*). Any crash, sanitizer
 report, leak, timeout or out-of-memory input fails the test and is kept in build/fuzz/findings/<target>/.
 The long form is `python tests/fuzz/run.py --seconds 1800 --jobs 2` (README, Reliability)."""
@@ -15,7 +15,7 @@ sys.path.insert(0, HERE)
 import build as fuzz_build  # noqa: E402
 import run as fuzz_run  # noqa: E402
 
-SECONDS = int(os.environ.get("CLIPPROMPT_FUZZ_SECONDS", "20"))
+SECONDS = int(os.environ.get("CLIPPROMPT_FUZZ_SECONDS", "15"))
 OUT = os.path.join(fuzz_build.ROOT, "build", "fuzz")
 # target -> the core files it covers (all must be built when the files are in the tree)
 EXPECTED = {
