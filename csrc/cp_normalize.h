@@ -31,6 +31,7 @@ typedef struct {
     int html_unescape;   /* number of html.unescape passes (0 = none; CLIP cleaning does 2)          */
     int ftfy;            /* ftfy.fix_text's non-mojibake fixes (quotes, ligatures, width, controls, */
                          /* line breaks, NFC)                                                        */
+    int fix_encoding;    /* with ftfy: also ftfy's mojibake repair (fix_encoding), as ftfy.fix_text does */
     int collapse_ws;     /* runs of Unicode whitespace -> one ASCII space; strip both ends           */
     int script_spaces;   /* insert a space where Latin/digits meet CJK ("shirt白色" -> "shirt 白色")   */
     int empty_is_error;  /* CP_ERR_EMPTY when the result is empty / whitespace only                   */
