@@ -252,17 +252,29 @@ static int bad_at(const uint32_t *v, size_t n, size_t i, uint32_t m0) {
 }
 
 int cp_mojibake_is_bad(const uint32_t *v, size_t n) {
-    for (size_t i = 0; i < n; i++) {
+    size_t i = 0;
+    while (i < n) {
+        /* An alternative that starts with an ASCII character needs a non-ASCII one within the next two: when
+         * v[i..i+4] are all ASCII, no match starts at i, i+1 or i+2. */
+        if (i + 5 <= n && (v[i] | v[i + 1] | v[i + 2] | v[i + 3] | v[i + 4]) < 0x80) {
+            i += 3;
+            continue;
+        }
         uint32_t c = v[i];
         if (c < 0x80) {
-            /* an alternative that starts with an ASCII character needs a non-ASCII one right after it, or after
-             * one more (\s) character */
             if (i + 1 >= n) return 0;
             uint32_t d = v[i + 1];
-            if (d < 0x80 && !(i + 2 < n && v[i + 2] >= 0x80 && (CP_MJ_DENSE[d] & MJ_SPACE))) continue;
+            if (d < 0x80 && !(i + 2 < n && v[i + 2] >= 0x80 && (CP_MJ_DENSE[d] & MJ_SPACE))) {
+                i++;
+                continue;
+            }
+        } else if (c > 0x25CA && c < 0xF8FF && c != 0x3000) {
+            i++; /* CJK, Hangul, ...: in no class (fast path of mj_class) */
+            continue;
         }
         uint32_t m = mj_class(c);
         if (m && bad_at(v, n, i, m)) return 1;
+        i++;
     }
     return 0;
 }
