@@ -9,9 +9,11 @@ fix_encoding=False (the baseline: the normaliser without the repair) on
                Windows-1251 in turn (every line needs the repair)
 and, for the mojibake rows, Python's ftfy.fix_text (+ the same html/NFKC/collapse steps: normalize_reference).
 
-    python benchmarks/bench_mojibake.py [--runs 15] [--warmup 1] [--json]
+    python benchmarks/bench_mojibake.py [--runs 15] [--warmup 1] [--clock wall|thread] [--json]
 
-The configurations of a data set are timed interleaved (run 1 of each, run 2 of each, ...).
+The configurations of a data set are timed interleaved (run 1 of each, run 2 of each, ...). --clock thread times
+with the calling thread's CPU time (time.thread_time; the batches run on this one thread), which other processes on
+a shared machine disturb far less than wall time.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ import ftfy.bad_codecs  # noqa: E402,F401
 import clipprompt as cp  # noqa: E402
 from clipprompt.normalize_ref import normalize_reference  # noqa: E402
 
-from bench_normalize import captions, cpu_name, stsb_cjk, timeit  # noqa: E402
+from bench_normalize import captions, cpu_name, stsb_cjk  # noqa: E402
 from conftest import all_text_lines  # noqa: E402
 
 
@@ -50,6 +52,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--clock", choices=["wall", "thread"], default="wall")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     rows = []
@@ -67,9 +70,12 @@ def main() -> int:
             for _ in range(args.warmup):
                 for _, fn, _ in configs:
                     fn()
+            clock = time.thread_time if args.clock == "thread" else time.perf_counter
             for _ in range(args.runs):
                 for what, fn, _ in configs:
-                    times[what] += timeit(fn, 1, 0)
+                    t0 = clock()
+                    fn()
+                    times[what].append(clock() - t0)
             base = None
             for what, fn, is_base in configs:
                 med = statistics.median(times[what])
@@ -80,12 +86,13 @@ def main() -> int:
             cp.set_num_threads(0)
     head = dict(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                 machine=f"{cpu_name()}, {os.cpu_count()} CPUs", python=platform.python_version(),
-                ftfy=ftfy.__version__, clipprompt=cp.__version__, threads=1)
+                ftfy=ftfy.__version__, clipprompt=cp.__version__, threads=1, clock=args.clock,
+                load=" ".join(f"{x:.1f}" for x in os.getloadavg()))
     if args.json:
         print(json.dumps(dict(header=head, rows=rows), indent=2))
         return 0
     print(f"# bench_mojibake | {head['date']} | {head['machine']} | Python {head['python']} | ftfy {head['ftfy']} "
-          f"| clipprompt {head['clipprompt']} | threads 1 | dtype: text (UTF-8)")
+          f"| clipprompt {head['clipprompt']} | threads 1 | dtype: text (UTF-8) | clock {args.clock} | load {head['load']}")
     print("| what | shape | median ms (runs, warm-up) | throughput | x baseline |")
     print("|---|---|---|---|---|")
     for r in rows:

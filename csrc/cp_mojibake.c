@@ -251,9 +251,17 @@ static int bad_at(const uint32_t *v, size_t n, size_t i, uint32_t m0) {
     }
 }
 
+/* In no class and not ASCII: U+25CB..U+F8FE except U+3000 (CJK, Hangul, kana, most symbols). */
+static inline int mj_inert_hi(uint32_t c) { return c - 0x25CBu < 0xF8FFu - 0x25CBu && c != 0x3000; }
+
 int cp_mojibake_is_bad(const uint32_t *v, size_t n) {
     size_t i = 0;
     while (i < n) {
+        /* no match starts at such a character */
+        if (i + 4 <= n && mj_inert_hi(v[i]) & mj_inert_hi(v[i + 1]) & mj_inert_hi(v[i + 2]) & mj_inert_hi(v[i + 3])) {
+            i += 4;
+            continue;
+        }
         /* An alternative that starts with an ASCII character needs a non-ASCII one within the next two: when
          * v[i..i+4] are all ASCII, no match starts at i, i+1 or i+2. */
         if (i + 5 <= n && (v[i] | v[i + 1] | v[i + 2] | v[i + 3] | v[i + 4]) < 0x80) {
