@@ -6,9 +6,10 @@
  * csrc/tools/gen_normalize_tables.py (cp_html_entities.inc, cp_normalize_tables.inc).
  *
  * What each step reproduces:
- *   ftfy_fix      ftfy.fix_text(text) with the default config minus fix_encoding (mojibake repair): per line
- *                 segment (split after each '\n', and every 1,000,000 code points), repeated until nothing changes:
- *                 unescape_html ("auto": off from the first segment that contains '<' on), fix_c1_controls,
+ *   ftfy_fix      ftfy.fix_text(text) with the default config (fix_encoding, the mojibake repair, optional): per
+ *                 line segment (split after each '\n', and every 1,000,000 code points), repeated until nothing
+ *                 changes: unescape_html ("auto": off from the first segment that contains '<' on), fix_encoding
+ *                 (cp_mojibake.c), fix_c1_controls,
  *                 fix_latin_ligatures, fix_character_width, uncurl_quotes, fix_line_breaks, (fix_surrogates: valid
  *                 UTF-8 has none), remove_terminal_escapes, remove_control_chars, NFC.
  *   html_unescape Python's html.unescape (named refs with/without ';', longest-prefix rule, numeric refs with the
@@ -470,7 +471,7 @@ static int maybe_normalize(u32buf *cur, u32buf *tmp, int compat, int *changed) {
     return CP_OK;
 }
 
-/* ---- ftfy.fix_text minus fix_encoding ------------------------------------------------------------- */
+/* ---- ftfy.fix_text (fix_encoding: cp_mojibake.c) --------------------------------------------------- */
 
 /* ftfy.fixes.unescape_html: HTML_ENTITY_RE = &#?[0-9A-Za-z]{1,24}; replaced by HTML_ENTITIES[match] (html5 names
  * with ';' plus ftfy's upper-case ones), or for '&#...;' by html.unescape(match) unless that leaves a ';'. */
