@@ -661,6 +661,10 @@ int cp_mojibake_fix(const uint32_t *v, size_t n, uint32_t **out, size_t *out_n) 
         free(r.v);
         return CP_OK;
     }
+    if (!r.v) { /* changed to the empty text (not reachable: every decode of >= 1 byte gives >= 1 character) */
+        r.v = malloc(sizeof(uint32_t));
+        if (!r.v) CP_FAIL(CP_ERR_NOMEM, "normalize: out of memory (mojibake repair)");
+    }
     *out = r.v, *out_n = r.n;
     return CP_OK;
 }
