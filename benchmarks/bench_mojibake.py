@@ -30,14 +30,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-import ftfy  # noqa: E402
-import ftfy.bad_codecs  # noqa: E402,F401
+import ftfy
+import ftfy.bad_codecs  # registers the sloppy-windows-* and utf-8-variants codecs
+from bench_normalize import captions, cpu_name, stsb_cjk
+from conftest import all_text_lines
 
-import clipprompt as cp  # noqa: E402
-from clipprompt.normalize_ref import normalize_reference  # noqa: E402
-
-from bench_normalize import captions, cpu_name, stsb_cjk  # noqa: E402
-from conftest import all_text_lines  # noqa: E402
+import clipprompt as cp
+from clipprompt.normalize_ref import normalize_reference
 
 
 def datasets() -> list[tuple[str, list[str]]]:
@@ -59,10 +58,12 @@ def main() -> int:
     for dname, texts in datasets():
         n = len(texts)
         assert cp.normalize_batch(texts) == [normalize_reference(t) for t in texts]  # same answers first
-        configs = [("cp.normalize_batch fix_encoding=False (baseline)", lambda: cp.normalize_batch(texts, fix_encoding=False), True),
-                   ("cp.normalize_batch fix_encoding=True", lambda: cp.normalize_batch(texts), False)]
+        configs = [("cp.normalize_batch fix_encoding=False (baseline)",
+                    lambda t=texts: cp.normalize_batch(t, fix_encoding=False), True),
+                   ("cp.normalize_batch fix_encoding=True", lambda t=texts: cp.normalize_batch(t), False)]
         if dname == "mojibake":
-            configs.append(("python ftfy.fix_text + html + NFKC + re", lambda: [normalize_reference(t) for t in texts], False))
+            configs.append(("python ftfy.fix_text + html + NFKC + re",
+                            lambda ts=texts: [normalize_reference(t) for t in ts], False))
         cp.set_num_threads(1)
         try:
             # interleaved (one run of each configuration in turn), so that load drift on a shared machine hits all
@@ -80,19 +81,20 @@ def main() -> int:
             for what, fn, is_base in configs:
                 med = statistics.median(times[what])
                 base = med if is_base else base
-                rows.append(dict(data=dname, what=what, prompts=n, median_s=med, runs=args.runs, warmup=args.warmup,
-                                 prompts_per_s=n / med, x_baseline=base / med))
+                rows.append({"data": dname, "what": what, "prompts": n, "median_s": med, "runs": args.runs, "warmup": args.warmup,
+                                 "prompts_per_s": n / med, "x_baseline": base / med})
         finally:
             cp.set_num_threads(0)
-    head = dict(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                machine=f"{cpu_name()}, {os.cpu_count()} CPUs", python=platform.python_version(),
-                ftfy=ftfy.__version__, clipprompt=cp.__version__, threads=1, clock=args.clock,
-                load=" ".join(f"{x:.1f}" for x in os.getloadavg()))
+    head = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                "machine": f"{cpu_name()}, {os.cpu_count()} CPUs", "python": platform.python_version(),
+                "ftfy": ftfy.__version__, "clipprompt": cp.__version__, "threads": 1, "clock": args.clock,
+                "load": " ".join(f"{x:.1f}" for x in os.getloadavg())}
     if args.json:
-        print(json.dumps(dict(header=head, rows=rows), indent=2))
+        print(json.dumps({"header": head, "rows": rows}, indent=2))
         return 0
     print(f"# bench_mojibake | {head['date']} | {head['machine']} | Python {head['python']} | ftfy {head['ftfy']} "
-          f"| clipprompt {head['clipprompt']} | threads 1 | dtype: text (UTF-8) | clock {args.clock} | load {head['load']}")
+          f"| clipprompt {head['clipprompt']} | threads 1 | dtype: text (UTF-8) | clock {args.clock} "
+          f"| load {head['load']}")
     print("| what | shape | median ms (runs, warm-up) | throughput | x baseline |")
     print("|---|---|---|---|---|")
     for r in rows:

@@ -290,13 +290,16 @@ int cp_mojibake_is_bad(const uint32_t *v, size_t n) {
 /* ---- byte-level fixes ------------------------------------------------------------------------------- */
 
 static int cont80_bf(uint8_t b) { return b >= 0x80 && b <= 0xBF; }
-static int altered_cont(uint8_t b) { return (b >= 0x80 && b <= 0x84) || (b >= 0x86 && b <= 0x9F) || (b >= 0xA1 && b <= 0xBF); }
+static int altered_cont(uint8_t b) { /* [\x80-\x84\x86-\x9f\xa1-\xbf] */
+    return (b >= 0x80 && b <= 0x84) || (b >= 0x86 && b <= 0x9F) || (b >= 0xA1 && b <= 0xBF);
+}
 
 /* Length of an ALTERED_UTF8_RE match at b[p], 0 if none. */
 static size_t altered_at(const uint8_t *b, size_t n, size_t p) {
     uint8_t x = b[p];
     size_t r = n - p;
-    if (x == 0xC2 || x == 0xC3 || x == 0xC5 || x == 0xCE || x == 0xD0 || x == 0xD9) return r >= 2 && b[p + 1] == ' ' ? 2 : 0;
+    if (x == 0xC2 || x == 0xC3 || x == 0xC5 || x == 0xCE || x == 0xD0 || x == 0xD9)
+        return r >= 2 && b[p + 1] == ' ' ? 2 : 0;
     if ((x == 0xE2 || x == 0xE3) && r >= 3 && b[p + 1] == ' ' && altered_cont(b[p + 2])) return 3;
     if (x >= 0xE0 && x <= 0xE3) return r >= 3 && altered_cont(b[p + 1]) && b[p + 2] == ' ' ? 3 : 0;
     if (x == 0xF0 && r >= 4) {
@@ -593,7 +596,8 @@ static int one_step(const uint32_t *v, size_t n, mj_u32 *out, int depth, mj_scra
     for (int k = 0; k < CP_MJ_NENC; k++) {
         if (!(possible & (1u << k))) continue;
         CP_CHECK(encode_charmap(v, n, k, &s->bytes));
-        if (k != MJ_ENC_MACROMAN && altered_search(s->bytes.v, s->bytes.n)) CP_CHECK(restore_byte_a0(&s->bytes, &s->btmp));
+        if (k != MJ_ENC_MACROMAN && altered_search(s->bytes.v, s->bytes.n))
+            CP_CHECK(restore_byte_a0(&s->bytes, &s->btmp));
         if (MJ_SLOPPY_MASK & (1u << k)) CP_CHECK(replace_lossy(&s->bytes, &s->btmp));
         int rc = CP_OK;
         if (decode_utf8_variants(s->bytes.v, s->bytes.n, &s->dec, &rc)) return u32_append(out, s->dec.v, s->dec.n);

@@ -3,7 +3,7 @@ import os
 import time
 
 import ftfy
-import ftfy.bad_codecs  # noqa: F401  (sloppy-windows-* codecs)
+import ftfy.bad_codecs  # registers the sloppy-windows-* and utf-8-variants codecs
 import pytest
 from ftfy import chardata
 from ftfy.badness import BADNESS_RE, MOJIBAKE_CATEGORIES, is_bad
@@ -20,7 +20,7 @@ HSET = settings(max_examples=int(os.environ.get("CP_HYPOTHESIS_EXAMPLES", "400")
                 suppress_health_check=[HealthCheck.too_slow])
 
 # only ftfy.fix_text's steps: no html passes, no NFKC/width/collapse of cp.normalize's own
-FTFY_ONLY = dict(form=None, html=0, fullwidth=False, collapse_whitespace=False, script_spaces=False)
+FTFY_ONLY = {"form": None, "html": 0, "fullwidth": False, "collapse_whitespace": False, "script_spaces": False}
 
 
 def fix_text_ours(text):

@@ -242,7 +242,8 @@ static PyObject *py_normalize(PyObject *self, PyObject *args, PyObject *kw) {
     cp_normalize_opts o;
     int seg_on;
     cp_lang seg_lang;
-    if (parse_opts(lowercase, form, fullwidth, html, ftfy, collapse, script, fix_encoding, &o, "normalize") < 0) return NULL;
+    if (parse_opts(lowercase, form, fullwidth, html, ftfy, collapse, script, fix_encoding, &o, "normalize") < 0)
+        return NULL;
     if (parse_segment(segment, &seg_on, &seg_lang, "normalize") < 0) return NULL;
     return run_single(text, &o, seg_on, seg_lang);
 }
@@ -257,7 +258,8 @@ static PyObject *py_normalize_batch(PyObject *self, PyObject *args, PyObject *kw
     cp_normalize_opts o;
     int seg_on;
     cp_lang seg_lang;
-    if (parse_opts(lowercase, form, fullwidth, html, ftfy, collapse, script, fix_encoding, &o, "normalize_batch") < 0) return NULL;
+    if (parse_opts(lowercase, form, fullwidth, html, ftfy, collapse, script, fix_encoding, &o, "normalize_batch") < 0)
+        return NULL;
     if (parse_segment(segment, &seg_on, &seg_lang, "normalize_batch") < 0) return NULL;
     return run_batch(texts, &o, seg_on, seg_lang, "normalize_batch");
 }
