@@ -168,7 +168,7 @@ def test_long_and_deep_mojibake_is_exact_and_bounded():
 
 # ---- Hypothesis: generated mojibake ---------------------------------------------------------------------------
 
-CODECS = ["latin-1", "cp1252", "cp1251", "cp1250", "cp1253", "cp1254", "iso-8859-2", "macroman", "cp437"]
+CODECS = ["latin-1", "cp1252", "cp1251", "cp1250", "cp1253", "cp1254", "cp1257", "iso-8859-2", "macroman", "cp437"]
 CHARS = st.characters(blacklist_categories=("Cs", "Cn"))
 WORDS = ["café", "naïve", "piñata", "“quoted”", "it’s", "€100", "Привет", "Ελληνικά", "Łódź", "çok güzel", "日本語",
          "😀", "👍🏽", "à la", "résumé", "—", "…", "•", "½", "™", "Ā", "ő", "\xa0", "Š", "ž", "Œuvre", "ß", "ﬁ",
