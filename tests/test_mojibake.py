@@ -127,6 +127,13 @@ def test_cases_match_ftfy(text):
         check(text + sep + text)
 
 
+def test_is_bad_hook_takes_str_only():
+    with pytest.raises(TypeError):
+        ftfy_is_bad(b"\xc3\xa9")
+    assert ftfy_is_bad("") is False
+    assert ftfy_is_bad("Ã©") is True
+
+
 def test_fix_encoding_option():
     t = "SautÃ© Pans &amp; Ã©tÃ©"
     assert cp.normalize(t) == "Sauté Pans & été"
