@@ -4,7 +4,7 @@ Prompts/s over the COCO + Flickr30K dev captions (tests/data/captions, 10,070 li
 fast path) and, to time the full Unicode path too, the STS-B zh + ja dev sentences (6,000 lines), same process:
   clip_clean  cp.clip_clean_batch / per-call cp.clip_clean   vs  ftfy.fix_text + html.unescape x2 + re + lower
   normalize   cp.normalize_batch  / per-call cp.normalize    vs  clipprompt.normalize_ref.normalize_reference
-              (ftfy.fix_text(fix_encoding=False) + html.unescape x2 + unicodedata NFKC + width map + re)
+              (ftfy.fix_text + html.unescape x2 + unicodedata NFKC + width map + re)
 
     python benchmarks/bench_normalize.py [--runs 7] [--warmup 1] [--json]
 """

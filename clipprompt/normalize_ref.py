@@ -5,8 +5,8 @@ clip_clean_reference(text)  OpenAI CLIP SimpleTokenizer's cleaning, verbatim:
                             whitespace_clean(basic_clean(text)).lower()
 normalize_reference(text)   what cp.normalize does, spelled with ftfy, html, unicodedata and re.
 
-fix_encoding=True runs ftfy's mojibake repair too (what CLIP really does); the C code does not reproduce that fix,
-so it matches fix_encoding=False everywhere and fix_encoding=True wherever ftfy's mojibake repair does not fire.
+fix_encoding=True (the default) runs ftfy's mojibake repair too, as CLIP does; the C code reproduces it
+(csrc/cp_mojibake.c), and fix_encoding=False is the twin of cp.normalize(..., fix_encoding=False).
 """
 from __future__ import annotations
 
@@ -49,13 +49,13 @@ _SCRIPT = re.compile(f"(?<=[{_LATIN}])(?=[{_CJK}])|(?<=[{_CJK}])(?=[{_LATIN}])")
 
 def normalize_reference(text: str, *, lowercase: bool = False, form: str | None = "NFKC", fullwidth: bool = True,
                         html_passes: int = 2, ftfy_fixes: bool = True, collapse_whitespace: bool = True,
-                        script_spaces: bool = True) -> str:
+                        script_spaces: bool = True, fix_encoding: bool = True) -> str:
     """cp.normalize in Python (returns "" where cp.normalize raises EmptyPromptError)."""
     import ftfy
 
     t = text
     if ftfy_fixes:
-        t = ftfy.fix_text(t, fix_encoding=False)
+        t = ftfy.fix_text(t, fix_encoding=fix_encoding)
     for _ in range(html_passes):
         t = html.unescape(t)
     if fullwidth:

@@ -6,9 +6,10 @@
  * csrc/tools/gen_normalize_tables.py (cp_html_entities.inc, cp_normalize_tables.inc).
  *
  * What each step reproduces:
- *   ftfy_fix      ftfy.fix_text(text) with the default config minus fix_encoding (mojibake repair): per line
- *                 segment (split after each '\n', and every 1,000,000 code points), repeated until nothing changes:
- *                 unescape_html ("auto": off from the first segment that contains '<' on), fix_c1_controls,
+ *   ftfy_fix      ftfy.fix_text(text) with the default config (fix_encoding, the mojibake repair, optional): per
+ *                 line segment (split after each '\n', and every 1,000,000 code points), repeated until nothing
+ *                 changes: unescape_html ("auto": off from the first segment that contains '<' on), fix_encoding
+ *                 (cp_mojibake.c), fix_c1_controls,
  *                 fix_latin_ligatures, fix_character_width, uncurl_quotes, fix_line_breaks, (fix_surrogates: valid
  *                 UTF-8 has none), remove_terminal_escapes, remove_control_chars, NFC.
  *   html_unescape Python's html.unescape (named refs with/without ';', longest-prefix rule, numeric refs with the
@@ -19,6 +20,7 @@
 #include "cp_normalize.h"
 
 #include "cp_common.h"
+#include "cp_mojibake.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -469,7 +471,7 @@ static int maybe_normalize(u32buf *cur, u32buf *tmp, int compat, int *changed) {
     return CP_OK;
 }
 
-/* ---- ftfy.fix_text minus fix_encoding ------------------------------------------------------------- */
+/* ---- ftfy.fix_text (fix_encoding: cp_mojibake.c) --------------------------------------------------- */
 
 /* ftfy.fixes.unescape_html: HTML_ENTITY_RE = &#?[0-9A-Za-z]{1,24}; replaced by HTML_ENTITIES[match] (html5 names
  * with ';' plus ftfy's upper-case ones), or for '&#...;' by html.unescape(match) unless that leaves a ';'. */
@@ -655,8 +657,9 @@ static int ftfy_trivial(const uint32_t *v, size_t n, int unescape) {
 #define FTFY_MAX_PASSES 64
 
 /* ftfy.fix_and_explain(segment) with explain=False: the fix loop until a pass changes nothing. */
-static int ftfy_segment(const uint32_t *seg, size_t n, int unescape, u32buf *out, u32buf *a, u32buf *b, u32buf *orig) {
-    if (ftfy_trivial(seg, n, unescape)) return buf_append(out, seg, n);
+static int ftfy_segment(const uint32_t *seg, size_t n, int unescape, int fix_enc, u32buf *out, u32buf *a, u32buf *b,
+                        u32buf *orig) {
+    if (ftfy_trivial(seg, n, unescape) && !(fix_enc && cp_mojibake_is_bad(seg, n))) return buf_append(out, seg, n);
     a->n = 0;
     CP_CHECK(buf_append(a, seg, n));
     for (int pass = 0; pass < FTFY_MAX_PASSES; pass++) {
@@ -667,6 +670,16 @@ static int ftfy_segment(const uint32_t *seg, size_t n, int unescape, u32buf *out
             CP_CHECK(ftfy_unescape(a, b, &changed));
             buf_swap(a, b);
         }
+        if (fix_enc) { /* fix_encoding: right after unescape_html, as in ftfy.fix_and_explain */
+            uint32_t *fx = NULL;
+            size_t fn = 0;
+            CP_CHECK(cp_mojibake_fix(a->v, a->n, &fx, &fn));
+            if (fx) {
+                free(a->v);
+                a->v = fx, a->n = a->cap = fn;
+                changed = 1;
+            }
+        }
         CP_CHECK(ftfy_char_fixes(a, b, &changed));
         CP_CHECK(maybe_normalize(a, b, 0, &changed));
         if (!changed || buf_equal(a, orig)) break;
@@ -676,8 +689,8 @@ static int ftfy_segment(const uint32_t *seg, size_t n, int unescape, u32buf *out
 
 #define FTFY_MAX_DECODE_LENGTH 1000000
 
-/* out = ftfy.fix_text(in, fix_encoding=False) (all other options at their defaults). */
-static int ftfy_fix_text(const u32buf *in, u32buf *out) {
+/* out = ftfy.fix_text(in, fix_encoding=fix_enc) (all other options at their defaults). */
+static int ftfy_fix_text(const u32buf *in, int fix_enc, u32buf *out) {
     u32buf a = {0}, b = {0}, orig = {0};
     int rc = CP_OK, unescape = 1;
     size_t pos = 0, n = in->n;
@@ -695,7 +708,7 @@ static int ftfy_fix_text(const u32buf *in, u32buf *out) {
                     break;
                 }
         }
-        if ((rc = ftfy_segment(in->v + pos, brk - pos, unescape, out, &a, &b, &orig))) break;
+        if ((rc = ftfy_segment(in->v + pos, brk - pos, unescape, fix_enc, out, &a, &b, &orig))) break;
         pos = brk;
     }
     buf_free(&a);
@@ -865,6 +878,7 @@ void cp_normalize_opts_default(cp_normalize_opts *o) {
     o->fullwidth = 1;
     o->html_unescape = 2;
     o->ftfy = 1;
+    o->fix_encoding = 1;
     o->collapse_ws = 1;
     o->script_spaces = 1;
     o->empty_is_error = 1;
@@ -890,7 +904,7 @@ int cp_normalize(const char *s, size_t n, const cp_normalize_opts *o, char **out
     int rc;
     if ((rc = decode_utf8(s ? s : "", n, &a))) goto done;
     if (o->ftfy) {
-        if ((rc = ftfy_fix_text(&a, &b))) goto done;
+        if ((rc = ftfy_fix_text(&a, o->fix_encoding, &b))) goto done;
         buf_swap(&a, &b);
     }
     for (int p = 0; p < o->html_unescape && has_cp(&a, '&'); p++) {
@@ -948,7 +962,7 @@ int cp_clip_clean(const char *s, size_t n, char **out, size_t *out_len) {
     int rc;
     if ((rc = decode_utf8(s ? s : "", n, &a))) goto done;
     /* basic_clean: ftfy.fix_text, html.unescape(html.unescape(.)), strip */
-    if ((rc = ftfy_fix_text(&a, &b))) goto done;
+    if ((rc = ftfy_fix_text(&a, 1, &b))) goto done;
     buf_swap(&a, &b);
     for (int p = 0; p < 2 && has_cp(&a, '&'); p++) {
         if ((rc = html_unescape(&a, &b))) goto done;

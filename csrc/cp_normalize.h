@@ -2,7 +2,8 @@
  *
  * Two entry points:
  *   cp_normalize   the configurable normaliser behind cp.normalize (NFC/NFKC, full-width -> half-width, HTML
- *                  unescape, ftfy's non-mojibake fixes, whitespace collapse, lowercase, script-boundary spaces).
+ *                  unescape, ftfy.fix_text's fixes incl. mojibake repair, whitespace collapse, lowercase,
+ *                  script-boundary spaces).
  *   cp_clip_clean  exactly what OpenAI's SimpleTokenizer does before BPE when ftfy is installed:
  *                  whitespace_clean(basic_clean(text)).lower(), where basic_clean = ftfy.fix_text, then
  *                  html.unescape twice, then strip; whitespace_clean = re.sub(r"\s+", " ", t).strip().
@@ -10,7 +11,7 @@
  * terminated; the caller frees it with free(). Thread-safe (no shared mutable state).
  *
  * cp_normalize applies, in this order: ftfy fixes, html_unescape passes, full-width map, NFC/NFKC, lowercase,
- * whitespace collapse, script-boundary spaces. Not reproduced from ftfy: mojibake repair (fix_encoding); see
+ * whitespace collapse, script-boundary spaces. ftfy's mojibake repair (fix_encoding) lives in cp_mojibake.c; see
  * README "Unicode normaliser" for the documented differences.
  */
 #ifndef CP_NORMALIZE_H
@@ -29,8 +30,9 @@ typedef struct {
     int lowercase;       /* full Unicode lowercase (Python str.lower semantics)                      */
     int fullwidth;       /* full-width ASCII variants and ideographic space -> ASCII (NFKC implies)   */
     int html_unescape;   /* number of html.unescape passes (0 = none; CLIP cleaning does 2)          */
-    int ftfy;            /* ftfy.fix_text's non-mojibake fixes (quotes, ligatures, width, controls, */
+    int ftfy;            /* ftfy.fix_text's fixes (quotes, ligatures, width, controls,              */
                          /* line breaks, NFC)                                                        */
+    int fix_encoding;    /* with ftfy: also ftfy's mojibake repair (fix_encoding), as ftfy.fix_text does */
     int collapse_ws;     /* runs of Unicode whitespace -> one ASCII space; strip both ends           */
     int script_spaces;   /* insert a space where Latin/digits meet CJK ("shirt白色" -> "shirt 白色")   */
     int empty_is_error;  /* CP_ERR_EMPTY when the result is empty / whitespace only                   */

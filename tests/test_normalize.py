@@ -17,24 +17,24 @@ from conftest import all_text_lines
 clip_clean = cp._C.clip_clean
 clip_clean_batch = cp._C.clip_clean_batch
 
-# Lines of tests/data on which ftfy's mojibake repair (fix_encoding, deliberately not reproduced) fires: the
-# taxonomy's UTF-8-read-as-Latin-1 names and two STS-B headlines read as MacRoman. README lists them.
+# Lines of tests/data on which ftfy's mojibake repair (fix_encoding) fires, with what ftfy.fix_text makes of them:
+# the taxonomy's UTF-8-read-as-Latin-1 names and two STS-B headlines read as MacRoman.
 MOJIBAKE_LINES = {
-    "Matt Smith quits BBC‚Äôs Doctor Who",
-    "Obama to meet with China‚Äôs Xi in California June 7-8",
-    "Corsage & BoutonniÃ¨re Pins",
-    "Corsages & BoutonniÃ¨res",
-    "PiÃ±atas",
-    "MadroÃ±o",
-    "Prepared Meals & EntrÃ©es",
-    "Nutritional Food PurÃ©es",
-    "CrÃªpe & Blini Pans",
-    "SautÃ© Pans",
-    "Fencing Jackets & LamÃ©s",
+    "Matt Smith quits BBC‚Äôs Doctor Who": "Matt Smith quits BBC's Doctor Who",
+    "Obama to meet with China‚Äôs Xi in California June 7-8": "Obama to meet with China's Xi in California June 7-8",
+    "Corsage & BoutonniÃ¨re Pins": "Corsage & Boutonnière Pins",
+    "Corsages & BoutonniÃ¨res": "Corsages & Boutonnières",
+    "PiÃ±atas": "Piñatas",
+    "MadroÃ±o": "Madroño",
+    "Prepared Meals & EntrÃ©es": "Prepared Meals & Entrées",
+    "Nutritional Food PurÃ©es": "Nutritional Food Purées",
+    "CrÃªpe & Blini Pans": "Crêpe & Blini Pans",
+    "SautÃ© Pans": "Sauté Pans",
+    "Fencing Jackets & LamÃ©s": "Fencing Jackets & Lamés",
 }
 
 
-def expect_clip(text, fix_encoding=False):
+def expect_clip(text, fix_encoding=True):
     """The reference result, or None where cp.clip_clean raises EmptyPromptError."""
     r = clip_clean_reference(text, fix_encoding=fix_encoding)
     return r or None
@@ -58,18 +58,21 @@ def lines():
 def test_clip_clean_every_data_line(lines):
     ours = clip_clean_batch(lines)
     assert len(ours) == len(lines) > 27000
-    mismatches, repaired = [], set()
-    for text, got in zip(lines, ours):
-        full = clip_clean_reference(text)  # ftfy.fix_text with its defaults, exactly as CLIP calls it
-        if got == full:
-            continue
-        if ftfy.fix_text(text) != ftfy.fix_text(text, fix_encoding=False):
-            repaired.add(text)  # mojibake repair fired: compare with everything but that fix
-            if got == clip_clean_reference(text, fix_encoding=False):
-                continue
-        mismatches.append((text, got, full))
+    # ftfy.fix_text with its defaults (mojibake repair included), exactly as CLIP calls it: no exceptions
+    mismatches = [(t, o) for t, o in zip(lines, ours) if o != clip_clean_reference(t)]
     assert mismatches == [], mismatches[:5]
-    assert repaired == MOJIBAKE_LINES  # the documented differences, nothing else
+    repaired = {t for t in lines if ftfy.fix_text(t) != ftfy.fix_text(t, fix_encoding=False)}
+    assert repaired == set(MOJIBAKE_LINES)  # the lines where the repair fires
+
+
+def test_mojibake_lines_repaired():
+    for text, fixed in MOJIBAKE_LINES.items():
+        assert ftfy.fix_text(text) == fixed
+        assert cp.normalize(text, form=None, fullwidth=False, html=0, collapse_whitespace=False,
+                            script_spaces=False) == fixed
+        assert clip_clean(text) == fixed.lower()
+        # fix_encoding=False keeps the mojibake (ftfy.fix_text(text, fix_encoding=False))
+        assert cp.normalize(text, fix_encoding=False, form=None) == ftfy.fix_text(text, fix_encoding=False)
 
 
 def test_clip_clean_single_equals_batch_and_bytes(lines):
@@ -87,6 +90,8 @@ def test_normalize_every_data_line(lines):
     assert bad == [], bad[:5]
     low = cp.normalize_batch(lines[::7], lowercase=True, form="NFC")
     assert low == [normalize_reference(t, lowercase=True, form="NFC") for t in lines[::7]]
+    moji = list(MOJIBAKE_LINES) + lines[::13]
+    assert cp.normalize_batch(moji, fix_encoding=False) == [normalize_reference(t, fix_encoding=False) for t in moji]
 
 
 # ---- every code point --------------------------------------------------------------------------------------------
@@ -145,8 +150,9 @@ PIECES = [
     # scripts and compatibility characters
     "白色短袖", "shirt", "T恤", "ひらがな", "カタカナ", "한국어", "™", "½", "①", "x²", "ｘ", "ǈ",
     "\ufffc", "\ufff9", "\u206a", "\ufffd",
-    # mojibake-looking text (ftfy's repair may fire: the reference then is fix_encoding=False)
-    "Ã©", "â€™", "Ã", "‚Äô", "Â ",
+    # mojibake-looking text
+    "Ã©", "â€™", "Ã", "‚Äô", "Â ", "Ã ", "â€", "Ã¨", "Ãƒ", "Â", "Ð", "Ñ€", "Ø§", "Ã\xa0", "Ã¡", "Ã¢â‚¬â„¢", "\ufffd",
+    "вЂ™", "â€\ufffd", "\xc3\x80", "Ã\x80", "ÃƒÂ©",
 ]
 
 CHARS = st.characters(blacklist_categories=("Cs", "Cn"))  # Cn: see README (utf8proc knows a newer Unicode)
@@ -159,21 +165,19 @@ HSET = settings(max_examples=int(os.environ.get("CP_HYPOTHESIS_EXAMPLES", "400")
 @HSET
 @given(TEXT)
 def test_clip_clean_matches_reference_hypothesis(text):
-    got = ours_clip(text)
-    assert got == expect_clip(text, fix_encoding=False)
-    # and CLIP's exact call wherever ftfy's mojibake repair does not fire
-    if ftfy.fix_text(text) == ftfy.fix_text(text, fix_encoding=False):
-        assert got == expect_clip(text, fix_encoding=True)
+    assert ours_clip(text) == expect_clip(text)  # CLIP's exact call, mojibake repair included
 
 
 @HSET
 @given(TEXT, st.booleans(), st.sampled_from(["NFC", "NFKC", "none"]), st.booleans(), st.integers(0, 3),
-       st.booleans(), st.booleans(), st.booleans())
-def test_normalize_matches_reference_hypothesis(text, lowercase, form, fullwidth, html, ftfy_on, collapse, script):
+       st.booleans(), st.booleans(), st.booleans(), st.booleans())
+def test_normalize_matches_reference_hypothesis(text, lowercase, form, fullwidth, html, ftfy_on, collapse, script,
+                                                fix_encoding):
     kw = dict(lowercase=lowercase, form=form, fullwidth=fullwidth, html=html, ftfy=ftfy_on,
-              collapse_whitespace=collapse, script_spaces=script)
+              collapse_whitespace=collapse, script_spaces=script, fix_encoding=fix_encoding)
     want = normalize_reference(text, lowercase=lowercase, form=form, fullwidth=fullwidth, html_passes=html,
-                               ftfy_fixes=ftfy_on, collapse_whitespace=collapse, script_spaces=script)
+                               ftfy_fixes=ftfy_on, collapse_whitespace=collapse, script_spaces=script,
+                               fix_encoding=fix_encoding)
     if not want:
         with pytest.raises(cp.EmptyPromptError):
             cp.normalize(text, **kw)

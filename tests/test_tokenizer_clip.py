@@ -32,8 +32,8 @@ BPE = ROOT / "clipprompt" / "data" / "bpe_simple_vocab_16e6.txt.gz"
 OPENAI_PAT = r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"
 SOT, EOT = 49406, 49407
 
-# Lines of tests/data on which ftfy's mojibake repair (fix_encoding) fires. cp_clip_clean (issue 2) deliberately does
-# not reproduce that heuristic, so on these lines we equal OpenAI's tokenizer with ftfy.fix_text(fix_encoding=False).
+# Lines of tests/data on which ftfy's mojibake repair (fix_encoding) fires. cp_clip_clean reproduces it
+# (csrc/cp_mojibake.c), so on these lines too we equal OpenAI's tokenizer with ftfy.fix_text's defaults.
 MOJIBAKE_LINES = {
     "Matt Smith quits BBC‚Äôs Doctor Who",
     "Obama to meet with China‚Äôs Xi in California June 7-8",
@@ -113,10 +113,8 @@ def openai_data(openai, openai_nofix, lines):
 
 
 def ref_ids(ref, ref_nofix, text):
-    """OpenAI's ids, or (where ftfy's mojibake repair fires) OpenAI's ids without that one fix."""
-    if ftfy.fix_text(text) != ftfy.fix_text(text, fix_encoding=False):
-        return ref_nofix.encode(text), True
-    return ref.encode(text), False
+    """OpenAI's ids (ftfy.fix_text with its defaults, mojibake repair included), and whether that repair fired."""
+    return ref.encode(text), ftfy.fix_text(text) != ftfy.fix_text(text, fix_encoding=False)
 
 
 def ref_row(ids, ctx=77):
@@ -172,11 +170,11 @@ def test_every_data_line_matches_openai(tok, openai_data, lines):
         if ids[i].tolist() != row or lens[i] != min(len(want) + 2, 77):
             mismatches.append((i, text, ids[i].tolist()[:12], row[:12]))
     assert mismatches == [], mismatches[:5]
-    assert repaired == MOJIBAKE_LINES  # the only lines where we follow fix_encoding=False (documented)
+    assert repaired == MOJIBAKE_LINES  # the lines where the repair fires (and we match it)
     # open_clip.tokenize itself (torch, open_clip's specials and whitespace_clean) agrees on the data too
     import open_clip
 
-    sample = [t for t in lines[::7] if t not in MOJIBAKE_LINES]
+    sample = lines[::7] + sorted(MOJIBAKE_LINES)
     assert np.array_equal(open_clip.tokenize(sample).numpy(), tok(sample))
 
 
@@ -196,9 +194,7 @@ def test_reference_disagreements_are_cleaning_only(tok, openai_data, hf, lines):
     html.unescape) that HF lacks: HF on OpenAI-cleaned text gives OpenAI's ids. We give OpenAI's."""
     disagree = 0
     hf_all = hf(lines, add_special_tokens=False)["input_ids"]
-    for text, h, (o, fired) in zip(lines, hf_all, openai_data):
-        if fired:
-            continue
+    for text, h, (o, _fired) in zip(lines, hf_all, openai_data):
         if h != o:
             disagree += 1
             assert hf(openai_clean(text), add_special_tokens=False)["input_ids"] == o, text
@@ -287,8 +283,6 @@ def test_hypothesis_hf_agrees_where_cleaning_is_equal(tok, hf, text):
         ours = tok.encode(text)
     except cp.EmptyPromptError:
         return
-    if ftfy.fix_text(text) != ftfy.fix_text(text, fix_encoding=False):
-        return  # mojibake repair (see MOJIBAKE_LINES)
     hf_clean = regex.sub(r"\s+", " ", hf.backend_tokenizer.normalizer.normalize_str(text))
     hf_clean = regex.sub(r"^ | $", "", hf_clean)  # not str.strip(): that also strips \x1c-\x1f
     # OpenAI's pattern is IGNORECASE (U+0345 then matches no alternative; 'ſ is a contraction), HF's is not

@@ -6,6 +6,7 @@
  */
 #include "py_common.h"
 
+#include "../cp_mojibake.h"
 #include "../cp_normalize.h"
 #include "../cp_segment.h"
 
@@ -16,7 +17,8 @@
 
 /* Parse the shared keyword options into o. Returns 0, or -1 with an exception set. */
 static int parse_opts(PyObject *lowercase, PyObject *form, PyObject *fullwidth, PyObject *html, PyObject *ftfy,
-                      PyObject *collapse, PyObject *script, cp_normalize_opts *o, const char *fn) {
+                      PyObject *collapse, PyObject *script, PyObject *fix_encoding, cp_normalize_opts *o,
+                      const char *fn) {
     cp_normalize_opts_default(o);
     int t;
 #define FLAG(obj, field)                          \
@@ -29,6 +31,7 @@ static int parse_opts(PyObject *lowercase, PyObject *form, PyObject *fullwidth, 
     FLAG(ftfy, ftfy)
     FLAG(collapse, collapse_ws)
     FLAG(script, script_spaces)
+    FLAG(fix_encoding, fix_encoding)
 #undef FLAG
     if (html) {
         if (PyBool_Check(html)) {
@@ -105,9 +108,9 @@ static int segment_inplace(char **out, size_t *out_len, cp_lang lang) {
 }
 
 static char *kw_single[] = {"text", "lowercase", "form", "fullwidth", "html", "ftfy", "collapse_whitespace",
-                            "script_spaces", "segment", NULL};
+                            "script_spaces", "segment", "fix_encoding", NULL};
 static char *kw_batch[] = {"texts", "lowercase", "form", "fullwidth", "html", "ftfy", "collapse_whitespace",
-                           "script_spaces", "segment", NULL};
+                           "script_spaces", "segment", "fix_encoding", NULL};
 
 /* One text through cp_normalize (o) or cp_clip_clean (o == NULL). */
 static PyObject *run_single(PyObject *text, const cp_normalize_opts *o, int seg_on, cp_lang seg_lang) {
@@ -232,14 +235,15 @@ error:
 static PyObject *py_normalize(PyObject *self, PyObject *args, PyObject *kw) {
     (void)self;
     PyObject *text, *lowercase = NULL, *form = NULL, *fullwidth = NULL, *html = NULL, *ftfy = NULL, *collapse = NULL,
-                    *script = NULL, *segment = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$OOOOOOOO:normalize", kw_single, &text, &lowercase, &form,
-                                     &fullwidth, &html, &ftfy, &collapse, &script, &segment))
+                    *script = NULL, *segment = NULL, *fix_encoding = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$OOOOOOOOO:normalize", kw_single, &text, &lowercase, &form,
+                                     &fullwidth, &html, &ftfy, &collapse, &script, &segment, &fix_encoding))
         return NULL;
     cp_normalize_opts o;
     int seg_on;
     cp_lang seg_lang;
-    if (parse_opts(lowercase, form, fullwidth, html, ftfy, collapse, script, &o, "normalize") < 0) return NULL;
+    if (parse_opts(lowercase, form, fullwidth, html, ftfy, collapse, script, fix_encoding, &o, "normalize") < 0)
+        return NULL;
     if (parse_segment(segment, &seg_on, &seg_lang, "normalize") < 0) return NULL;
     return run_single(text, &o, seg_on, seg_lang);
 }
@@ -247,14 +251,15 @@ static PyObject *py_normalize(PyObject *self, PyObject *args, PyObject *kw) {
 static PyObject *py_normalize_batch(PyObject *self, PyObject *args, PyObject *kw) {
     (void)self;
     PyObject *texts, *lowercase = NULL, *form = NULL, *fullwidth = NULL, *html = NULL, *ftfy = NULL, *collapse = NULL,
-                     *script = NULL, *segment = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$OOOOOOOO:normalize_batch", kw_batch, &texts, &lowercase, &form,
-                                     &fullwidth, &html, &ftfy, &collapse, &script, &segment))
+                     *script = NULL, *segment = NULL, *fix_encoding = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$OOOOOOOOO:normalize_batch", kw_batch, &texts, &lowercase, &form,
+                                     &fullwidth, &html, &ftfy, &collapse, &script, &segment, &fix_encoding))
         return NULL;
     cp_normalize_opts o;
     int seg_on;
     cp_lang seg_lang;
-    if (parse_opts(lowercase, form, fullwidth, html, ftfy, collapse, script, &o, "normalize_batch") < 0) return NULL;
+    if (parse_opts(lowercase, form, fullwidth, html, ftfy, collapse, script, fix_encoding, &o, "normalize_batch") < 0)
+        return NULL;
     if (parse_segment(segment, &seg_on, &seg_lang, "normalize_batch") < 0) return NULL;
     return run_batch(texts, &o, seg_on, seg_lang, "normalize_batch");
 }
@@ -269,11 +274,26 @@ static PyObject *py_clip_clean_batch(PyObject *self, PyObject *texts) {
     return run_batch(texts, NULL, 0, CP_LANG_AUTO, "clip_clean_batch");
 }
 
+/* _ftfy_is_bad(text) -> bool: ftfy.badness.is_bad as cp_mojibake_is_bad computes it (for the tests). */
+static PyObject *py_ftfy_is_bad(PyObject *self, PyObject *text) {
+    (void)self;
+    if (!PyUnicode_Check(text)) {
+        PyErr_Format(PyExc_TypeError, "_ftfy_is_bad: text must be str, not %.100s", Py_TYPE(text)->tp_name);
+        return NULL;
+    }
+    Py_UCS4 *v = PyUnicode_AsUCS4Copy(text);
+    if (!v) return NULL;
+    int bad = cp_mojibake_is_bad((const uint32_t *)v, (size_t)PyUnicode_GET_LENGTH(text));
+    PyMem_Free(v);
+    return PyBool_FromLong(bad);
+}
+
 static PyMethodDef normalize_methods[] = {
     {"normalize", (PyCFunction)(void (*)(void))py_normalize, METH_VARARGS | METH_KEYWORDS,
      "normalize(text, *, lowercase=False, form='NFKC', fullwidth=True, html=True, ftfy=True,\n"
-     "          collapse_whitespace=True, script_spaces=True, segment=None) -> str\n\n"
-     "Unicode cleanup of one prompt (str or UTF-8 bytes): ftfy's non-mojibake fixes, html.unescape (html=True:\n"
+     "          collapse_whitespace=True, script_spaces=True, segment=None, fix_encoding=True) -> str\n\n"
+     "Unicode cleanup of one prompt (str or UTF-8 bytes): ftfy.fix_text's fixes (fix_encoding=False: without its\n"
+     "mojibake repair), html.unescape (html=True:\n"
      "twice, like CLIP; an int: that many passes), NFC/NFKC ('none'/None: no normalisation), full-width to\n"
      "half-width, whitespace collapse, optional Python-str.lower lowercasing, a space where Latin letters/digits\n"
      "meet CJK; segment='auto'|'zh'|'ja' then joins cp.segment's words with spaces. Raises TokenizerError (invalid UTF-8, with the byte offset), EmptyPromptError (empty or\n"
@@ -283,10 +303,11 @@ static PyMethodDef normalize_methods[] = {
      "Errors name the index of the bad prompt (texts[i])."},
     {"clip_clean", py_clip_clean, METH_O,
      "clip_clean(text) -> str: exactly OpenAI CLIP SimpleTokenizer's cleaning\n"
-     "whitespace_clean(basic_clean(text)).lower() (ftfy.fix_text without mojibake repair, html.unescape twice,\n"
+     "whitespace_clean(basic_clean(text)).lower() (ftfy.fix_text, html.unescape twice,\n"
      "strip, \\s+ -> ' ', lower). EmptyPromptError when nothing is left."},
     {"clip_clean_batch", py_clip_clean_batch, METH_O,
      "clip_clean_batch(texts) -> list[str]: clip_clean over a list, GIL released for the whole batch."},
+    {"_ftfy_is_bad", py_ftfy_is_bad, METH_O, "_ftfy_is_bad(text) -> bool: ftfy.badness.is_bad in C (testing hook)."},
     {NULL, NULL, 0, NULL}};
 
 int cp_py_add_normalize(PyObject *m) { return PyModule_AddFunctions(m, normalize_methods); }
