@@ -403,7 +403,13 @@ void cp_index_set_knobs(cp_index *ix, int64_t block_size, int64_t query_block, i
 
 /* ---- add / remove ----------------------------------------------------------------------------------- */
 
+/* Branch-free scan (vectorises) first; the slow loop that names the bad element runs only on failure. */
 static int check_finite(const float *x, int64_t n, int64_t d, const char *what, int f16) {
+    const uint32_t *b = (const uint32_t *)x;
+    const uint32_t lim = f16 ? 0x477fe000u /* 65504 */ : 0x7f7fffffu /* FLT_MAX */;
+    uint32_t bad = 0;
+    for (int64_t i = 0; i < n * d; i++) bad |= (b[i] & 0x7fffffffu) > lim;
+    if (!bad) return CP_OK;
     for (int64_t i = 0; i < n * d; i++) {
         if (!isfinite(x[i]))
             CP_FAIL(CP_ERR_INVALID_ARG, "%s row %lld, column %lld is %s; vectors must be finite", what,
@@ -413,6 +419,27 @@ static int check_finite(const float *x, int64_t n, int64_t d, const char *what, 
                     what, (long long)(i / d), (long long)(i % d), (double)x[i]);
     }
     return CP_OK;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx,f16c"))) static void f32_to_f16_block_f16c(const float *src, uint16_t *dst, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) dst[i] = cp_f32_to_f16(src[i]);
+}
+#endif
+
+static void f32_to_f16_block(const float *src, uint16_t *dst, size_t n) {
+#if defined(__x86_64__)
+    static int have = -1;
+    if (have < 0) have = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+    if (have) {
+        f32_to_f16_block_f16c(src, dst, n);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < n; i++) dst[i] = cp_f32_to_f16(src[i]);
 }
 
 static int add_locked(cp_index *ix, const float *x, int64_t n, const int64_t *ids) {
@@ -471,8 +498,7 @@ static int add_locked(cp_index *ix, const float *x, int64_t n, const int64_t *id
     if (ix->dtype == CP_INDEX_FLOAT32) {
         memcpy((float *)ix->data + base * d, x, (size_t)n * d * 4);
     } else {
-        uint16_t *dst = (uint16_t *)ix->data + base * d;
-        for (int64_t i = 0; i < n * d; i++) dst[i] = cp_f32_to_f16(x[i]);
+        f32_to_f16_block(x, (uint16_t *)ix->data + base * d, (size_t)(n * d));
     }
     ix->ntotal = need;
     ix->next_id = ids ? maxid + 1 : ix->next_id + n;
