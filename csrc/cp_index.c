@@ -589,10 +589,13 @@ static int search_split(const cp_index *ix, const float *q, int64_t nq, int64_t 
     int64_t part = ix->block;
     if ((n + part - 1) / part > MAX_PARTS) part = (n + MAX_PARTS - 1) / MAX_PARTS;
     const int64_t nparts = (n + part - 1) / part;
-    hit *heaps = malloc((size_t)nparts * nq * keff * sizeof *heaps);
+    /* a part holds at most `part` rows, so its heaps need no more: total <= nq * n entries even when k ~ n */
+    const int64_t kp = keff < part ? keff : part;
+    hit *heaps = malloc((size_t)nparts * nq * kp * sizeof *heaps);
     int64_t *sizes = calloc((size_t)(nparts * nq), sizeof *sizes);
-    if (!heaps || !sizes) {
-        free(heaps), free(sizes);
+    hit *fin = malloc((size_t)keff * sizeof *fin);
+    if (!heaps || !sizes || !fin) {
+        free(heaps), free(sizes), free(fin);
         CP_FAIL(CP_ERR_NOMEM, "search: out of memory");
     }
     int nth = cp_get_num_threads();
@@ -609,32 +612,31 @@ static int search_split(const cp_index *ix, const float *q, int64_t nq, int64_t 
 #pragma omp for schedule(dynamic, 1)
         for (int64_t p = 0; p < nparts; p++) {
             if (!scores || (ix->dtype == CP_INDEX_FLOAT16 && !scratch)) continue;
-            hit *hp = heaps + p * nq * keff;
+            hit *hp = heaps + p * nq * kp;
             int64_t *sz = sizes + p * nq;
             int64_t lo = p * part, hi = lo + part < n ? lo + part : n;
             for (int64_t r0 = lo; r0 < hi; r0 += SUBTILE) {
                 int64_t nr = hi - r0 < SUBTILE ? hi - r0 : SUBTILE;
                 dots_rows(ix, q, nq, r0, nr, scratch, scores, SUBTILE);
-                for (int64_t j = 0; j < nq; j++) heap_scan(hp + j * keff, &sz[j], keff, scores + j * SUBTILE, nr, r0);
+                for (int64_t j = 0; j < nq; j++) heap_scan(hp + j * kp, &sz[j], kp, scores + j * SUBTILE, nr, r0);
             }
         }
         free(scores), free(scratch);
     }
     if (failed) {
-        free(heaps), free(sizes);
+        free(heaps), free(sizes), free(fin);
         CP_FAIL(CP_ERR_NOMEM, "search: out of memory");
     }
-    /* merge: fold every part's heap for query j into part 0's */
+    /* merge: fold every part's heap for query j into one of size keff */
     for (int64_t j = 0; j < nq; j++) {
-        hit *h0 = heaps + j * keff;
-        int64_t *n0 = &sizes[j];
-        for (int64_t p = 1; p < nparts; p++) {
-            const hit *hp = heaps + (p * nq + j) * keff;
-            for (int64_t t = 0; t < sizes[p * nq + j]; t++) heap_push(h0, n0, keff, hp[t]);
+        int64_t nf = 0;
+        for (int64_t p = 0; p < nparts; p++) {
+            const hit *hp = heaps + (p * nq + j) * kp;
+            for (int64_t t = 0; t < sizes[p * nq + j]; t++) heap_push(fin, &nf, keff, hp[t]);
         }
-        emit(ix, h0, *n0, k, D + j * k, I + j * k);
+        emit(ix, fin, nf, k, D + j * k, I + j * k);
     }
-    free(heaps), free(sizes);
+    free(heaps), free(sizes), free(fin);
     return CP_OK;
 }
 
@@ -642,7 +644,10 @@ static int search_split(const cp_index *ix, const float *q, int64_t nq, int64_t 
  * row of C (parallel over queries). */
 static int search_gemm(const cp_index *ix, const float *q, int64_t nq, int64_t k, int64_t keff, float *D, int64_t *I) {
     const int64_t n = ix->ntotal, d = ix->dim;
-    const int64_t bq = ix->qblock < nq ? ix->qblock : nq;
+    int64_t bq = ix->qblock < nq ? ix->qblock : nq;
+    /* keep the per-query heaps of one block within ~256 MiB when k is very large */
+    const int64_t heap_budget = ((int64_t)256 << 20) / (int64_t)sizeof(hit);
+    if (bq * keff > heap_budget) bq = heap_budget / keff > 0 ? heap_budget / keff : 1;
     const int64_t bs = ix->block < n ? ix->block : n;
     float *C = malloc((size_t)bq * bs * sizeof *C);
     float *scratch = ix->dtype == CP_INDEX_FLOAT16 ? malloc((size_t)bs * d * sizeof *scratch) : NULL;

@@ -197,6 +197,18 @@ def test_paths_agree_with_numpy(dtype, mode, block, qblock):
         check_search(ix, rng.standard_normal((nq, d)).astype(np.float32), Xs, list(range(700)), k, exact=False)
 
 
+@pytest.mark.parametrize("mode", ["split", "gemm"])
+def test_k_as_large_as_the_index(mode):
+    """k ~ ntotal: part heaps are capped at the part size, and merged into one of size k."""
+    rng = np.random.default_rng(9)
+    X = rng.standard_normal((3000, 8)).astype(np.float32)
+    ix = cp.FlatIPIndex(8)
+    ix._set_knobs(block_size=100, mode=mode)
+    ix.add(X)
+    for nq, k in ((2, 3000), (40, 2999), (3, 5000)):
+        check_search(ix, rng.standard_normal((nq, 8)).astype(np.float32), X, list(range(3000)), k, exact=False)
+
+
 def test_float16_rounding_matches_numpy():
     rng = np.random.default_rng(3)
     bits = rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32)
