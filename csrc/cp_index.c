@@ -140,7 +140,8 @@ __attribute__((target("avx2,fma"))) static void dots_avx2(const float *q, int64_
                 a3 = _mm256_fmadd_ps(_mm256_loadu_ps(q3 + t), xv, a3);
             }
             float s0 = hsum256(a0), s1 = hsum256(a1), s2 = hsum256(a2), s3 = hsum256(a3);
-            for (int64_t t = d8; t < d; t++) s0 += q0[t] * xr[t], s1 += q1[t] * xr[t], s2 += q2[t] * xr[t], s3 += q3[t] * xr[t];
+            for (int64_t t = d8; t < d; t++)
+                s0 += q0[t] * xr[t], s1 += q1[t] * xr[t], s2 += q2[t] * xr[t], s3 += q3[t] * xr[t];
             scores[j * ldc + r] = s0, scores[(j + 1) * ldc + r] = s1;
             scores[(j + 2) * ldc + r] = s2, scores[(j + 3) * ldc + r] = s3;
         }
@@ -192,12 +193,14 @@ __attribute__((target("avx2,fma,f16c"))) static void dots_f16_avx2(const float *
             __m256 a0 = _mm256_setzero_ps(), a1 = a0;
             int64_t t = 0;
             for (; t + 16 <= d8; t += 16) {
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qj + t), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(xr + t))), a0);
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qj + t),
+                                     _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(xr + t))), a0);
                 a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qj + t + 8),
                                      _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(xr + t + 8))), a1);
             }
             for (; t < d8; t += 8)
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qj + t), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(xr + t))), a0);
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qj + t),
+                                     _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(xr + t))), a0);
             float s = hsum256(_mm256_add_ps(a0, a1));
             for (; t < d; t++) s += qj[t] * cp_f16_to_f32(xr[t]);
             scores[j * ldc + r] = s;
@@ -356,8 +359,10 @@ static int map_rebuild(cp_index *ix, int64_t want) {
 
 int cp_index_create(cp_index **out, int64_t dim, int dtype) {
     *out = NULL;
-    if (dim < 1 || dim > (1 << 24)) CP_FAIL(CP_ERR_INVALID_ARG, "dim must be in 1..%d, got %lld", 1 << 24, (long long)dim);
-    if (dtype != CP_INDEX_FLOAT32 && dtype != CP_INDEX_FLOAT16) CP_FAIL(CP_ERR_INVALID_ARG, "unknown index dtype %d", dtype);
+    if (dim < 1 || dim > (1 << 24))
+        CP_FAIL(CP_ERR_INVALID_ARG, "dim must be in 1..%d, got %lld", 1 << 24, (long long)dim);
+    if (dtype != CP_INDEX_FLOAT32 && dtype != CP_INDEX_FLOAT16)
+        CP_FAIL(CP_ERR_INVALID_ARG, "unknown index dtype %d", dtype);
     cp_index *ix = calloc(1, sizeof *ix);
     if (!ix) CP_FAIL(CP_ERR_NOMEM, "out of memory");
     pthread_rwlock_init(&ix->lock, NULL);
@@ -448,7 +453,9 @@ static int add_locked(cp_index *ix, const float *x, int64_t n, const int64_t *id
     int64_t maxid = ix->next_id - 1;
     if (ids) {
         for (int64_t i = 0; i < n; i++) {
-            if (ids[i] < 0) CP_FAIL(CP_ERR_INVALID_ARG, "add: ids must be >= 0 (ids[%lld] = %lld)", (long long)i, (long long)ids[i]);
+            if (ids[i] < 0)
+                CP_FAIL(CP_ERR_INVALID_ARG, "add: ids must be >= 0 (ids[%lld] = %lld)", (long long)i,
+                        (long long)ids[i]);
             if (map_find(ix, ids[i]) >= 0)
                 CP_FAIL(CP_ERR_INVALID_ARG, "add: id %lld is already in the index", (long long)ids[i]);
             if (ids[i] > maxid) maxid = ids[i];

@@ -5,19 +5,19 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
+from conftest import read_lines
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import clipprompt as cp
 
-from conftest import read_lines
-
 
 def cost(fp, text, shape, kind="pooled"):
     """The documented charge: values + shape + UTF-8 key bytes + ENTRY_OVERHEAD."""
     n = int(np.prod(shape))
-    return 4 * n + 8 * len(shape) + sum(len(s.encode("utf-8")) for s in (fp, text, kind)) + cp.PromptCache.ENTRY_OVERHEAD
+    key = sum(len(s.encode("utf-8")) for s in (fp, text, kind))
+    return 4 * n + 8 * len(shape) + key + cp.PromptCache.ENTRY_OVERHEAD
 
 
 class FakeEncoder:

@@ -5,13 +5,12 @@ import os
 
 import numpy as np
 import pytest
+from conftest import read_lines
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import clipprompt as cp
-
-from conftest import read_lines
 
 D = 6
 

@@ -8,6 +8,8 @@
 
 #include <string.h>
 
+#define CP_PY_IN_FLAGS (NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_FORCECAST)
+
 typedef struct {
     PyObject_HEAD
     cp_cache *c;
@@ -46,8 +48,7 @@ static PyArrayObject *as_float32(PyObject *obj, const char *what) {
         return NULL;
     }
     PyArrayObject *b = (PyArrayObject *)PyArray_FromAny((PyObject *)a, PyArray_DescrFromType(NPY_FLOAT32), 0, 0,
-                                                        NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_FORCECAST,
-                                                        NULL);
+                                                        CP_PY_IN_FLAGS, NULL);
     Py_DECREF(a);
     return b;
 }
