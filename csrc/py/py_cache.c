@@ -6,6 +6,7 @@
 
 #include "../cp_cache.h"
 
+#include <math.h>
 #include <string.h>
 
 #define CP_PY_IN_FLAGS (NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_FORCECAST)
@@ -312,6 +313,26 @@ static PyObject *PromptCache_get_or_encode(PyPromptCache *self, PyObject *args, 
         }
         rnd = PyArray_NDIM(encoded) - 1;
         for (int d = 0; d < rnd; d++) rshape[d] = PyArray_DIM(encoded, d + 1);
+        /* validate every row before caching any, so a bad batch leaves the cache as it was */
+        const float *ev = (const float *)PyArray_DATA(encoded);
+        npy_intp total = PyArray_SIZE(encoded), bad = -1;
+        Py_BEGIN_ALLOW_THREADS
+        uint32_t any = 0;
+        for (npy_intp i = 0; i < total; i++) {
+            uint32_t b;
+            memcpy(&b, ev + i, 4);
+            any |= (b & 0x7fffffffu) > 0x7f7fffffu;
+        }
+        if (any)
+            for (npy_intp i = 0; i < total && bad < 0; i++)
+                if (!isfinite(ev[i])) bad = i;
+        Py_END_ALLOW_THREADS
+        if (bad >= 0) {
+            PyErr_Format(cp_py_InvalidArgumentError,
+                         "encoder.encode() returned a non-finite value for %R (row %zd); nothing was cached",
+                         PyList_GET_ITEM(miss_list, bad / (total / nmiss)), (Py_ssize_t)(bad / (total / nmiss)));
+            goto error;
+        }
     } else if (n > 0) {
         rnd = cp_cache_entry_shape(hits[0], rshape);
     }
