@@ -787,6 +787,15 @@ int cp_index_load(cp_index **out, const char *path) {
             rc = check_finite((const float *)ix->data, n, ix->dim, "index file row", 0) == CP_OK
                      ? CP_OK
                      : cp_fail(CP_ERR_INDEX_STATE, "index file '%s' is corrupt (non-finite values)", path);
+        if (rc == CP_OK && ix->dtype == CP_INDEX_FLOAT16) {
+            /* float16 rows too: exponent bits all ones is inf or NaN, which add() never stores */
+            const uint16_t *h = (const uint16_t *)ix->data;
+            for (int64_t i = 0; i < n * ix->dim; i++)
+                if ((h[i] & 0x7C00u) == 0x7C00u) {
+                    rc = cp_fail(CP_ERR_INDEX_STATE, "index file '%s' is corrupt (non-finite values)", path);
+                    break;
+                }
+        }
     }
     cp_reader_close(&r);
     if (rc != CP_OK) {
