@@ -1,6 +1,7 @@
 """Resident memory stays flat under long repetition (issue 8, item 4). Each test warms up first (allocator pools,
-arenas, first-call caches), then repeats the operation and reads the RSS at checkpoints: the growth after warm-up
-must stay under a tolerance far below what a per-call leak of the data involved would add.
+arenas, first-call caches), then repeats the operation and reads the anonymous RSS (RssAnon: memory-mapped weights
+are file-backed and excluded, see hardening_util.rss_bytes) at checkpoints: the growth after warm-up must stay under
+a tolerance far below what a per-call leak of the data involved would add.
 
 Counts: 1M cache put + 1M get with eviction (full scale); 10K prompts encoded with a tiny random CLIP tower (real
 vocabulary and tokenizer; 625 calls of 16) plus 160 with the bundled MiniLM (the 6-layer model costs ~0.1-1 s per
@@ -25,6 +26,7 @@ SLACK = 48 * MB if SANITIZED else 0
 def flat(readings, tol, what):
     """readings: RSS after warm-up, then at checkpoints. Fails when memory grew by more than tol."""
     growth = max(readings) - readings[0]
+    print(f"{what}: anonymous RSS after warm-up {readings[0] / MB:.1f} MB, growth {growth / MB:+.2f} MB")
     assert growth <= tol + SLACK, (
         f"{what}: RSS grew by {growth / MB:.1f} MB after warm-up (tolerance {(tol + SLACK) / MB:.0f} MB); "
         f"readings (MB): {[round(r / MB, 1) for r in readings]}")
