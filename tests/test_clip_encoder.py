@@ -444,3 +444,14 @@ def test_text_input_uses_clip_tokenizer(tiny, prompts, ids):
     np.testing.assert_array_equal(enc.encode(prompts), enc.encode(ids))
     np.testing.assert_array_equal(enc.encode(prompts[0]), enc.encode(ids[:1]))
     np.testing.assert_array_equal(enc.hidden_states(prompts[:3], layer=-2), enc.hidden_states(ids[:3], layer=-2))
+
+
+def test_sharded_checkpoint(tiny, tmp_path, ids):
+    model, path = tiny
+    d = tmp_path / "sharded"
+    model.save_pretrained(d, max_shard_size="2MB")
+    assert (d / "model.safetensors.index.json").exists()
+    assert len([n for n in os.listdir(d) if n.endswith(".safetensors")]) > 1
+    a = cp.ClipTextEncoder.from_pretrained(d).encode(ids, normalize=False)
+    b = cp.ClipTextEncoder.from_pretrained(path).encode(ids, normalize=False)
+    np.testing.assert_array_equal(a, b)
