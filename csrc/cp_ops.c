@@ -64,7 +64,7 @@ void cp_layernorm(const float *x, int64_t ldx, float *y, int64_t ldy, int64_t M,
 /* exp(x) in a form the compiler vectorises (Cephes expf: range reduction by ln 2, degree-6 polynomial, ~1 ulp);
  * libm's expf/erff are scalar calls that otherwise dominate the element-wise work. */
 static inline float cp_expf(float x) {
-    x = x < -87.33f ? -87.33f : (x > 88.72f ? 88.72f : x);
+    x = x < -87.33f ? -87.33f : (x > 88.3f ? 88.3f : x); /* 2^-126 .. 2^127: scale stays finite */
     const float n = __builtin_rintf(x * 1.44269504088896341f);
     const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
