@@ -63,9 +63,7 @@ int cp_index_save(cp_index *ix, const char *path);
 /** Read an index file into a new index; truncated/corrupt -> CP_ERR_INDEX_STATE. */
 int cp_index_load(cp_index **out, const char *path);
 
-/** float32 -> float16 bits, round to nearest even (exposed for tests). */
-uint16_t cp_f32_to_f16(float f);
-float cp_f16_to_f32(uint16_t h);
+/* half-precision conversions: cp_common.h */
 
 #ifdef __cplusplus
 }

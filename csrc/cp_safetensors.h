@@ -59,9 +59,7 @@ const char *cp_dtype_name(cp_dtype dt);
 /** Convert a floating tensor (F32/F16/BF16/F64) to float32 into dst[numel]. Other dtypes: CP_ERR_MODEL_FORMAT. */
 int cp_st_to_f32(const cp_st_tensor *t, float *dst);
 
-/** float16 / bfloat16 bit patterns to float (exact). */
-float cp_f16_to_f32(uint16_t h);
-float cp_bf16_to_f32(uint16_t h);
+/* half-precision conversions: cp_common.h */
 
 #ifdef __cplusplus
 }
