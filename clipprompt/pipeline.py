@@ -39,7 +39,7 @@ class PromptPipeline:
         self.encoder = encoder
         if cache is None:
             cache = cp.PromptCache()
-        self.cache = cache or None
+        self.cache = None if cache is False else cache
         self.index = index
         self.lang = lang
         self.batch_size = int(batch_size)
@@ -48,7 +48,7 @@ class PromptPipeline:
         if strategy == "expand" and expander is None:
             from .expand import PromptExpander
 
-            expander = PromptExpander(None, cache=self.cache or None)
+            expander = PromptExpander(None, cache=self.cache)
         self.expander = expander
         self.strategy: Strategy = get_strategy(strategy, expander=expander, template=template, **expand_kwargs)
         self.reset_stats()

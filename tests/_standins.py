@@ -233,3 +233,30 @@ def ensure_parts():
             setattr(cp, name, obj)
             INSTALLED.append(name)
     return INSTALLED
+
+
+# -- shared, loaded once per test session -------------------------------------------------------------------------
+import functools  # noqa: E402
+
+
+@functools.lru_cache(maxsize=None)
+def minilm():
+    """The MiniLM encoder (ours, or the stand-in) — loaded once per session."""
+    ensure_parts()
+    return cp.MiniLMEncoder.from_pretrained()
+
+
+@functools.lru_cache(maxsize=None)
+def clip_tokenizer():
+    ensure_parts()
+    return cp.ClipTokenizer()
+
+
+def small_pool(n=150):
+    """The first n phrases of the shipped pool (the Google product taxonomy) plus the whole of a few branches that
+    the tests' prompts touch."""
+    from clipprompt.expand import read_pool
+
+    pool = read_pool(None)
+    keep = pool[:n] + [p for p in pool if any(w in p.lower() for w in ("dress", "umbrella", "cat ", "shirt", "hat"))]
+    return list(dict.fromkeys(keep))
