@@ -260,3 +260,9 @@ def small_pool(n=150):
     pool = read_pool(None)
     keep = pool[:n] + [p for p in pool if any(w in p.lower() for w in ("dress", "umbrella", "cat ", "shirt", "hat"))]
     return list(dict.fromkeys(keep))
+
+
+@functools.lru_cache(maxsize=None)
+def small_expander():
+    """A PromptExpander over small_pool() with MiniLM, shared by the test modules."""
+    return cp.PromptExpander(small_pool(), minilm())
