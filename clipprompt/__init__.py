@@ -44,6 +44,7 @@ for _name in ("normalize", "normalize_batch", "segment", "segment_batch", "add_w
 del _name
 
 # Prompt strategies, expansion, the pipeline and SD helpers: Python over the parts above (issue 6).
+from .encoders import ClipTextEncoder, MiniLMEncoder  # noqa: E402,F401
 from . import sd  # noqa: E402,F401
 from .expand import Expansion, PromptExpander  # noqa: E402,F401
 from .pipeline import PromptPipeline  # noqa: E402,F401

@@ -11,8 +11,8 @@ encoding every window separately and concatenating along the sequence: [B, 77·n
 - a chunk's token ids are exactly ``ClipTokenizer()(chunk_text)`` (so a chunk encodes like a prompt on its own);
 - prompts in a batch are padded to the same number of windows with the empty prompt's window (SOT EOT), which is
   SD's unconditional input;
-- results go through a PromptCache as hidden-state entries of kind ``hidden:<layer>:chunked`` (fingerprint
-  ``<encoder fingerprint>|hidden:<layer>:chunked``, value = the prompt's [77·n, W] array flattened).
+- results go through a PromptCache as hidden-state entries: key (encoder fingerprint, prompt), kind
+  ``hidden:<layer>:chunked``, value = the prompt's [77·n, W] array.
 """
 from __future__ import annotations
 
@@ -135,11 +135,11 @@ def chunked_hidden_states(encoder, texts, layer: int = -1, *, tokenizer=None, ca
     texts = list(texts)
     tok = tokenizer if tokenizer is not None else cp.ClipTokenizer()
     ctx = window + 2
-    fp = f"{encoder.fingerprint}|{_kind(layer)}"
+    fp, kind = encoder.fingerprint, _kind(layer)
     per_prompt = [None] * len(texts)
     if cache is not None:
         for b, t in enumerate(texts):
-            v = cache.get(fp, t)
+            v = cache.get(fp, t, kind=kind)
             if v is not None:
                 per_prompt[b] = np.asarray(v, np.float32).reshape(-1, ctx, encoder.width)
     todo = [b for b, v in enumerate(per_prompt) if v is None]
@@ -151,7 +151,7 @@ def chunked_hidden_states(encoder, texts, layer: int = -1, *, tokenizer=None, ca
             per_prompt[b] = hs[pos:pos + len(row)]
             pos += len(row)
             if cache is not None:
-                cache.put(fp, texts[b], per_prompt[b].reshape(-1))
+                cache.put(fp, texts[b], per_prompt[b].reshape(-1, per_prompt[b].shape[-1]), kind=kind)
     n = max([len(v) for v in per_prompt] + [pad_to or 0])
     width = per_prompt[0].shape[-1] if per_prompt else encoder.width
     out = np.empty((len(texts), n * ctx, width), np.float32)

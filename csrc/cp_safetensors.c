@@ -302,25 +302,7 @@ const cp_st_tensor *cp_st_find(const cp_st_set *s, const char *name) {
 size_t cp_st_count(const cp_st_set *s) { return s->count; }
 const cp_st_tensor *cp_st_at(const cp_st_set *s, size_t i) { return i < s->count ? &s->tensors[i] : NULL; }
 
-float cp_f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, man = h & 0x3FF, bits;
-    if (exp == 0) {
-        if (man == 0) {
-            bits = sign;
-        } else { /* subnormal: normalise */
-            int e = -1;
-            do { e++; man <<= 1; } while ((man & 0x400) == 0);
-            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3FF) << 13);
-        }
-    } else if (exp == 31) {
-        bits = sign | 0x7F800000u | (man << 13);
-    } else {
-        bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
-    }
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
+/* cp_f16_to_f32 (declared in cp_safetensors.h) is defined once, in cp_index.c (same exact conversion). */
 
 float cp_bf16_to_f32(uint16_t h) {
     uint32_t bits = (uint32_t)h << 16;

@@ -142,16 +142,16 @@ class _PromptCache:
         self._d = {}
         self.hits = self.misses = 0
 
-    def get(self, fingerprint, text):
-        v = self._d.get((fingerprint, text))
+    def get(self, fingerprint, text, kind="pooled"):
+        v = self._d.get((fingerprint, text, kind))
         if v is None:
             self.misses += 1
         else:
             self.hits += 1
         return None if v is None else v.copy()
 
-    def put(self, fingerprint, text, vector):
-        self._d[(fingerprint, text)] = np.array(vector, np.float32)
+    def put(self, fingerprint, text, vector, kind="pooled"):
+        self._d[(fingerprint, text, kind)] = np.array(vector, np.float32)
 
     def get_or_encode(self, encoder, texts):
         fp = encoder.fingerprint
@@ -163,7 +163,7 @@ class _PromptCache:
             for t, v in zip(uniq, vecs):
                 self.put(fp, t, v)
         for i in miss:
-            out[i] = self._d[(fp, texts[i])].copy()
+            out[i] = self._d[(fp, texts[i], "pooled")].copy()
         return np.stack(out).astype(np.float32)
 
     def stats(self):

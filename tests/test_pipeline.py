@@ -47,8 +47,9 @@ def test_keywords_same_as_parts_by_hand(enc):
 
 
 def test_templates_same_as_parts_by_hand(enc):
-    tmpl = cp.templates("cifar10")
-    got = cp.PromptPipeline(enc, strategy="templates", template="cifar10").encode(PROMPTS[:3])
+    tmpl = cp.templates("gtsrb")
+    assert len(tmpl) == 3
+    got = cp.PromptPipeline(enc, strategy="templates", template="gtsrb").encode(PROMPTS[:3])
     for g, p in zip(got, PROMPTS[:3]):
         e = enc.encode([t.replace("{}", cp.normalize(p)) for t in tmpl])
         m = _unit(e).mean(0)
@@ -81,16 +82,16 @@ def test_cache_hits_on_repeats(enc):
 
 
 def test_search_matches_index_by_hand(enc):
-    corpus = read_lines("captions/coco_dev_caps.txt")[:200]
+    corpus = read_lines("captions/coco_dev_caps.txt")[:100]
     pipe = cp.PromptPipeline(enc, strategy="raw")
     vecs = pipe.add(corpus)
     assert len(pipe.index) == len(corpus)
-    D, I = pipe.search(corpus[::20], 5)
+    D, I = pipe.search(corpus[::10], 5)
     assert D.shape == (10, 5) and I.shape == (10, 5) and I.dtype == np.int64
-    np.testing.assert_array_equal(I[:, 0], np.arange(0, 200, 20))  # each caption finds itself first
+    np.testing.assert_array_equal(I[:, 0], np.arange(0, 100, 10))  # each caption finds itself first
     idx = cp.FlatIPIndex(enc.dim)
     idx.add(vecs)
-    D2, I2 = idx.search(vecs[::20], 5)
+    D2, I2 = idx.search(vecs[::10], 5)
     np.testing.assert_array_equal(I, I2)
     np.testing.assert_allclose(D, D2, atol=1e-5)
     # ids pass through

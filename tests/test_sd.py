@@ -134,8 +134,7 @@ def test_hidden_states_cached(clip, tok):
     assert s2["hits"] - s1["hits"] == 2 and s2["misses"] == s1["misses"]
     np.testing.assert_array_equal(a, b)
     # the entry is a hidden-state entry of kind hidden:<layer>:chunked, separate from the pooled vectors
-    fp = f"{clip.fingerprint}|hidden:-1:chunked"
-    v = cache.get(fp, "a dog")
+    v = cache.get(clip.fingerprint, "a dog", kind="hidden:-1:chunked")
     assert v is not None and v.size == 77 * clip.width
     assert cache.get(clip.fingerprint, "a dog") is None
 
