@@ -177,6 +177,35 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _default_cache_file() -> str:
+    import os
+
+    base = os.environ.get("CLIPPROMPT_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "clipprompt")
+    return os.path.join(base, "demo-cache.cpc")
+
+
+def _open_cache(path):
+    """(PromptCache, note): loaded from ``path`` when it holds a valid cache file, else a new one."""
+    import os
+
+    if path and os.path.exists(path):
+        try:
+            return cp.PromptCache.load(path), f"cache file {path}"
+        except cp.ClipPromptError as e:  # stale or damaged: start afresh (it is rewritten below)
+            return cp.PromptCache(), f"cache file {path} unreadable ({type(e).__name__}), rebuilt"
+    return cp.PromptCache(), (f"new cache file {path}" if path else "no cache file")
+
+
+def _save_cache(cache, path):
+    import os
+
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        cache.save(path)
+    except (OSError, cp.ClipPromptError) as e:
+        print(f"   (could not write the cache file {path}: {e})", file=sys.stderr)
+
+
 def _cmd_demo(args) -> int:
     from .expand import PromptExpander
     from .pipeline import PromptPipeline
@@ -200,11 +229,15 @@ def _cmd_demo(args) -> int:
     t0 = time.perf_counter()
     enc = cp.MiniLMEncoder.from_pretrained(args.minilm)
     t_load = time.perf_counter() - t0
-    cache = cp.PromptCache()
+    cache, cache_note = _open_cache(args.cache_file)
     t0 = time.perf_counter()
     exp = PromptExpander(args.pool, enc, cache=cache, tokenizer=tok)
     t_pool = time.perf_counter() - t0
-    print(f"\n3. expand (MiniLM loaded in {t_load:.2f} s; pool of {len(exp)} phrases embedded once in {t_pool:.2f} s)")
+    pool_stats = cache.stats()
+    if args.cache_file:
+        _save_cache(cache, args.cache_file)
+    print(f"\n3. expand (MiniLM loaded in {t_load:.2f} s; pool of {len(exp)} phrases embedded in {t_pool:.2f} s: "
+          f"{pool_stats['hits']} from the cache file, {pool_stats['misses']} encoded; {cache_note})")
     for e in exp.expand_batch(normed, top_k=args.top_k, mmr=0.7, min_score=0.25):
         added = ", ".join(f"{p} ({s:.2f})" for p, s in e.added) or "(nothing passed the guards)"
         print(f"   {e.prompt[:44]!r:48} + {added}")
@@ -255,6 +288,9 @@ def main(argv=None) -> int:
     d.add_argument("--minilm", metavar="DIR", help="MiniLM model dir (default: the bundled one)")
     d.add_argument("--pool", help="phrase pool file (default: the shipped product taxonomy)")
     d.add_argument("--top-k", type=int, default=3)
+    d.add_argument("--cache-file", default=_default_cache_file(),
+                   help="PromptCache file kept between runs so the pool is embedded once (default: %(default)s; "
+                        "'' for none)")
     d.set_defaults(fn=_cmd_demo)
 
     n = sub.add_parser("normalize", help="normalise text arguments (or stdin lines)")
