@@ -266,3 +266,17 @@ def small_pool(n=150):
 def small_expander():
     """A PromptExpander over small_pool() with MiniLM, shared by the test modules."""
     return cp.PromptExpander(small_pool(), minilm())
+
+
+def save_tiny_clip(directory):
+    """A small random-init CLIPTextModelWithProjection (width 32, 2 layers, projection 16) saved with
+    save_pretrained into ``directory``; returns its path as str."""
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    cfg = CLIPTextConfig(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=77, projection_dim=16,
+                         bos_token_id=49406, eos_token_id=49407, pad_token_id=1)
+    CLIPTextModelWithProjection(cfg).eval().save_pretrained(directory)
+    return str(directory)

@@ -22,17 +22,7 @@ ZH = "一位穿着红色连衣裙的女孩站在海边的岩石上看着日落�
 
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory):
-    import torch
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
-
-    torch.manual_seed(0)
-    cfg = CLIPTextConfig(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=77, projection_dim=16,
-                         bos_token_id=49406, eos_token_id=49407, pad_token_id=1)
-    model = CLIPTextModelWithProjection(cfg).eval()
-    d = tmp_path_factory.mktemp("tinyclip")
-    model.save_pretrained(d)
-    return str(d)
+    return _standins.save_tiny_clip(tmp_path_factory.mktemp("tinyclip"))
 
 
 @pytest.fixture(scope="module")
