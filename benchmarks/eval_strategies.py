@@ -212,8 +212,11 @@ def main(argv=None) -> int:
     p.add_argument("--no-expand", action="store_true")
     p.add_argument("--strategies", nargs="*", help="only these (substring match: raw keywords templates expand)")
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--threads", type=int, help="cp.set_num_threads(N) first (default: the library's default)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    if args.threads:
+        cp.set_num_threads(args.threads)
 
     image_ids, caps = load_split(args.captions, args.ids, args.limit)
     minilm = cp.MiniLMEncoder.from_pretrained(args.minilm)
