@@ -1,6 +1,7 @@
 """How fast is the C normaliser against the Python reference it reproduces?
 
-Prompts/s over the COCO + Flickr30K dev captions (tests/data/captions, 10,070 lines), same process:
+Prompts/s over the COCO + Flickr30K dev captions (tests/data/captions, 10,070 lines, almost all ASCII: the C
+fast path) and, to time the full Unicode path too, the STS-B zh + ja dev sentences (6,000 lines), same process:
   clip_clean  cp.clip_clean_batch / per-call cp.clip_clean   vs  ftfy.fix_text + html.unescape x2 + re + lower
   normalize   cp.normalize_batch  / per-call cp.normalize    vs  clipprompt.normalize_ref.normalize_reference
               (ftfy.fix_text(fix_encoding=False) + html.unescape x2 + unicodedata NFKC + width map + re)
@@ -37,6 +38,17 @@ def captions() -> list[str]:
     return out
 
 
+def stsb_cjk() -> list[str]:
+    import csv
+
+    out = []
+    for lang in ("zh", "ja"):
+        with open(os.path.join(DATA, "stsb", f"stsb-{lang}-dev.csv"), encoding="utf-8", newline="") as f:
+            for r in csv.reader(f):
+                out += [r[0], r[1]]
+    return out
+
+
 def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -59,16 +71,8 @@ def timeit(fn, runs: int, warmup: int) -> list[float]:
     return ts
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=7)
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
-    args = ap.parse_args()
-
-    texts = captions()
+def run_dataset(dname: str, texts: list[str], threads: int, runs: int, warmup: int) -> list[dict]:
     n = len(texts)
-    threads = cp.get_num_threads()
     # Same answers before timing anything.
     assert cp._C.clip_clean_batch(texts) == [clip_clean_reference(t) for t in texts]
     assert cp.normalize_batch(texts) == [normalize_reference(t) for t in texts]
@@ -94,18 +98,34 @@ def main() -> int:
     ]
     rows, base = [], {}
     for group, what, fn, is_base in configs:
-        ts = timeit(fn, args.runs, args.warmup)
+        ts = timeit(fn, runs, warmup)
         med = statistics.median(ts)
         if is_base:
             base[group] = med
-        rows.append(dict(group=group, what=what, prompts=n, median_s=med, runs=args.runs, warmup=args.warmup,
+        rows.append(dict(data=dname, group=group, what=what, prompts=n, median_s=med, runs=runs, warmup=warmup,
                          prompts_per_s=n / med, speedup=base[group] / med))
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    args = ap.parse_args()
+
+    threads = cp.get_num_threads()
+    datasets = [("captions", captions()), ("stsb-zh+ja", stsb_cjk())]
+    rows = []
+    for dname, texts in datasets:
+        rows += run_dataset(dname, texts, threads, args.runs, args.warmup)
+    n = sum(len(t) for _, t in datasets)
 
     info = cp.build_info()
     head = dict(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                 machine=f"{cpu_name()}, {os.cpu_count()} CPUs", python=platform.python_version(),
                 ftfy=ftfy.__version__, clipprompt=cp.__version__, utf8proc_pkgconfig=info.get("utf8proc"),
-                threads=threads, data=f"COCO+F30K dev captions, {n} lines")
+                threads=threads, data=f"captions = COCO+F30K dev captions; stsb-zh+ja = STS-B dev zh+ja sentences; {n} lines")
     if args.json:
         print(json.dumps(dict(header=head, rows=rows), indent=2))
         return 0
@@ -115,7 +135,7 @@ def main() -> int:
     print("| what | shape | median ms (runs, warm-up) | throughput | x baseline |")
     print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['group']}: {r['what']} | {r['prompts']} prompts | {r['median_s'] * 1e3:.1f} "
+        print(f"| {r['group']}: {r['what']} | {r['data']}, {r['prompts']} prompts | {r['median_s'] * 1e3:.1f} "
               f"({r['runs']}, {r['warmup']}) | {r['prompts_per_s']:,.0f} prompts/s | {r['speedup']:.1f}x |")
     return 0
 

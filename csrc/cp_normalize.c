@@ -161,6 +161,7 @@ static int encode_utf8(const u32buf *b, char **out, size_t *out_len) {
 
 static int py_isspace(uint32_t c) {
     if (c < 0x80) return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20);
+    if (c > 0x205F) return c == 0x3000; /* the generator asserts this */
     size_t lo = 0, hi = CP_PY_SPACE_N;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
@@ -172,17 +173,21 @@ static int py_isspace(uint32_t c) {
     return lo < CP_PY_SPACE_N && CP_PY_SPACE[lo] == c;
 }
 
-static int py_isdecimal(uint32_t c) {
-    if (c < 0x80) return c >= '0' && c <= '9';
-    size_t lo = 0, hi = CP_PY_DECIMAL_N;
+static int in_ranges(const uint32_t (*r)[2], size_t n, uint32_t c) {
+    size_t lo = 0, hi = n;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        if (CP_PY_DECIMAL[mid][1] < c)
+        if (r[mid][1] < c)
             lo = mid + 1;
         else
             hi = mid;
     }
-    return lo < CP_PY_DECIMAL_N && CP_PY_DECIMAL[lo][0] <= c;
+    return lo < n && r[lo][0] <= c;
+}
+
+static int py_isdecimal(uint32_t c) {
+    if (c < 0x80) return c >= '0' && c <= '9';
+    return in_ranges(CP_PY_DECIMAL, CP_PY_DECIMAL_N, c);
 }
 
 static int sigma_class(uint32_t c) {
@@ -361,7 +366,47 @@ static int has_cp(const u32buf *b, uint32_t c) {
 
 /* out = NFC(in) or NFKC(in) (compat != 0). Decompose each code point with utf8proc, put combining marks in
  * canonical order (the same bubble pass utf8proc_decompose_custom runs), then compose with utf8proc. */
-static int unicode_normalize(const u32buf *in, int compat, u32buf *out) {
+static int ccc_of(uint32_t c) { return c < 0x300 ? 0 : utf8proc_get_property((utf8proc_int32_t)c)->combining_class; }
+
+/* Canonical ordering: a stable sort by combining class of every run of non-starters. utf8proc_decompose_custom
+ * does the same with an adjacent-swap (gnome) sort, which is quadratic in the run length; this is linear
+ * (counting sort) for long runs and gives the identical order (both sorts are stable). */
+static int canonical_order(uint32_t *v, size_t n, u32buf *tmp) {
+    size_t i = 0;
+    while (i < n) {
+        if (ccc_of(v[i]) == 0) {
+            i++;
+            continue;
+        }
+        size_t s = i;
+        while (i < n && ccc_of(v[i]) != 0) i++;
+        size_t len = i - s;
+        if (len < 2) continue;
+        if (len <= 16) {
+            for (size_t k = s + 1; k < i; k++) {
+                uint32_t c = v[k];
+                int cc = ccc_of(c);
+                size_t j = k;
+                while (j > s && ccc_of(v[j - 1]) > cc) {
+                    v[j] = v[j - 1];
+                    j--;
+                }
+                v[j] = c;
+            }
+            continue;
+        }
+        size_t start[257] = {0};
+        for (size_t k = s; k < i; k++) start[ccc_of(v[k]) + 1]++;
+        for (int k = 1; k <= 256; k++) start[k] += start[k - 1];
+        tmp->n = 0;
+        CP_CHECK(buf_reserve(tmp, len));
+        for (size_t k = s; k < i; k++) tmp->v[start[ccc_of(v[k])]++] = v[k];
+        memcpy(v + s, tmp->v, len * sizeof(uint32_t));
+    }
+    return CP_OK;
+}
+
+static int unicode_normalize(const u32buf *in, int compat, u32buf *out, u32buf *tmp) {
     utf8proc_option_t opts = UTF8PROC_STABLE | UTF8PROC_COMPOSE | (compat ? UTF8PROC_COMPAT : 0);
     out->n = 0;
     CP_CHECK(buf_reserve(out, in->n + 16));
@@ -382,34 +427,41 @@ static int unicode_normalize(const u32buf *in, int compat, u32buf *out) {
     }
     /* canonical ordering */
     utf8proc_int32_t *b = (utf8proc_int32_t *)out->v;
-    size_t pos = 0, n = out->n;
-    while (n > 0 && pos < n - 1) {
-        int c1 = utf8proc_get_property(b[pos])->combining_class;
-        int c2 = utf8proc_get_property(b[pos + 1])->combining_class;
-        if (c1 > c2 && c2 > 0) {
-            utf8proc_int32_t t = b[pos];
-            b[pos] = b[pos + 1], b[pos + 1] = t;
-            if (pos > 0)
-                pos--;
-            else
-                pos++;
-        } else {
-            pos++;
-        }
-    }
+    size_t n = out->n;
+    CP_CHECK(canonical_order(out->v, n, tmp));
     utf8proc_ssize_t r = utf8proc_normalize_utf32(b, (utf8proc_ssize_t)n, opts);
     if (r < 0) CP_FAIL(CP_ERR_INTERNAL, "normalize: utf8proc: %s", utf8proc_errmsg(r));
     out->n = (size_t)r;
     return CP_OK;
 }
 
-/* Normalise unless trivially stable: below U+0300 everything is NFC; below U+00A0 everything is NFKC. */
+/* A code point that NFC (NFKC if compat) leaves alone in any context: no decomposition (canonical, or any for
+ * NFKC), combining class 0, and never the second half of a composition (utf8proc marks those with
+ * comb_index >= 0x8000; conjoining Hangul jamo compose algorithmically, so they count as not inert). */
+static int nf_inert(uint32_t c, int compat) {
+    if (c < 0x80) return 1;
+    if (c >= 0x1100 && c <= 0x11FF) return 0;
+    if (c >= 0xAC00 && c <= 0xD7A3) return 1; /* precomposed Hangul syllables are NFC/NFKC */
+    const utf8proc_property_t *p = utf8proc_get_property((utf8proc_int32_t)c);
+    if (p->combining_class != 0) return 0;
+    if (p->comb_index != UINT16_MAX && p->comb_index >= 0x8000) return 0;
+    if (p->decomp_seqindex != UINT16_MAX) {
+        if (p->decomp_type != 0) return !compat;
+        /* a canonical decomposition: inert iff a primary composite that both forms keep (Python-made table) */
+        return in_ranges(CP_NF_STABLE_COMPOSITE, CP_NF_STABLE_COMPOSITE_N, c);
+    }
+    return 1;
+}
+
+/* Normalise unless every code point is inert (the common case: nothing to do, no copy). */
 static int maybe_normalize(u32buf *cur, u32buf *tmp, int compat, int *changed) {
-    uint32_t limit = compat ? 0xA0 : 0x300;
     size_t i = 0;
-    while (i < cur->n && cur->v[i] < limit) i++;
+    while (i < cur->n && nf_inert(cur->v[i], compat)) i++;
     if (i == cur->n) return CP_OK;
-    CP_CHECK(unicode_normalize(cur, compat, tmp));
+    u32buf sorttmp = {0};
+    int rc = unicode_normalize(cur, compat, tmp, &sorttmp);
+    buf_free(&sorttmp);
+    if (rc) return rc;
     if (!buf_equal(cur, tmp)) {
         *changed = 1;
         buf_swap(cur, tmp);
@@ -578,25 +630,40 @@ static int ftfy_char_fixes(u32buf *cur, u32buf *tmp, int *changed) {
     return CP_OK;
 }
 
-/* Does ftfy (without fix_encoding) have anything to do in this segment? */
+/* Does ftfy (without fix_encoding) have anything to do in this segment? Every code point that some fix could
+ * touch: controls and C1, '&' (when unescaping), ligatures, width forms, curly quotes, line/paragraph separators,
+ * the removed format characters, and whatever NFC might change. */
 static int ftfy_trivial(const uint32_t *v, size_t n, int unescape) {
     for (size_t i = 0; i < n; i++) {
         uint32_t c = v[i];
-        if (c >= 0x7F || (c < 0x20 && c != '\t' && c != '\n' && c != '\f') || (c == '&' && unescape)) return 0;
+        if (c < 0x80) {
+            if ((c < 0x20 && c != '\t' && c != '\n' && c != '\f') || c == 0x7F || (c == '&' && unescape)) return 0;
+            continue;
+        }
+        if (c <= 0x9F || c == 0x132 || c == 0x133 || c == 0x149 || (c >= 0x1C4 && c <= 0x1CC) ||
+            (c >= 0x1F1 && c <= 0x1F3) || (c >= 0xFB00 && c <= 0xFB06) || c == 0x3000 || (c >= 0xFF00 && c <= 0xFFEF) ||
+            c == 0x2BC || (c >= 0x2018 && c <= 0x201F) || c == 0x2028 || c == 0x2029 || (c >= 0x206A && c <= 0x206F) ||
+            c == 0xFEFF || (c >= 0xFFF9 && c <= 0xFFFC) || !nf_inert(c, 0))
+            return 0;
     }
     return 1;
 }
+
+/* ftfy repeats its fixes until a pass changes nothing; each pass peels one level off nested entities
+ * ("&amp;amp;amp;" takes 3), so k-fold nesting costs k passes over the segment: quadratic for crafted input.
+ * We stop after this many passes (documented difference; no real text comes near it). */
+#define FTFY_MAX_PASSES 64
 
 /* ftfy.fix_and_explain(segment) with explain=False: the fix loop until a pass changes nothing. */
 static int ftfy_segment(const uint32_t *seg, size_t n, int unescape, u32buf *out, u32buf *a, u32buf *b, u32buf *orig) {
     if (ftfy_trivial(seg, n, unescape)) return buf_append(out, seg, n);
     a->n = 0;
     CP_CHECK(buf_append(a, seg, n));
-    for (;;) {
+    for (int pass = 0; pass < FTFY_MAX_PASSES; pass++) {
         int changed = 0;
         orig->n = 0;
         CP_CHECK(buf_append(orig, a->v, a->n));
-        if (unescape) {
+        if (unescape && has_cp(a, '&')) {
             CP_CHECK(ftfy_unescape(a, b, &changed));
             buf_swap(a, b);
         }
@@ -665,6 +732,8 @@ static int py_lower(const u32buf *in, u32buf *out) {
         uint32_t c = in->v[i];
         if (c < 0x80) {
             CP_CHECK(buf_push(out, (c >= 'A' && c <= 'Z') ? c + 32 : c));
+        } else if ((c >= 0x2E80 && c < 0xA640) || (c >= 0xAC00 && c < 0xFF21)) {
+            CP_CHECK(buf_push(out, c)); /* caseless stretches (the generator asserts this) */
         } else if (c == 0x3A3) {
             CP_CHECK(buf_push(out, final_sigma(in->v, in->n, i)));
         } else {
@@ -829,21 +898,18 @@ int cp_normalize(const char *s, size_t n, const cp_normalize_opts *o, char **out
         buf_swap(&a, &b);
     }
     if (o->fullwidth && needs_width(&a)) {
-        size_t w = 0;
         b.n = 0;
         for (size_t i = 0; i < a.n; i++) {
             uint32_t c = a.v[i];
-            if (c == 0x3000) {
-                w = 1;
-                if ((rc = buf_push(&b, ' '))) goto done;
-            } else if (c >= 0xFF00 && c <= 0xFFEF && CP_WIDTH[c - 0xFF00][0]) {
-                w = 1;
-                if ((rc = buf_append(&b, &CP_WIDTH[c - 0xFF00][1], CP_WIDTH[c - 0xFF00][0]))) goto done;
-            } else if ((rc = buf_push(&b, c))) {
-                goto done;
-            }
+            if (c == 0x3000)
+                rc = buf_push(&b, ' ');
+            else if (c >= 0xFF00 && c <= 0xFFEF && CP_WIDTH[c - 0xFF00][0])
+                rc = buf_append(&b, &CP_WIDTH[c - 0xFF00][1], CP_WIDTH[c - 0xFF00][0]);
+            else
+                rc = buf_push(&b, c);
+            if (rc) goto done;
         }
-        if (w) buf_swap(&a, &b);
+        buf_swap(&a, &b);
     }
     if (o->form != CP_FORM_NONE) {
         int changed = 0;

@@ -8,6 +8,10 @@
  *                  html.unescape twice, then strip; whitespace_clean = re.sub(r"\s+", " ", t).strip().
  * Input must be valid UTF-8 (CP_ERR_TOKENIZER names the byte offset otherwise). Output is malloc'd, NUL
  * terminated; the caller frees it with free(). Thread-safe (no shared mutable state).
+ *
+ * cp_normalize applies, in this order: ftfy fixes, html_unescape passes, full-width map, NFC/NFKC, lowercase,
+ * whitespace collapse, script-boundary spaces. Not reproduced from ftfy: mojibake repair (fix_encoding); see
+ * README "Unicode normaliser" for the documented differences.
  */
 #ifndef CP_NORMALIZE_H
 #define CP_NORMALIZE_H

@@ -196,6 +196,22 @@ def test_arbitrary_bytes_valid_or_offset(data):
     assert ours_clip(data) == expect_clip(text)
 
 
+@settings(max_examples=100, deadline=None)
+@given(TEXT, st.integers(0, 40), st.integers(0xD800, 0xDFFF))
+def test_lone_surrogates_via_bytes_and_str(text, pos, sur):
+    pos = min(pos, len(text))
+    head, tail = text[:pos], text[pos:]
+    raw = (head + chr(sur) + tail).encode("utf-8", "surrogatepass")
+    offset = len(head.encode("utf-8"))
+    for fn in (cp.normalize, clip_clean):
+        with pytest.raises(cp.TokenizerError, match=f"byte offset {offset} "):
+            fn(raw)
+        with pytest.raises(cp.TokenizerError, match=f"U\\+{sur:04X} at character {pos}"):
+            fn(head + chr(sur) + tail)
+    with pytest.raises(cp.TokenizerError, match=rf"texts\[1\].*byte offset {offset} "):
+        cp.normalize_batch(["fine", raw])
+
+
 # ---- options -----------------------------------------------------------------------------------------------------
 
 
@@ -254,6 +270,43 @@ def test_html_passes_and_whitespace():
     assert clip_clean("&NTILDE;") == "ñ"
     assert clip_clean("<b> &NTILDE;") == "<b> &ntilde;"
     assert clip_clean("&NTILDE;\n<b>\n&NTILDE;") == "ñ <b> &ntilde;"
+
+
+def test_ftfy_segment_limit_of_one_million_code_points():
+    # ftfy.fix_text fixes a line in 1,000,000-code-point segments: an accent split from its letter by the
+    # boundary stays uncomposed, an entity split by it stays escaped for ftfy (html.unescape gets it later).
+    for text in ("a" * 999_999 + "e\u0301" + "b" * 5, "a" * 999_998 + "&NTILDE;" + "é" * 3 + "\r\n&lt;"):
+        assert clip_clean(text) == clip_clean_reference(text)
+
+
+def test_nested_entities_exact_up_to_the_pass_cap_and_fast_beyond():
+    for k in (1, 2, 5, 40, 62):  # ftfy needs k passes, html.unescape x2 adds two more levels
+        text = "&" + "amp;" * k + "lt;b"
+        assert clip_clean(text) == clip_clean_reference(text), k
+    text = "&" + "amp;" * 100_000 + "lt;"  # 400 kB: ftfy itself would need 100,000 passes (minutes)
+    t0 = time.perf_counter()
+    out = clip_clean(text)
+    assert time.perf_counter() - t0 < 5.0
+    assert out == "&" + "amp;" * (100_000 - 64 - 2) + "lt;"  # documented: 64 ftfy passes, then 2 html passes
+
+
+def test_long_runs_of_combining_marks_exact_and_linear():
+    import random
+
+    rng = random.Random(7)
+    marks = [c for c in range(0x300, 0x2000) if unicodedata.combining(chr(c))]
+    for _ in range(20):  # runs longer and shorter than the insertion-sort cut-off, mixed with starters
+        text = "x" + "".join(chr(rng.choice(marks)) if rng.random() < 0.9 else "a" for _ in range(rng.randint(1, 400)))
+        for form in ("NFC", "NFKC"):
+            assert cp.normalize(text, form=form, ftfy=False, html=False, collapse_whitespace=False,
+                                script_spaces=False) == unicodedata.normalize(form, text)
+    small = "a" + "\u0301\u0316" * 50
+    assert unicodedata.normalize("NFC", small) == "\u00e1" + "\u0316" * 50 + "\u0301" * 49
+    big = "a" + "\u0301\u0316" * 200_000  # unicodedata (and a swap sort) take minutes on this
+    t0 = time.perf_counter()
+    out = cp.normalize(big, form="NFC", ftfy=False)
+    assert time.perf_counter() - t0 < 5.0
+    assert out == "\u00e1" + "\u0316" * 200_000 + "\u0301" * 199_999
 
 
 # ---- errors ------------------------------------------------------------------------------------------------------

@@ -65,8 +65,11 @@ int cp_py_text_get(PyObject *obj, cp_py_text *out, const char *what) {
                 Py_UCS4 c = PyUnicode_READ_CHAR(obj, i);
                 if (c >= 0xD800 && c <= 0xDFFF) break;
             }
-            PyErr_Format(cp_py_TokenizerError, "%s: lone surrogate U+%04X at character %zd is not valid Unicode text",
-                         what, (unsigned)(i < len ? PyUnicode_READ_CHAR(obj, i) : 0), i);
+            /* snprintf: PyErr_Format knows neither %X nor zero padding */
+            char msg[256];
+            snprintf(msg, sizeof msg, "%s: lone surrogate U+%04X at character %zd is not valid Unicode text", what,
+                     (unsigned)(i < len ? PyUnicode_READ_CHAR(obj, i) : 0), i);
+            PyErr_SetString(cp_py_TokenizerError, msg);
             return -1;
         }
         Py_INCREF(obj);

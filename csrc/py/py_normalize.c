@@ -121,12 +121,16 @@ static int texts_get(PyObject *obj, cp_py_texts *out) {
     for (Py_ssize_t i = 0; i < n; i++) {
         cp_py_text t;
         if (cp_py_text_get(items[i], &t, "texts") < 0) {
+            /* same failure again, now with the index in the message */
             char label[64];
-            PyErr_Clear();
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
             snprintf(label, sizeof label, "texts[%zd]", i);
-            if (cp_py_text_get(items[i], &t, label) == 0) { /* cannot happen; keep the state consistent */
-                cp_py_text_release(&t);
-                PyErr_Format(cp_py_ClipPromptError, "%s: conversion failed", label);
+            if (cp_py_text_get(items[i], &t, label) == 0) {
+                cp_py_text_release(&t); /* not reached (the conversion is deterministic): keep the first error */
+                PyErr_Restore(type, value, tb);
+            } else {
+                Py_XDECREF(type), Py_XDECREF(value), Py_XDECREF(tb);
             }
             out->n = i;
             Py_DECREF(seq);

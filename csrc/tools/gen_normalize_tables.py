@@ -129,6 +129,8 @@ def gen_tables() -> str:
             low.append((c, [ord(x) for x in lo]))
             maxlen = max(maxlen, len(lo))
     assert maxlen <= 3
+    # cp_normalize.c skips the lookup in two caseless stretches (CJK..Yi, Hangul..half-width forms)
+    assert not any(0x2E80 <= c < 0xA640 or 0xAC00 <= c < 0xFF21 for c, _ in low)
     lines.append("/* str.lower(): code point -> up to 3 code points (n), every code point lower() changes, sorted. */")
     lines.append("#define CP_LOWER_MAXLEN %d" % maxlen)
     lines.append("static const cp_lower_entry CP_LOWER[] = {")
@@ -167,6 +169,7 @@ def gen_tables() -> str:
     import re
 
     assert sp == [c for c in range(MAXCP) if not (0xD800 <= c <= 0xDFFF) and re.match(r"\s", chr(c))]
+    assert sp[-1] == 0x3000 and sorted(c for c in sp if c > 0x205F) == [0x3000]  # cp_normalize.c's quick reject
     lines.append("/* str.isspace() (also re's \\s and str.strip()'s default set), sorted. */")
     lines.append("static const uint32_t CP_PY_SPACE[] = {" + ", ".join("0x%04X" % c for c in sp) + "};")
     lines.append("#define CP_PY_SPACE_N %d" % len(sp))
@@ -180,6 +183,18 @@ def gen_tables() -> str:
         lines.append("    {0x%04X, 0x%04X}," % (a, b))
     lines.append("};")
     lines.append("#define CP_PY_DECIMAL_N %d" % len(dr))
+    lines.append("")
+
+    # Precomposed characters that NFC and NFKC leave alone (a fast path only: utf8proc still does the work).
+    stable = ranges(lambda c: not (0xD800 <= c <= 0xDFFF) and not (0xAC00 <= c <= 0xD7A3)
+                    and unicodedata.decomposition(chr(c)) != "" and not unicodedata.decomposition(chr(c)).startswith("<")
+                    and unicodedata.normalize("NFC", chr(c)) == chr(c) and unicodedata.normalize("NFKC", chr(c)) == chr(c))
+    lines.append("/* Code points with a canonical decomposition that NFC and NFKC map to themselves, sorted ranges. */")
+    lines.append("static const uint32_t CP_NF_STABLE_COMPOSITE[][2] = {")
+    for a, b in stable:
+        lines.append("    {0x%04X, 0x%04X}," % (a, b))
+    lines.append("};")
+    lines.append("#define CP_NF_STABLE_COMPOSITE_N %d" % len(stable))
     lines.append("")
 
     # html's numeric charref replacements (html._invalid_charrefs).
