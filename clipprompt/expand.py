@@ -162,10 +162,10 @@ class PromptExpander:
         k = min(len(self.pool), candidates or max(8 * top_k + 16, 32))
         D, I = self.index.search(q, k)
         words = words or [None] * len(prompts)
-        return [self._select(p, w, d, i, top_k, min_score, max_tokens, mmr, qv)
-                for p, w, d, i, qv in zip(prompts, words, D, I, q)]
+        return [self._select(p, w, d, i, top_k, min_score, max_tokens, mmr)
+                for p, w, d, i in zip(prompts, words, D, I)]
 
-    def _select(self, prompt, words, scores, ids, top_k, min_score, max_tokens, mmr, qvec) -> Expansion:
+    def _select(self, prompt, words, scores, ids, top_k, min_score, max_tokens, mmr) -> Expansion:
         lower = prompt.lower()
         prompt_words = {_stem(w) for w in content_words(prompt, normalized=True, words=words)}
         dropped = []

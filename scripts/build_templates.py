@@ -1,4 +1,4 @@
-"""Parse CLIP's published prompts.md into clipprompt/data/clip_templates.json (committed; rerun when prompts.md changes).
+"""Parse CLIP's published prompts.md into clipprompt/data/clip_templates.json (committed; rerun if it changes).
 
     python scripts/build_templates.py [--prompts tests/data/clip/prompts.md] [--out clipprompt/data/clip_templates.json]
 

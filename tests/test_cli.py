@@ -38,8 +38,8 @@ def test_info_and_normalize_as_module():
                        cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["version"] == cp.__version__
-    r = subprocess.run([sys.executable, "-m", "clipprompt", "normalize", "ＵＮＩＱＬＯ　ｓｈｉｒｔ"], capture_output=True,
-                       text=True, env=env, cwd=ROOT, timeout=120)
+    r = subprocess.run([sys.executable, "-m", "clipprompt", "normalize", "ＵＮＩＱＬＯ　ｓｈｉｒｔ"],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == cp.normalize("ＵＮＩＱＬＯ　ｓｈｉｒｔ")
     r = subprocess.run([sys.executable, "-m", "clipprompt", "normalize", "   "], capture_output=True, text=True,
                        env=env, cwd=ROOT, timeout=120)

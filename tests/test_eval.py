@@ -1,4 +1,4 @@
-"""benchmarks/eval_strategies.py: recall arithmetic, pool hygiene, and the text->image path (--clip + --image-embeddings)."""
+"""benchmarks/eval_strategies.py: recall arithmetic, pool hygiene, the text->image path (--clip, --image-embeddings)."""
 import json
 import sys
 
