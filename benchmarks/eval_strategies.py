@@ -108,8 +108,12 @@ def build_gallery(encoder, captions_per_image, held, cache):
 
 
 def evaluate(encoder, captions_per_image, *, gallery=None, expander=None, template="imagenet7", held=0,
-             top_k=5, min_score=None, mmr=None, repeat=3, repeat_n=200, strategies=None, progress=False, seed=0):
-    """Run every strategy; returns a list of result dicts (one per strategy)."""
+             top_k=5, min_score=None, mmr=None, repeat=3, repeat_n=200, strategies=None, progress=False, seed=0,
+             expand_configs=None):
+    """Run every strategy; returns a list of result dicts (one per strategy).
+
+    ``expand_configs``: several (top_k, min_score, mmr) settings of the expand strategy, each its own row
+    (default: the single one given by top_k / min_score / mmr)."""
     queries = [caps[held % len(caps)] for caps in captions_per_image]
     truth = np.arange(len(queries))
     if gallery is None:
@@ -124,8 +128,10 @@ def evaluate(encoder, captions_per_image, *, gallery=None, expander=None, templa
         f"templates ({template}) on keywords": (TemplateStrategy(template), user),
     }
     if expander is not None:
-        kwargs = {"top_k": top_k, "min_score": min_score, "mmr": mmr}
-        runs[f"expand top{top_k} on keywords"] = (ExpandStrategy(expander, **kwargs), user)
+        for k, lo, m in expand_configs or [(top_k, min_score, mmr)]:
+            label = f"expand top{k}" + (f" min{lo:g}" if lo is not None else "")
+            label += f" mmr{m:g}" if m is not None else ""
+            runs[f"{label} on keywords"] = (ExpandStrategy(expander, top_k=k, min_score=lo, mmr=m), user)
     if strategies:
         runs = {k: v for k, v in runs.items() if any(s in k for s in strategies)}
     rng = np.random.default_rng(seed)
@@ -149,7 +155,7 @@ def evaluate(encoder, captions_per_image, *, gallery=None, expander=None, templa
         st = rep.stats()
         example = ""
         if isinstance(strategy, ExpandStrategy):
-            example = expander.expand(prompts[0], top_k=top_k, min_score=min_score, mmr=mmr).text
+            example = expander.expand(prompts[0], **strategy.expand_kwargs).text
         elif isinstance(strategy, TemplateStrategy):
             example = strategy.texts([prompts[0]])[0][0]
         else:
@@ -194,6 +200,11 @@ def print_table(h, results, out=sys.stdout):
         print(f"  e.g. {r['strategy']}: {r['example']!r}", file=out)
 
 
+def _parse_config(text):
+    k, lo, m = (text.split(":") + ["-", "-"])[:3]
+    return int(k), (None if lo == "-" else float(lo)), (None if m == "-" else float(m))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--captions", required=True)
@@ -207,6 +218,8 @@ def main(argv=None) -> int:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--min-score", type=float, default=None)
     p.add_argument("--mmr", type=float, default=None)
+    p.add_argument("--expand-config", action="append", metavar="K:MIN:MMR",
+                   help="an expand setting (repeatable; '-' for none), e.g. 5:-:- 2:0.5:0.5; overrides the three above")
     p.add_argument("--limit", type=int, help="evaluate only the first N images")
     p.add_argument("--repeat", type=int, default=3, help="times each query repeats in the cache test")
     p.add_argument("--no-expand", action="store_true")
@@ -239,12 +252,14 @@ def main(argv=None) -> int:
         pool_name = f"{pathlib.Path(args.pool).name if args.pool else 'shipped taxonomy'} ({len(pool)} phrases)"
     results = evaluate(encoder, caps, gallery=gallery, expander=expander, template=args.template, held=args.held,
                        top_k=args.top_k, min_score=args.min_score, mmr=args.mmr, repeat=args.repeat,
-                       strategies=args.strategies, progress=args.progress)
+                       strategies=args.strategies, progress=args.progress,
+                       expand_configs=[_parse_config(c) for c in args.expand_config or []] or None)
     h = header(encoder, args, {
         "split": pathlib.Path(args.captions).name, "images": len(caps),
         "metric": "text->image" if gallery is not None else "text->text (mean of other captions)",
         "pool": pool_name, "pool_lines_removed_as_in_split": removed,
-        "expand": f"top_k={args.top_k} min_score={args.min_score} mmr={args.mmr}",
+        "expand": " ; ".join(args.expand_config) if args.expand_config else
+        f"top_k={args.top_k} min_score={args.min_score} mmr={args.mmr}",
     })
     if args.json:
         print(json.dumps({"header": h, "results": results}, ensure_ascii=False))
