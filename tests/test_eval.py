@@ -63,3 +63,13 @@ def test_text_to_image_path(tmp_path, capsys):
     assert raw["r1"] == 1.0 and raw["gallery"] == 10
     with pytest.raises(SystemExit, match="needs --clip"):
         ev.main(["--captions", CAPS, "--ids", IDS, "--image-embeddings", str(tmp_path / "img.npy")])
+
+
+def test_expand_configs_each_get_a_row():
+    assert ev._parse_config("2:0.5:-") == (2, 0.5, None) and ev._parse_config("5") == (5, None, None)
+    enc = _standins.minilm()
+    ids, caps = ev.load_split(CAPS, IDS, limit=6)
+    res = ev.evaluate(enc, caps, expander=_standins.small_expander(), strategies=["expand"], repeat=1, repeat_n=2,
+                      expand_configs=[(2, None, None), (3, 0.4, 0.5)])
+    assert [r["strategy"] for r in res] == ["expand top2 on keywords", "expand top3 min0.4 mmr0.5 on keywords"]
+    assert res[0]["example"].count(", ") <= 2
