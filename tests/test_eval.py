@@ -72,4 +72,4 @@ def test_expand_configs_each_get_a_row():
     res = ev.evaluate(enc, caps, expander=_standins.small_expander(), strategies=["expand"], repeat=1, repeat_n=2,
                       expand_configs=[(2, None, None), (3, 0.4, 0.5)])
     assert [r["strategy"] for r in res] == ["expand top2 on keywords", "expand top3 min0.4 mmr0.5 on keywords"]
-    assert res[0]["example"].count(", ") <= 2
+    assert all(r["n_queries"] == r["gallery"] == 6 and 0 <= r["r1"] <= r["r10"] <= 1 for r in res)
