@@ -358,7 +358,7 @@ static inline size_t cp_u8(const uint8_t *p, const uint8_t *end, uint32_t *c) {
 }
 
 /* case-insensitive match of an ASCII pattern at p, as the regex module does it (only ASCII case pairs, plus U+017F
- * for 's': checked exhaustively by tools/gen_tokenizer_tables.py). Returns bytes matched or 0. */
+ * for 's': checked exhaustively by csrc/tools/gen_tokenizer_tables.py). Returns bytes matched or 0. */
 static size_t cp_match_ci(const uint8_t *p, const uint8_t *end, const char *pat) {
     const uint8_t *q = p;
     for (; *pat; pat++) {
@@ -456,10 +456,16 @@ typedef struct {
     size_t ids_cap, n_ids;
     int32_t *sym, *rank, *mid; /* (word_cap) */
     size_t word_cap;
+    /* a private, lock-free first level in front of the shared cache, for one batch call on one thread: frequent
+     * words ("a", "the") then never touch the shared stripes' mutexes (no cache-line ping-pong between cores) */
+    cp_bpe_slot *local; /* (CP_BPE_LOCAL_SLOTS) or NULL */
 } cp_bpe_ws;
 
+#define CP_BPE_LOCAL_SLOTS 2048
+#define CP_BPE_LOCAL_MIN_BATCH 64 /* batches at least this long (per call) get the private level */
+
 static void cp_bpe_ws_free(cp_bpe_ws *w) {
-    free(w->ids), free(w->sym), free(w->rank), free(w->mid);
+    free(w->ids), free(w->sym), free(w->rank), free(w->mid), free(w->local);
     memset(w, 0, sizeof *w);
 }
 
@@ -524,39 +530,55 @@ static size_t cp_bpe_word(const cp_bpe *t, const uint8_t *w, size_t m, cp_bpe_ws
     return m;
 }
 
-/* a piece -> ids appended to ws->ids (through the cache) */
+static inline void cp_bpe_slot_fill(cp_bpe_slot *s, uint64_t h, const uint8_t *p, size_t m, const int32_t *ids,
+                                    size_t k) {
+    s->h = h, s->klen = (uint8_t)m, s->nids = (uint8_t)k;
+    memcpy(s->key, p, m);
+    memcpy(s->ids, ids, sizeof(int32_t) * k);
+}
+
+/* a piece -> ids appended to ws->ids, through the private level (if any) and the shared cache */
 static int cp_bpe_piece(const cp_bpe *t, const uint8_t *p, size_t m, cp_bpe_ws *ws) {
     CP_CHECK(cp_bpe_ws_reserve(ws, m));
     int32_t *dst = ws->ids + ws->n_ids;
-    cp_bpe_slot *slot = NULL;
-    cp_bpe_stripe *stripe = NULL;
-    uint64_t h = 0;
-    if (t->slots && m <= CP_BPE_CACHE_KEY) {
-        h = cp_hash_bytes(p, m);
-        size_t si = (size_t)h & t->slot_mask;
-        slot = &t->slots[si];
-        stripe = &t->stripes[si & (CP_BPE_STRIPES - 1)];
-        pthread_mutex_lock(&stripe->mu);
-        if (slot->klen == m && slot->h == h && memcmp(slot->key, p, m) == 0) {
-            size_t k = slot->nids;
-            memcpy(dst, slot->ids, sizeof(int32_t) * k);
-            stripe->hits++;
-            pthread_mutex_unlock(&stripe->mu);
-            ws->n_ids += k;
+    if (!t->slots || m > CP_BPE_CACHE_KEY) {
+        ws->n_ids += cp_bpe_word(t, p, m, ws, dst);
+        return CP_OK;
+    }
+    uint64_t h = cp_hash_bytes(p, m);
+    cp_bpe_slot *mine = NULL;
+    if (ws->local) {
+        mine = &ws->local[(h >> 40) & (CP_BPE_LOCAL_SLOTS - 1)];
+        if (mine->klen == m && mine->h == h && memcmp(mine->key, p, m) == 0) {
+            memcpy(dst, mine->ids, sizeof(int32_t) * mine->nids);
+            ws->n_ids += mine->nids;
             return CP_OK;
         }
+    }
+    size_t si = (size_t)h & t->slot_mask;
+    cp_bpe_slot *slot = &t->slots[si];
+    cp_bpe_stripe *stripe = &t->stripes[si & (CP_BPE_STRIPES - 1)];
+    size_t k = 0;
+    int hit = 0;
+    pthread_mutex_lock(&stripe->mu);
+    if (slot->klen == m && slot->h == h && memcmp(slot->key, p, m) == 0) {
+        k = slot->nids, hit = 1;
+        memcpy(dst, slot->ids, sizeof(int32_t) * k);
+        stripe->hits++;
+    } else {
         stripe->misses++;
-        pthread_mutex_unlock(&stripe->mu);
     }
-    size_t k = cp_bpe_word(t, p, m, ws, dst);
+    pthread_mutex_unlock(&stripe->mu);
+    if (!hit) {
+        k = cp_bpe_word(t, p, m, ws, dst);
+        if (k <= CP_BPE_CACHE_IDS) {
+            pthread_mutex_lock(&stripe->mu);
+            cp_bpe_slot_fill(slot, h, p, m, dst, k);
+            pthread_mutex_unlock(&stripe->mu);
+        }
+    }
+    if (mine && k <= CP_BPE_CACHE_IDS) cp_bpe_slot_fill(mine, h, p, m, dst, k);
     ws->n_ids += k;
-    if (slot && k <= CP_BPE_CACHE_IDS) {
-        pthread_mutex_lock(&stripe->mu);
-        slot->h = h, slot->klen = (uint8_t)m, slot->nids = (uint8_t)k;
-        memcpy(slot->key, p, m);
-        memcpy(slot->ids, dst, sizeof(int32_t) * k);
-        pthread_mutex_unlock(&stripe->mu);
-    }
     return CP_OK;
 }
 
@@ -628,8 +650,10 @@ int cp_bpe_encode_batch(const cp_bpe *t, const char *const *texts, const size_t 
     int bad_rc = CP_OK;
     int nt = cp_get_num_threads();
     if ((size_t)nt > n / 8 + 1) nt = (int)(n / 8 + 1);
+    int local = t->slots && n >= CP_BPE_LOCAL_MIN_BATCH;
     if (nt <= 1) {
         cp_bpe_ws ws = {0};
+        if (local) ws.local = calloc(CP_BPE_LOCAL_SLOTS, sizeof(cp_bpe_slot)); /* NULL: simply not used */
         for (size_t i = 0; i < n; i++) {
             int rc = cp_bpe_row(t, texts[i], lens[i], ctx, truncate, &ws, out + i * ctx, &lengths[i],
                                 full_lengths ? &full_lengths[i] : NULL);
@@ -643,6 +667,7 @@ int cp_bpe_encode_batch(const cp_bpe *t, const char *const *texts, const size_t 
 #pragma omp parallel num_threads(nt)
         {
             cp_bpe_ws ws = {0};
+            if (local) ws.local = calloc(CP_BPE_LOCAL_SLOTS, sizeof(cp_bpe_slot));
 #pragma omp for schedule(dynamic, 16)
             for (size_t i = 0; i < n; i++) {
                 int rc = cp_bpe_row(t, texts[i], lens[i], ctx, truncate, &ws, out + i * ctx, &lengths[i],
