@@ -225,6 +225,12 @@ def test_get_or_encode_batches_misses_once_in_order():
     assert s["hits"] == 2 and s["misses"] == 8  # per input position; "e" twice
     enc.calls.clear()
     assert c.get_or_encode(enc, []).shape == (0,) and enc.calls == []
+    # any iterable is read once; a single str is one text
+    gen = c.get_or_encode(enc, (t for t in ["f", "a", "f"]))
+    np.testing.assert_array_equal(gen, np.stack([enc.vector(t) for t in ["f", "a", "f"]]))
+    assert enc.calls == [(["f"], {})]
+    assert c.get_or_encode(enc, ("a", "b")).shape == (2, 5)
+    np.testing.assert_array_equal(c.get_or_encode(enc, "a"), enc.vector("a")[None])
 
 
 def test_get_or_encode_hidden_blocks_and_kinds():

@@ -213,6 +213,7 @@ static PyObject *PromptCache_get_or_encode(PyPromptCache *self, PyObject *args, 
         }
     }
     PyObject *result = NULL, *fpobj = NULL, *miss_list = NULL, *miss_pos = NULL, *encoded_obj = NULL;
+    PyObject *texts_seq = NULL;
     PyArrayObject *encoded = NULL;
     cp_py_texts texts = {0};
     cp_cache_key *keys = NULL;
@@ -230,6 +231,12 @@ static PyObject *PromptCache_get_or_encode(PyPromptCache *self, PyObject *args, 
     }
     if (key_part(fpobj, &fp, &fp_len, "encoder.fingerprint") < 0) goto error;
     if (kindobj && key_part(kindobj, &kind, &kind_len, "kind") < 0) goto error;
+    /* materialise once: an iterator must not be consumed twice */
+    if (!PyUnicode_Check(texts_obj) && !PyBytes_Check(texts_obj)) {
+        texts_seq = PySequence_Fast(texts_obj, "texts must be a str or a sequence of str");
+        if (!texts_seq) goto error;
+        texts_obj = texts_seq;
+    }
     if (cp_py_texts_get(texts_obj, &texts, "texts") < 0) goto error;
     have_texts = 1;
     const Py_ssize_t n = texts.n;
@@ -254,28 +261,23 @@ static PyObject *PromptCache_get_or_encode(PyPromptCache *self, PyObject *args, 
     miss_list = PyList_New(0);
     miss_pos = PyDict_New();
     if (!miss_list || !miss_pos) goto error;
-    PyObject *seq = PySequence_Fast(texts_obj, "texts");
-    if (!seq) goto error;
     for (Py_ssize_t i = 0; i < n; i++) {
         src[i] = -1;
         if (hits[i]) continue;
-        PyObject *t = texts.single ? texts_obj : PySequence_Fast_GET_ITEM(seq, i);
+        PyObject *t = texts.single ? texts_obj : PySequence_Fast_GET_ITEM(texts_obj, i);
         PyObject *key = PyBytes_FromStringAndSize(texts.data[i], (Py_ssize_t)texts.len[i]);
-        if (!key) {
-            Py_DECREF(seq);
-            goto error;
-        }
+        if (!key) goto error;
         PyObject *pos = PyDict_GetItemWithError(miss_pos, key);
         if (pos) {
             src[i] = PyLong_AsSsize_t(pos);
         } else if (PyErr_Occurred()) {
-            Py_DECREF(key), Py_DECREF(seq);
+            Py_DECREF(key);
             goto error;
         } else {
             Py_ssize_t m = PyList_GET_SIZE(miss_list);
             PyObject *pm = PyLong_FromSsize_t(m);
             if (!pm || PyDict_SetItem(miss_pos, key, pm) < 0 || PyList_Append(miss_list, t) < 0) {
-                Py_XDECREF(pm), Py_DECREF(key), Py_DECREF(seq);
+                Py_XDECREF(pm), Py_DECREF(key);
                 goto error;
             }
             Py_DECREF(pm);
@@ -283,7 +285,6 @@ static PyObject *PromptCache_get_or_encode(PyPromptCache *self, PyObject *args, 
         }
         Py_DECREF(key);
     }
-    Py_DECREF(seq);
     const Py_ssize_t nmiss = PyList_GET_SIZE(miss_list);
 
     /* row shape: from the encoder's output, else from the first hit */
@@ -361,7 +362,7 @@ error:
     PyMem_Free(hits), PyMem_Free(keys), PyMem_Free(src);
     if (have_texts) cp_py_texts_release(&texts);
     Py_XDECREF(encoded), Py_XDECREF(encoded_obj), Py_XDECREF(miss_list), Py_XDECREF(miss_pos);
-    Py_XDECREF(fpobj), Py_XDECREF(kindobj), Py_XDECREF(enc_kw);
+    Py_XDECREF(fpobj), Py_XDECREF(kindobj), Py_XDECREF(enc_kw), Py_XDECREF(texts_seq);
     return result;
 }
 
