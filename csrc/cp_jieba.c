@@ -737,10 +737,7 @@ static int userdict_rest(const char *r, size_t n, const char **fs, size_t *fl) {
     return i == n;
 }
 
-int cp_jieba_load_userdict(cp_jieba *j, const char *path) {
-    char *buf;
-    size_t n;
-    CP_CHECK(read_whole_file(path, &buf, &n));
+int cp_jieba_load_userdict_text(cp_jieba *j, const char *buf, size_t n, const char *path) {
     pthread_rwlock_wrlock(&j->lock);
     size_t pos = 0, lineno = 0;
     int rc = CP_OK;
@@ -783,6 +780,14 @@ int cp_jieba_load_userdict(cp_jieba *j, const char *path) {
         rc = add_word_locked(j, line, wl, freq, NULL);
     }
     pthread_rwlock_unlock(&j->lock);
+    return rc;
+}
+
+int cp_jieba_load_userdict(cp_jieba *j, const char *path) {
+    char *buf;
+    size_t n;
+    CP_CHECK(read_whole_file(path, &buf, &n));
+    int rc = cp_jieba_load_userdict_text(j, buf, n, path);
     free(buf);
     return rc;
 }

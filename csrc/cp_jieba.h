@@ -50,6 +50,8 @@ int cp_jieba_suggest_freq(cp_jieba *j, const char *word, size_t len, int64_t *ou
 /** jieba.load_userdict(path): UTF-8 lines `word [freq] [tag]` (parsed with jieba's regex
  *  ^(.+?)( [0-9]+)?( [a-z]+)?$), each applied with cp_jieba_add_word in file order. */
 int cp_jieba_load_userdict(cp_jieba *j, const char *path);
+/** The same over the bytes of a user dictionary already in memory; `name` labels error messages. */
+int cp_jieba_load_userdict_text(cp_jieba *j, const char *data, size_t n, const char *name);
 
 /** FREQ.get(word): *found = 0 if absent (then *freq = 0); prefixes of words are present with frequency 0. */
 int cp_jieba_get_freq(cp_jieba *j, const char *word, size_t len, int64_t *freq, int *found);

@@ -346,3 +346,36 @@ def test_missing_jieba_data_is_a_file_access_error():
                  CLIPPROMPT_JIEBA_DIR="/nonexistent/jieba")
     assert out.splitlines()[0] == "['a', 'photo', 'of', 'a', 'cat']"
     assert "FileAccessError" in out and "/nonexistent/jieba/dict.txt" in out, out
+
+
+def test_load_userdict_file_objects(tmp_path):
+    import io
+
+    text = "深度学习框架 8\n向量数据库 n\n"
+    cp.load_userdict(io.BytesIO(text.encode("utf-8")))
+    jieba.load_userdict(io.BytesIO(text.encode("utf-8")))
+    p = tmp_path / "u2.txt"
+    p.write_text("提示词工程 20 n\n", encoding="utf-8")
+    with open(p, encoding="utf-8") as f:  # a text-mode file: read() gives str
+        cp.load_userdict(f)
+    with open(p, "rb") as f:
+        jieba.load_userdict(f)
+    for w in ["深度学习框架", "向量数据库", "提示词工程"]:
+        assert _C.jieba_freq(w) == jieba.dt.FREQ.get(w), w
+    assert _C.jieba_info()["total"] == jieba.dt.total
+    s = "用深度学习框架和向量数据库做提示词工程"
+    assert _C.jieba_lcut(s) == jieba.lcut(s) and "提示词工程" in cp.segment(s)
+    with pytest.raises(TypeError):
+        cp.load_userdict(12)
+
+
+def test_bundled_data_is_the_converter_output(tmp_path):
+    """clipprompt/data/jieba is exactly what csrc/tools/convert_jieba_hmm.py makes from the installed jieba."""
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run([sys.executable, os.path.join(root, "csrc", "tools", "convert_jieba_hmm.py"), "--out",
+                    str(tmp_path)], check=True, capture_output=True)
+    for name in ("hmm_model.txt", "dict.txt"):
+        with open(os.path.join(root, "clipprompt", "data", "jieba", name), "rb") as f:
+            assert (tmp_path / name).read_bytes() == f.read(), name

@@ -221,15 +221,46 @@ static PyObject *py_jieba_info(PyObject *self, PyObject *noargs) {
     return Py_BuildValue("{s:L,s:n}", "total", (long long)cp_jieba_total(j), "entries", (Py_ssize_t)cp_jieba_size(j));
 }
 
+/* load_userdict(path_or_file): a path (str, bytes, os.PathLike), or an open file whose read() gives bytes or str,
+ * as jieba.load_userdict accepts. */
 static PyObject *py_load_userdict(PyObject *self, PyObject *arg) {
-    PyObject *path = NULL;
-    if (!PyUnicode_FSConverter(arg, &path)) return NULL;
     cp_jieba *j;
-    if (get_jieba(&j) < 0) {
-        Py_DECREF(path);
+    if (get_jieba(&j) < 0) return NULL;
+    int rc;
+    if (!PyUnicode_Check(arg) && !PyBytes_Check(arg) && !PyObject_HasAttrString(arg, "__fspath__") &&
+        PyObject_HasAttrString(arg, "read")) {
+        PyObject *data = PyObject_CallMethod(arg, "read", NULL);
+        if (!data) return NULL;
+        PyObject *name = PyObject_GetAttrString(arg, "name");
+        if (!name) PyErr_Clear();
+        const char *label = name && PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : "<file>";
+        if (!label) PyErr_Clear(), label = "<file>";
+        cp_py_text t = {0};
+        if (PyUnicode_Check(data)) {
+            if (cp_py_text_get(data, &t, "load_userdict: file contents") < 0) goto file_error;
+        } else if (PyBytes_Check(data)) {
+            /* raw bytes: the C parser reports non-UTF-8 lines like jieba does */
+            t.data = PyBytes_AS_STRING(data), t.len = PyBytes_GET_SIZE(data);
+        } else {
+            PyErr_Format(PyExc_TypeError, "load_userdict: read() returned %.100s, not bytes or str",
+                         Py_TYPE(data)->tp_name);
+            goto file_error;
+        }
+        Py_BEGIN_ALLOW_THREADS
+        rc = cp_jieba_load_userdict_text(j, t.data, (size_t)t.len, label);
+        Py_END_ALLOW_THREADS
+        cp_py_text_release(&t);
+        Py_DECREF(data);
+        Py_XDECREF(name);
+        if (rc != CP_OK) return cp_py_raise(rc);
+        Py_RETURN_NONE;
+    file_error:
+        Py_DECREF(data);
+        Py_XDECREF(name);
         return NULL;
     }
-    int rc;
+    PyObject *path = NULL;
+    if (!PyUnicode_FSConverter(arg, &path)) return NULL;
     const char *p = PyBytes_AS_STRING(path);
     Py_BEGIN_ALLOW_THREADS
     rc = cp_jieba_load_userdict(j, p);
@@ -264,7 +295,7 @@ static PyMethodDef segment_methods[] = {
      "add_word(word, freq=None, tag=None) -> int\n\nAdd a word to the Chinese dictionary (jieba.add_word): freq=None "
      "uses jieba's suggest_freq so the word is kept whole; freq=0 deletes it. Returns the frequency used."},
     {"load_userdict", py_load_userdict, METH_O,
-     "load_userdict(path): jieba.load_userdict: UTF-8 lines `word [freq] [tag]`."},
+     "load_userdict(path_or_file): jieba.load_userdict: UTF-8 lines `word [freq] [tag]`."},
     {"jieba_suggest_freq", py_jieba_suggest_freq, METH_O, "jieba_suggest_freq(word) -> int (jieba.suggest_freq)"},
     {"jieba_freq", py_jieba_freq, METH_O, "jieba_freq(word) -> int | None: the prefix dictionary's FREQ.get(word)"},
     {"jieba_info", py_jieba_info, METH_NOARGS, "jieba_info() -> dict(total, entries), loading the dictionary."},
