@@ -151,7 +151,7 @@ def _cmd_bench(args) -> int:
         return ts
 
     n = len(texts)
-    rows.append(_bench_row("normalize_batch", f"[{n}]", timed(lambda: [cp.normalize(t) for t in texts], 5), n))
+    rows.append(_bench_row("normalize_batch", f"[{n}]", timed(lambda: cp.normalize_batch(texts), 5), n))
     rows.append(_bench_row("ClipTokenizer", f"[{n}, 77]", timed(lambda: tok(texts), 5), n))
     t_enc = timed(lambda: enc.encode(texts), args.runs)
     rows.append(_bench_row("encode (no cache)", f"[{n}, {enc.dim}]", t_enc, n))
@@ -165,7 +165,8 @@ def _cmd_bench(args) -> int:
     rows.append(_bench_row("FlatIPIndex.search k=10", f"[{n}] x [{n}]", timed(lambda: index.search(vecs, 10), 5), n))
     header = {"clipprompt": cp.__version__, "python": platform.python_version(), "numpy": np.__version__,
               "machine": platform.machine(), "threads": cp.get_num_threads(), "dtype": "float32",
-              "encoder": getattr(enc, "fingerprint", "?"), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+              "encoder": getattr(enc, "fingerprint", "?"), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "load_avg_1m": round(__import__("os").getloadavg()[0], 1)}
     if args.json:
         print(json.dumps({"header": header, "rows": rows}))
         return 0

@@ -1,4 +1,6 @@
 """PromptExpander: guards (token budget, dedup, score floor, MMR, empty input), scores, batch == single, pool input."""
+import functools
+
 import numpy as np
 import pytest
 
@@ -29,11 +31,16 @@ def captions():
     return read_lines("captions/f30k_dev_caps.txt")[:60:3]
 
 
-def _oracle_tokens(text):
-    # open_clip's tokenizer (the reference) counts the same CLIP tokens, SOT/EOT included.
+@functools.lru_cache(maxsize=1)
+def _oracle():
     from open_clip.tokenizer import SimpleTokenizer
 
-    return len(SimpleTokenizer().encode(text)) + 2
+    return SimpleTokenizer()
+
+
+def _oracle_tokens(text):
+    # open_clip's tokenizer (the reference) counts the same CLIP tokens, SOT/EOT included.
+    return len(_oracle().encode(text)) + 2
 
 
 def test_pool_embedded_once_through_cache(enc, pool):
