@@ -7,12 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-import _standins
+import _prompt_helpers as helpers
 import clipprompt as cp
 from clipprompt.cli import DEMO_PROMPTS, main
 from conftest import ROOT, read_lines
-
-_standins.ensure_parts()
 
 POOL = ["Rain Boots", "Umbrellas", "Dresses", "Summer Dresses", "Cat Food", "Cat Beds", "T-Shirts", "Hats",
         "Coffee Tables", "Artwork", "Straw Hats", "Beach Towels"]
@@ -59,7 +57,7 @@ def test_encode(capsys, tmp_path):
     out = tmp_path / "v.npy"
     assert "wrote" in _run(capsys, "encode", "--out", str(out), "a red dress", "a cat on a mat")
     v = np.load(out)
-    enc = _standins.minilm()
+    enc = helpers.minilm()
     np.testing.assert_allclose(v, enc.encode(["a red dress", "a cat on a mat"]), atol=1e-5)
     text = _run(capsys, "encode", "--strategy", "keywords", "the red dress")
     assert "float32 [1, 384]" in text and "strategy=keywords" in text

@@ -4,26 +4,24 @@ import functools
 import numpy as np
 import pytest
 
-import _standins
+import _prompt_helpers as helpers
 import clipprompt as cp
 from conftest import read_lines
-
-_standins.ensure_parts()
 
 
 @pytest.fixture(scope="module")
 def enc():
-    return _standins.minilm()
+    return helpers.minilm()
 
 
 @pytest.fixture(scope="module")
 def pool():
-    return _standins.small_pool()
+    return helpers.small_pool()
 
 
 @pytest.fixture(scope="module")
 def exp(enc, pool):
-    return _standins.small_expander()
+    return helpers.small_expander()
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,10 @@
 import numpy as np
 import pytest
 
-import _standins
+import _prompt_helpers as helpers
 import clipprompt as cp
 from clipprompt import strategies as st
 from conftest import read_lines
-
-_standins.ensure_parts()
 
 PROMPTS = [
     "A child holding a flowered umbrella and petting a yak .",
@@ -20,12 +18,12 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def enc():
-    return _standins.minilm()
+    return helpers.minilm()
 
 
 @pytest.fixture(scope="module")
 def exp(enc):
-    return _standins.small_expander()
+    return helpers.small_expander()
 
 
 def _unit(v):

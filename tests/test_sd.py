@@ -6,12 +6,10 @@ CLIPTextModel saved with save_pretrained into a tmp dir."""
 import numpy as np
 import pytest
 
-import _standins
+import _prompt_helpers as helpers
 import clipprompt as cp
 from clipprompt import sd
 from conftest import read_lines
-
-_standins.ensure_parts()
 
 TAGS = ", ".join(["masterpiece", "best quality", "a portrait of an old sailor with a grey beard",
                   "wearing a blue knitted hat", "dramatic rim lighting", "oil painting on canvas",
@@ -22,7 +20,7 @@ ZH = "一位穿着红色连衣裙的女孩站在海边的岩石上看着日落�
 
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory):
-    return _standins.save_tiny_clip(tmp_path_factory.mktemp("tinyclip"))
+    return helpers.save_tiny_clip(tmp_path_factory.mktemp("tinyclip"))
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +30,7 @@ def clip(clip_dir):
 
 @pytest.fixture(scope="module")
 def tok():
-    return _standins.clip_tokenizer()
+    return helpers.clip_tokenizer()
 
 
 def test_short_prompt_is_one_chunk(tok):

@@ -11,10 +11,8 @@ import pytest
 import clipprompt as cp
 from clipprompt import strategies as st
 
-import _standins
+import _prompt_helpers as helpers
 from conftest import DATA, ROOT, read_lines
-
-_standins.ensure_parts()
 
 
 def _prompts_md_lists():
@@ -125,7 +123,7 @@ def test_strategies_texts():
 
 
 def test_template_ensemble_by_hand():
-    enc = _standins.minilm()
+    enc = helpers.minilm()
     tmpl = cp.templates("imagenet7")
     got = st.encode_texts(enc, [t.replace("{}", "cat") for t in tmpl])
     got = st.pool_vectors(got, [len(tmpl)])
