@@ -78,19 +78,6 @@ def find_lib(names, header, extra_roots):
     return None
 
 
-def pkg_config(flag, pkg):
-    try:
-        out = subprocess.check_output(["pkg-config", flag, pkg], stderr=subprocess.DEVNULL, text=True)
-        return out.split()
-    except (OSError, subprocess.CalledProcessError):
-        return []
-
-
-def utf8proc_version():
-    v = pkg_config("--modversion", "libutf8proc")
-    return v[0] if v else "unknown"
-
-
 SANITIZE = bool(_env_flag("CLIPPROMPT_SANITIZE"))
 DEBUG = bool(_env_flag("CLIPPROMPT_DEBUG"))
 want_cuda = _env_flag("CLIPPROMPT_CUDA")
@@ -111,7 +98,7 @@ else:
 ldflags = ["-fopenmp"]
 if SANITIZE:
     ldflags += ["-fsanitize=address,undefined"]
-define_macros = [("CP_OPENBLAS", "1"), ("CP_UTF8PROC_VERSION", '"%s"' % utf8proc_version())]
+define_macros = [("CP_OPENBLAS", "1")]
 if SANITIZE:
     define_macros.append(("CP_SANITIZE", "1"))
 include_dirs = [numpy.get_include(), "csrc", "/usr/include/x86_64-linux-gnu/openblas-pthread"]

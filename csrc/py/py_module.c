@@ -5,6 +5,8 @@
 
 #include <string.h>
 
+#include <utf8proc.h>
+
 #ifdef CP_WITH_CUDA
 #include "../../kernels/cp_cuda.h"
 #endif
@@ -190,7 +192,7 @@ static PyObject *py_build_info(PyObject *self, PyObject *noargs) {
 #else
     SET("openmp", Py_NewRef(Py_None));
 #endif
-    SET("utf8proc", PyUnicode_FromString(CP_UTF8PROC_VERSION));
+    SET("utf8proc", PyUnicode_FromString(utf8proc_version())); /* the library loaded, not the headers */
     SET("numpy_abi", PyUnicode_FromFormat("0x%x", (unsigned)NPY_ABI_VERSION));
     SET("threads", PyLong_FromLong(cp_get_num_threads()));
 #ifdef CP_SANITIZE

@@ -7,6 +7,7 @@
 #include "py_common.h"
 
 #include "../cp_normalize.h"
+#include "../cp_segment.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -71,13 +72,45 @@ static int parse_opts(PyObject *lowercase, PyObject *form, PyObject *fullwidth, 
     return 0;
 }
 
+/* segment=None (off) | "auto" | "zh" | "ja" | "none" -> *on, *lang. */
+static int parse_segment(PyObject *segment, int *on, cp_lang *lang, const char *fn) {
+    *on = 0, *lang = CP_LANG_AUTO;
+    if (segment == NULL || segment == Py_None || segment == Py_False) return 0;
+    if (segment == Py_True) {
+        *on = 1;
+        return 0;
+    }
+    if (!PyUnicode_Check(segment)) {
+        PyErr_Format(PyExc_TypeError, "%s: segment must be None or 'auto'/'zh'/'ja'/'none', not %.100s", fn,
+                     Py_TYPE(segment)->tp_name);
+        return -1;
+    }
+    const char *name = PyUnicode_AsUTF8(segment);
+    if (!name) return -1;
+    int rc = cp_lang_parse(name, lang);
+    if (rc != CP_OK) return cp_py_raise_int(rc);
+    *on = 1;
+    return 0;
+}
+
+/* Segment *out in place (replacing it with the space-joined words). No Python calls: runs without the GIL. */
+static int segment_inplace(char **out, size_t *out_len, cp_lang lang) {
+    char *seg = NULL;
+    size_t seg_len = 0;
+    int rc = cp_segment_join(*out, *out_len, lang, &seg, &seg_len);
+    if (rc != CP_OK) return rc;
+    free(*out);
+    *out = seg, *out_len = seg_len;
+    return CP_OK;
+}
+
 static char *kw_single[] = {"text", "lowercase", "form", "fullwidth", "html", "ftfy", "collapse_whitespace",
-                            "script_spaces", NULL};
+                            "script_spaces", "segment", NULL};
 static char *kw_batch[] = {"texts", "lowercase", "form", "fullwidth", "html", "ftfy", "collapse_whitespace",
-                           "script_spaces", NULL};
+                           "script_spaces", "segment", NULL};
 
 /* One text through cp_normalize (o) or cp_clip_clean (o == NULL). */
-static PyObject *run_single(PyObject *text, const cp_normalize_opts *o) {
+static PyObject *run_single(PyObject *text, const cp_normalize_opts *o, int seg_on, cp_lang seg_lang) {
     cp_py_text t;
     if (cp_py_text_get(text, &t, "text") < 0) return NULL;
     char *out = NULL;
@@ -87,11 +120,14 @@ static PyObject *run_single(PyObject *text, const cp_normalize_opts *o) {
         Py_BEGIN_ALLOW_THREADS;
         rc = o ? cp_normalize(t.data, (size_t)t.len, o, &out, &out_len)
                : cp_clip_clean(t.data, (size_t)t.len, &out, &out_len);
+        if (rc == CP_OK && seg_on) rc = segment_inplace(&out, &out_len, seg_lang);
         Py_END_ALLOW_THREADS;
     } else {
         rc = o ? cp_normalize(t.data, (size_t)t.len, o, &out, &out_len)
                : cp_clip_clean(t.data, (size_t)t.len, &out, &out_len);
+        if (rc == CP_OK && seg_on) rc = segment_inplace(&out, &out_len, seg_lang);
     }
+    if (rc != CP_OK) free(out);
     cp_py_text_release(&t);
     if (rc != CP_OK) return cp_py_raise(rc);
     PyObject *r = PyUnicode_DecodeUTF8(out, (Py_ssize_t)out_len, "strict");
@@ -145,7 +181,8 @@ static int texts_get(PyObject *obj, cp_py_texts *out) {
 }
 
 /* A list of texts through cp_normalize_batch (o) or cp_clip_clean_batch (o == NULL), GIL released throughout. */
-static PyObject *run_batch(PyObject *texts, const cp_normalize_opts *o, const char *fn) {
+static PyObject *run_batch(PyObject *texts, const cp_normalize_opts *o, int seg_on, cp_lang seg_lang,
+                           const char *fn) {
     cp_py_texts t;
     if (texts_get(texts, &t) < 0) return NULL;
     size_t n = (size_t)t.n;
@@ -161,6 +198,10 @@ static PyObject *run_batch(PyObject *texts, const cp_normalize_opts *o, const ch
     Py_BEGIN_ALLOW_THREADS;
     rc = o ? cp_normalize_batch(t.data, t.len, n, o, outs, lens, &bad)
            : cp_clip_clean_batch(t.data, t.len, n, outs, lens, &bad);
+    for (size_t i = 0; rc == CP_OK && seg_on && i < n; i++) {
+        rc = segment_inplace(&outs[i], &lens[i], seg_lang);
+        if (rc != CP_OK) bad = i;
+    }
     Py_END_ALLOW_THREADS;
     if (rc != CP_OK) {
         char msg[512];
@@ -191,45 +232,51 @@ error:
 static PyObject *py_normalize(PyObject *self, PyObject *args, PyObject *kw) {
     (void)self;
     PyObject *text, *lowercase = NULL, *form = NULL, *fullwidth = NULL, *html = NULL, *ftfy = NULL, *collapse = NULL,
-                    *script = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$OOOOOOO:normalize", kw_single, &text, &lowercase, &form,
-                                     &fullwidth, &html, &ftfy, &collapse, &script))
+                    *script = NULL, *segment = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$OOOOOOOO:normalize", kw_single, &text, &lowercase, &form,
+                                     &fullwidth, &html, &ftfy, &collapse, &script, &segment))
         return NULL;
     cp_normalize_opts o;
+    int seg_on;
+    cp_lang seg_lang;
     if (parse_opts(lowercase, form, fullwidth, html, ftfy, collapse, script, &o, "normalize") < 0) return NULL;
-    return run_single(text, &o);
+    if (parse_segment(segment, &seg_on, &seg_lang, "normalize") < 0) return NULL;
+    return run_single(text, &o, seg_on, seg_lang);
 }
 
 static PyObject *py_normalize_batch(PyObject *self, PyObject *args, PyObject *kw) {
     (void)self;
     PyObject *texts, *lowercase = NULL, *form = NULL, *fullwidth = NULL, *html = NULL, *ftfy = NULL, *collapse = NULL,
-                     *script = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$OOOOOOO:normalize_batch", kw_batch, &texts, &lowercase, &form,
-                                     &fullwidth, &html, &ftfy, &collapse, &script))
+                     *script = NULL, *segment = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$OOOOOOOO:normalize_batch", kw_batch, &texts, &lowercase, &form,
+                                     &fullwidth, &html, &ftfy, &collapse, &script, &segment))
         return NULL;
     cp_normalize_opts o;
+    int seg_on;
+    cp_lang seg_lang;
     if (parse_opts(lowercase, form, fullwidth, html, ftfy, collapse, script, &o, "normalize_batch") < 0) return NULL;
-    return run_batch(texts, &o, "normalize_batch");
+    if (parse_segment(segment, &seg_on, &seg_lang, "normalize_batch") < 0) return NULL;
+    return run_batch(texts, &o, seg_on, seg_lang, "normalize_batch");
 }
 
 static PyObject *py_clip_clean(PyObject *self, PyObject *text) {
     (void)self;
-    return run_single(text, NULL);
+    return run_single(text, NULL, 0, CP_LANG_AUTO);
 }
 
 static PyObject *py_clip_clean_batch(PyObject *self, PyObject *texts) {
     (void)self;
-    return run_batch(texts, NULL, "clip_clean_batch");
+    return run_batch(texts, NULL, 0, CP_LANG_AUTO, "clip_clean_batch");
 }
 
 static PyMethodDef normalize_methods[] = {
     {"normalize", (PyCFunction)(void (*)(void))py_normalize, METH_VARARGS | METH_KEYWORDS,
      "normalize(text, *, lowercase=False, form='NFKC', fullwidth=True, html=True, ftfy=True,\n"
-     "          collapse_whitespace=True, script_spaces=True) -> str\n\n"
+     "          collapse_whitespace=True, script_spaces=True, segment=None) -> str\n\n"
      "Unicode cleanup of one prompt (str or UTF-8 bytes): ftfy's non-mojibake fixes, html.unescape (html=True:\n"
      "twice, like CLIP; an int: that many passes), NFC/NFKC ('none'/None: no normalisation), full-width to\n"
      "half-width, whitespace collapse, optional Python-str.lower lowercasing, a space where Latin letters/digits\n"
-     "meet CJK. Raises TokenizerError (invalid UTF-8, with the byte offset), EmptyPromptError (empty or\n"
+     "meet CJK; segment='auto'|'zh'|'ja' then joins cp.segment's words with spaces. Raises TokenizerError (invalid UTF-8, with the byte offset), EmptyPromptError (empty or\n"
      "whitespace only), InvalidArgumentError (unknown form)."},
     {"normalize_batch", (PyCFunction)(void (*)(void))py_normalize_batch, METH_VARARGS | METH_KEYWORDS,
      "normalize_batch(texts, **options) -> list[str]: normalize() over a list, GIL released for the whole batch.\n"
