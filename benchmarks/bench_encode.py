@@ -111,6 +111,24 @@ class ClipTorchWrap:
         self.mod = W(model).eval()
 
 
+def MeanPoolModule(bert):
+    """sentence-transformers' Pooling(mean) + Normalize over a BertModel, as one module (exportable)."""
+    import torch
+
+    class MeanPool(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, ids, mask):
+            h = self.m(input_ids=ids, attention_mask=mask).last_hidden_state
+            m = mask.unsqueeze(-1).to(h.dtype)
+            v = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(v, dim=-1)
+
+    return MeanPool(bert).eval()
+
+
 def ort_session(path, threads):
     import onnxruntime as ort
 
@@ -132,11 +150,9 @@ def trim(ids, pad_id=0, eot=None):
 
 def rss_child(which, model_kind, tmp, threads):
     """Runs in a fresh process: load one engine, encode a batch of 256, print peak RSS (MiB)."""
-    import open_clip  # noqa: F401  (tokenizer for ids)
-
-    texts = captions(256)
+    texts = captions(256)  # ids from clipprompt's tokenizers: importing open_clip would load torch everywhere
     if model_kind == "clip":
-        ids = open_clip.tokenize(texts).numpy().astype(np.int32)
+        ids = cp.ClipTokenizer()(texts)
         if which == "clipprompt":
             cp.set_num_threads(threads)
             cp.ClipTextEncoder.from_pretrained(tmp).encode(ids)
@@ -152,11 +168,10 @@ def rss_child(which, model_kind, tmp, threads):
             s = ort_session(os.path.join(tmp, "clip.onnx"), threads)
             s.run(None, {"ids": trim(ids, eot=True).astype(np.int64)})
     else:
-        from transformers import BertTokenizerFast
-
         path = cp.encoders.default_minilm_path()
-        tok = BertTokenizerFast.from_pretrained(path)
-        enc = tok(texts, padding=True, truncation=True, max_length=256, return_tensors="np")
+        ids, mask = cp.WordPieceTokenizer(os.path.join(path, "vocab.txt"))(texts, max_length=256)
+        n = int(mask.sum(1).max())
+        enc = {"input_ids": ids[:, :n], "attention_mask": mask[:, :n]}
         if which == "clipprompt":
             cp.set_num_threads(threads)
             cp.MiniLMEncoder.from_pretrained().encode((enc["input_ids"], enc["attention_mask"]))
@@ -169,7 +184,19 @@ def rss_child(which, model_kind, tmp, threads):
         else:
             s = ort_session(os.path.join(tmp, "minilm.onnx"), threads)
             s.run(None, {"ids": enc["input_ids"].astype(np.int64), "mask": enc["attention_mask"].astype(np.int64)})
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+    print(peak_rss_self_mib())
+
+
+def peak_rss_self_mib():
+    """VmHWM of this process (ru_maxrss would include the parent's pages from before exec on Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def peak_rss(which, kind, tmp, threads):
@@ -188,6 +215,7 @@ def main():
     ap.add_argument("--min-time", type=float, default=1.0, help="seconds of timed runs per configuration")
     ap.add_argument("--models", default="clip,minilm")
     ap.add_argument("--no-rss", action="store_true")
+    ap.add_argument("--rss-only", action="store_true", help="only the peak-RSS children")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--rss-child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -201,6 +229,28 @@ def main():
     import transformers
 
     threads = args.threads
+    if args.rss_only:
+        tmp = tempfile.mkdtemp(prefix="cp_bench_")
+        out = {}
+        for kind in [k for k in ("clip", "minilm") if k in args.models]:
+            if kind == "clip":
+                m = build_clip(tmp)
+                ids = cp.ClipTokenizer()(captions(2))
+                export_onnx(ClipTorchWrap(m).mod, os.path.join(tmp, "clip.onnx"),
+                            (torch.tensor(ids[:, :20], dtype=torch.long),), ["ids"], True)
+            else:
+                from sentence_transformers import SentenceTransformer
+
+                bert = SentenceTransformer(cp.encoders.default_minilm_path(), device="cpu")[0].auto_model.eval()
+                e0 = transformers.BertTokenizerFast.from_pretrained(cp.encoders.default_minilm_path())(
+                    captions(2), padding=True, return_tensors="pt")
+                export_onnx(MeanPoolModule(bert), os.path.join(tmp, "minilm.onnx"),
+                            (e0["input_ids"], e0["attention_mask"]), ["ids", "mask"], True)
+            for which in ("clipprompt", "torch", "onnxruntime"):
+                out[f"{kind}/{which}"] = peak_rss(which, kind, tmp, threads)
+        print("peak RSS (MiB, VmHWM of a fresh process: imports + load + one batch of 256): " +
+              ", ".join(f"{k} {v:.0f}" for k, v in out.items()))
+        return
     cp.set_num_threads(threads)
     torch.set_num_threads(threads)
     batches = [int(b) for b in args.batches.split(",")]
@@ -248,18 +298,7 @@ def main():
         st = SentenceTransformer(path, device="cpu")
         bert = st[0].auto_model.eval()
 
-        class MeanPool(torch.nn.Module):
-            def __init__(self, m):
-                super().__init__()
-                self.m = m
-
-            def forward(self, ids, mask):
-                h = self.m(input_ids=ids, attention_mask=mask).last_hidden_state
-                m = mask.unsqueeze(-1).to(h.dtype)
-                v = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
-                return torch.nn.functional.normalize(v, dim=-1)
-
-        mp = MeanPool(bert).eval()
+        mp = MeanPoolModule(bert)
         e0 = tok(texts[:2], padding=True, return_tensors="pt")
         export_onnx(mp, os.path.join(tmp, "minilm.onnx"), (e0["input_ids"], e0["attention_mask"]), ["ids", "mask"],
                     True)
@@ -308,7 +347,7 @@ def main():
         print(f"{r['model'] + ' ' + r['engine']:<24} | B={r['batch']:<8} | {r['median_ms']:>20.2f} ({r['runs']:>4}) | "
               f"{r['prompts_per_s']:>10.1f} | {g:>18} | {r['x_torch']:>7.2f} | {xo:>6}")
     if rss:
-        print("peak RSS (MiB, fresh process, load + batch 256): " +
+        print("peak RSS (MiB, VmHWM of a fresh process: imports + load + one batch of 256): " +
               ", ".join(f"{k} {v:.0f}" for k, v in rss.items()))
 
 
