@@ -23,7 +23,7 @@ import numpy as np
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
-import clipprompt as cp  # noqa: E402
+import clipprompt as cp
 
 FP = "clip-vit-b32@0123abcd"
 
@@ -117,7 +117,8 @@ def main():
         return
 
     rows = []
-    hdr = (f"# bench_cache — clipprompt {cp.__version__}, numpy {np.__version__}, python {platform.python_version()}\n"
+    hdr = (f"# bench_cache — clipprompt {cp.__version__}, numpy {np.__version__}, "
+           f"python {platform.python_version()}\n"
            f"# machine: {cpu_name()}, {os.cpu_count()} logical CPUs; dtype float32; "
            f"date {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
     print(hdr)

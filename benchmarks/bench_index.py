@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import clipprompt as cp  # noqa: E402
+import clipprompt as cp
 
 
 def cpu_name():

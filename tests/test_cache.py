@@ -5,19 +5,19 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
+from conftest import read_lines
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import clipprompt as cp
 
-from conftest import read_lines
-
 
 def cost(fp, text, shape, kind="pooled"):
     """The documented charge: values + shape + UTF-8 key bytes + ENTRY_OVERHEAD."""
     n = int(np.prod(shape))
-    return 4 * n + 8 * len(shape) + sum(len(s.encode("utf-8")) for s in (fp, text, kind)) + cp.PromptCache.ENTRY_OVERHEAD
+    key = sum(len(s.encode("utf-8")) for s in (fp, text, kind))
+    return 4 * n + 8 * len(shape) + key + cp.PromptCache.ENTRY_OVERHEAD
 
 
 class FakeEncoder:
@@ -263,9 +263,9 @@ def test_get_or_encode_bad_encoders():
             v[-1, 1] = np.nan
             return v
 
-    with pytest.raises(cp.InvalidArgumentError):
-        c.get_or_encode(NaN("fp", 3), ["a"])
-    assert ("fp", "a") not in c
+    with pytest.raises(cp.InvalidArgumentError, match="'c'"):
+        c.get_or_encode(NaN("fp", 3), ["a", "b", "c"])
+    assert len(c) == 0  # the valid rows of a bad batch are not cached either
 
     class Raises(FakeEncoder):
         def encode(self, texts, **kw):

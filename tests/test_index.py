@@ -5,13 +5,12 @@ import os
 
 import numpy as np
 import pytest
+from conftest import read_lines
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import clipprompt as cp
-
-from conftest import read_lines
 
 D = 6
 
@@ -195,6 +194,18 @@ def test_paths_agree_with_numpy(dtype, mode, block, qblock):
     Xs = X.astype(np.float16).astype(np.float32) if dtype == "float16" else X
     for nq, k in ((1, 10), (3, 1), (33, 700), (40, 1000)):
         check_search(ix, rng.standard_normal((nq, d)).astype(np.float32), Xs, list(range(700)), k, exact=False)
+
+
+@pytest.mark.parametrize("mode", ["split", "gemm"])
+def test_k_as_large_as_the_index(mode):
+    """k ~ ntotal: part heaps are capped at the part size, and merged into one of size k."""
+    rng = np.random.default_rng(9)
+    X = rng.standard_normal((3000, 8)).astype(np.float32)
+    ix = cp.FlatIPIndex(8)
+    ix._set_knobs(block_size=100, mode=mode)
+    ix.add(X)
+    for nq, k in ((2, 3000), (40, 2999), (3, 5000)):
+        check_search(ix, rng.standard_normal((nq, 8)).astype(np.float32), X, list(range(3000)), k, exact=False)
 
 
 def test_float16_rounding_matches_numpy():
