@@ -62,19 +62,7 @@ uint16_t cp_f32_to_f16(float f) {
     return (uint16_t)(sign | (ax >> 13));
 }
 
-float cp_f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, em = h & 0x7fffu, x;
-    float f;
-    if (em >= 0x7c00u) x = sign | 0x7f800000u | ((em & 0x3ffu) << 13);
-    else if (em >= 0x400u) x = sign | ((em << 13) + 0x38000000u);
-    else {
-        f = (float)em * 5.9604644775390625e-8f; /* 2^-24 */
-        memcpy(&x, &f, 4);
-        x |= sign;
-    }
-    memcpy(&f, &x, 4);
-    return f;
-}
+/* cp_f16_to_f32 (exact widening) is defined once, in cp_safetensors.c, and declared in both headers. */
 
 #if defined(__x86_64__)
 __attribute__((target("avx,f16c"))) static void f16_block_f16c(const uint16_t *src, float *dst, size_t n) {
