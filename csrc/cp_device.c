@@ -148,8 +148,10 @@ int cp_dev_arena_reserve(cp_dev_ctx *c, size_t bytes, size_t host_bytes) {
             return rc;
         }
     }
-    /* zeroed once so that padding rows of graph buckets start finite */
-    rc = cp_cuda_memset(a, 0, bytes, c->stream);
+    /* zeroed once so that padding rows of graph buckets start finite; CLIPPROMPT_CUDA_POISON=1 (tests) fills it
+     * with NaN bit patterns instead, so any output element a kernel fails to write shows up */
+    const char *poison = getenv("CLIPPROMPT_CUDA_POISON");
+    rc = cp_cuda_memset(a, poison && poison[0] == '1' ? 0xff : 0, bytes, c->stream);
     if (rc == CP_OK) rc = cp_cuda_stream_sync(c->stream);
     if (rc != CP_OK) {
         cp_cuda_free(a);

@@ -2,6 +2,7 @@
 // graphs and events behind plain C functions, each turning a CUDA error into a cp status with CUDA's message.
 // nvcc -O3 -std=c++17 -Xcompiler -fPIC -c kernels/cp_cuda_runtime.cu   (setup.py adds -gencode flags)
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -83,6 +84,11 @@ extern "C" int cp_cuda_device_name(int device, char *name, size_t n, int *cc) {
 extern "C" int cp_cuda_malloc(void **p, size_t bytes, const char *what) {
     *p = nullptr;
     if (bytes == 0) return CP_OK;
+    // test knob: allocations above CLIPPROMPT_CUDA_ALLOC_LIMIT bytes fail as out-of-memory (recovery tests)
+    const char *lim = std::getenv("CLIPPROMPT_CUDA_ALLOC_LIMIT");
+    if (lim && *lim && bytes > (size_t)std::strtoull(lim, nullptr, 10))
+        CP_FAIL(CP_ERR_DEVICE_OOM, "CUDA out of memory allocating %zu bytes for %s (CLIPPROMPT_CUDA_ALLOC_LIMIT=%s)",
+                bytes, what, lim);
     cudaError_t e = cudaMalloc(p, bytes);
     if (e == cudaSuccess) return CP_OK;
     *p = nullptr;

@@ -363,7 +363,29 @@ static PyObject *py_cuda_device(PyObject *self, PyObject *arg) {
 #endif
 }
 
+/* Test hook: cudaMalloc + cudaFree of n bytes (a real out-of-memory error for n beyond the card). */
+static PyObject *py_cuda_malloc_test(PyObject *self, PyObject *arg) {
+    (void)self;
+    unsigned long long n = PyLong_AsUnsignedLongLong(arg);
+    if (n == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+#ifdef CP_WITH_CUDA
+    void *p = NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = cp_cuda_set_device(0);
+    if (rc == CP_OK) rc = cp_cuda_malloc(&p, (size_t)n, "_cuda_malloc_test");
+    cp_cuda_free(p);
+    Py_END_ALLOW_THREADS
+    if (rc != CP_OK) return cp_py_raise(rc);
+    Py_RETURN_NONE;
+#else
+    cp_fail(CP_ERR_DEVICE, "this build of clipprompt has no CUDA backend");
+    return cp_py_raise(CP_ERR_DEVICE);
+#endif
+}
+
 static PyMethodDef cuda_functions[] = {
+    {"_cuda_malloc_test", py_cuda_malloc_test, METH_O, "_cuda_malloc_test(nbytes): allocate and free (tests)."},
     {"_cuda_device", py_cuda_device, METH_O, "_cuda_device(i) -> {name, compute_capability}; DeviceError if none."},
     {NULL, NULL, 0, NULL}};
 
