@@ -330,8 +330,9 @@ struct cp_clip_cuda {
 };
 
 int cp_clip_cuda_create(const cp_clip_model *m, const cp_device_options *opt, cp_clip_cuda **out) {
-    (void)m, (void)opt;
+    (void)m;
     *out = NULL;
+    if (opt) CP_CHECK(cp_device_check_options(opt));
     CP_FAIL(CP_ERR_DEVICE, "this build of clipprompt has no CUDA backend (built without nvcc or with CLIPPROMPT_CUDA=0)");
 }
 void cp_clip_cuda_free(cp_clip_cuda *r) { (void)r; }

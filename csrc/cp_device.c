@@ -31,6 +31,19 @@ const char *cp_device_dtype_name(int dtype) {
     return dtype == CP_DEVICE_FLOAT16 ? "float16" : dtype == CP_DEVICE_BFLOAT16 ? "bfloat16" : "float32";
 }
 
+int cp_device_check_options(const cp_device_options *o) {
+    if (o->dtype < CP_DEVICE_FLOAT32 || o->dtype > CP_DEVICE_BFLOAT16)
+        CP_FAIL(CP_ERR_INVALID_ARG, "unknown device dtype code %d", o->dtype);
+    if (o->attention == CP_DEVICE_ATTN_CUDNN)
+        CP_FAIL(CP_ERR_DEVICE,
+                "attention=\"cudnn\" is not available in this build: cuDNN's fused scaled-dot-product attention is "
+                "exposed through the cuDNN frontend (a C++ graph API that is not installed here); the backend "
+                "descriptor API would need the whole SDPA operation graph assembled by hand and could not be "
+                "verified without a GPU. Use attention=\"fused\" (the hand-written kernel)");
+    if (o->attention != CP_DEVICE_ATTN_FUSED) CP_FAIL(CP_ERR_INVALID_ARG, "unknown attention code %d", o->attention);
+    return CP_OK;
+}
+
 #ifdef CP_WITH_CUDA
 
 int cp_device_compiled(void) { return 1; }
@@ -41,15 +54,7 @@ int cp_dev_ctx_init(cp_dev_ctx *c, const cp_device_options *o) {
     c->dt = o->dtype;
     c->graphs_off = o->graph_max_batch <= 0;
     c->graph_max = o->graph_max_batch;
-    if (o->dtype < CP_DEVICE_FLOAT32 || o->dtype > CP_DEVICE_BFLOAT16)
-        CP_FAIL(CP_ERR_INVALID_ARG, "unknown device dtype code %d", o->dtype);
-    if (o->attention == CP_DEVICE_ATTN_CUDNN)
-        CP_FAIL(CP_ERR_DEVICE,
-                "attention=\"cudnn\" is not available in this build: cuDNN's fused scaled-dot-product attention is "
-                "exposed through the cuDNN frontend (a C++ graph API that is not installed here); the backend "
-                "descriptor API would need the whole SDPA operation graph assembled by hand and could not be "
-                "verified without a GPU. Use attention=\"fused\" (the hand-written kernel)");
-    if (o->attention != CP_DEVICE_ATTN_FUSED) CP_FAIL(CP_ERR_INVALID_ARG, "unknown attention code %d", o->attention);
+    CP_CHECK(cp_device_check_options(o));
     CP_CHECK(cp_cuda_set_device(o->device));
     if (pthread_mutex_init(&c->lock, NULL) != 0) CP_FAIL(CP_ERR_INTERNAL, "pthread_mutex_init failed");
     c->lock_ok = 1;

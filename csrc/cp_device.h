@@ -45,6 +45,10 @@ void cp_device_options_init(cp_device_options *o);
 int cp_device_parse_dtype(const char *s, int *dtype);
 const char *cp_device_dtype_name(int dtype);
 
+/** CP_ERR_INVALID_ARG for unknown codes; CP_ERR_DEVICE (with the reason) for attention=CUDNN, which this build
+ *  does not provide. Called first by every constructor, also in builds without CUDA. */
+int cp_device_check_options(const cp_device_options *o);
+
 /** Is this build CUDA-enabled (CP_WITH_CUDA)? */
 int cp_device_compiled(void);
 

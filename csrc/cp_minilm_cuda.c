@@ -259,8 +259,9 @@ struct cp_minilm_cuda {
 };
 
 int cp_minilm_cuda_create(const cp_minilm_model *m, const cp_device_options *opt, cp_minilm_cuda **out) {
-    (void)m, (void)opt;
+    (void)m;
     *out = NULL;
+    if (opt) CP_CHECK(cp_device_check_options(opt));
     CP_FAIL(CP_ERR_DEVICE, "this build of clipprompt has no CUDA backend (built without nvcc or with CLIPPROMPT_CUDA=0)");
 }
 void cp_minilm_cuda_free(cp_minilm_cuda *r) { (void)r; }

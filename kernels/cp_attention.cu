@@ -24,7 +24,7 @@ template <typename T> __device__ __forceinline__ float round_to(float v) {
     return cp::ld(&t);
 }
 
-template <typename T> constexpr int key_stride(int dh) { return dh + (sizeof(T) == 4 ? 1 : 2); }
+template <typename T> __host__ __device__ constexpr int key_stride(int dh) { return dh + (sizeof(T) == 4 ? 1 : 2); }
 
 template <typename T> size_t smem_bytes(int64_t max_len, int64_t dh) {
     return (size_t)2 * max_len * key_stride<T>((int)dh) * sizeof(T) + (size_t)NW * dh * sizeof(float) +
@@ -104,7 +104,11 @@ template <typename T>
 int launch(const void *qkv, const float *bias, void *out, const int32_t *seg_start, const int32_t *seg_len,
            int64_t nseg, int64_t max_len, int64_t H, int64_t dh, int causal, cudaStream_t stream) {
     const size_t smem = smem_bytes<T>(max_len, dh);
-    if (smem > 48 * 1024) {
+    cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+    cudaStreamIsCapturing(stream, &cap);
+    // beyond 48 KiB the kernel needs the opt-in; cp_cuda_attention_max_len (called by the runners before any
+    // capture) already set it to the device maximum, so a graph capture never has to
+    if (smem > 48 * 1024 && cap == cudaStreamCaptureStatusNone) {
         cudaError_t e = cudaFuncSetAttribute(cp_attention_v1<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (e != cudaSuccess) {
             cudaGetLastError();
@@ -129,6 +133,11 @@ extern "C" int64_t cp_cuda_attention_max_len(int64_t head_dim, int dt) {
         cudaGetLastError();
         optin = 48 * 1024;
     }
+    // allow the kernel the whole opt-in shared memory once, outside any graph capture
+    if (dt == CP_CUDA_F32) cudaFuncSetAttribute(cp_attention_v1<float>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
+    else if (dt == CP_CUDA_F16) cudaFuncSetAttribute(cp_attention_v1<__half>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
+    else cudaFuncSetAttribute(cp_attention_v1<__nv_bfloat16>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
+    cudaGetLastError();
     const size_t el = dt == CP_CUDA_F32 ? 4 : 2;
     const int64_t ks = head_dim + (el == 4 ? 1 : 2);
     const int64_t fixed = (int64_t)NW * head_dim * 4;
