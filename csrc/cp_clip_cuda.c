@@ -158,7 +158,7 @@ static int arena_for(cp_clip_cuda *r, int64_t T) {
     const size_t ox = TAKE((size_t)(T * W) * 4), oy = TAKE((size_t)(T * W) * 4), oh = TAKE((size_t)(T * W) * es),
                  ob = TAKE((size_t)(T * big) * es), op = TAKE((size_t)(T * W) * 4), opn = TAKE((size_t)(T * W) * 4),
                  oo = TAKE((size_t)(T * D) * 4);
-    size_t oi[5], hi[5];
+    size_t oi[5], hi[5]; /* tok | pos | start | len | eot, consecutive and equally spaced in both (one copy) */
     for (int i = 0; i < 5; i++) oi[i] = TAKE((size_t)T * 4), hi[i] = HTAKE((size_t)T * 4);
 #undef TAKE
 #undef HTAKE
@@ -234,11 +234,8 @@ static int run_pass(cp_clip_cuda *r, int64_t T, int64_t Tp, int64_t nseg, int64_
     if (max_len > lim)
         CP_FAIL(CP_ERR_INVALID_ARG, "prompts of %lld tokens exceed the device attention limit of %lld tokens",
                 (long long)max_len, (long long)lim);
-    CP_CHECK(cp_cuda_memcpy_h2d(r->d_tok, r->h_tok, (size_t)Tp * 4, s));
-    CP_CHECK(cp_cuda_memcpy_h2d(r->d_pos, r->h_pos, (size_t)Tp * 4, s));
-    CP_CHECK(cp_cuda_memcpy_h2d(r->d_start, r->h_start, (size_t)nseg * 4, s));
-    CP_CHECK(cp_cuda_memcpy_h2d(r->d_len, r->h_len, (size_t)nseg * 4, s));
-    CP_CHECK(cp_cuda_memcpy_h2d(r->d_eot, r->h_eot, (size_t)nseg * 4, s));
+    /* the five tables lie at the same offsets in the host twin and the arena: one copy moves them all */
+    CP_CHECK(cp_cuda_memcpy_h2d(r->d_tok, r->h_tok, (size_t)((const char *)(r->h_eot + nseg) - (const char *)r->h_tok), s));
     const int64_t key[6] = {r->pooled ? 1 : 2, Tp, nseg, max_len, r->nrun, r->normalize};
     return cp_dev_run(&r->c, use_graph, key, forward, r);
 }

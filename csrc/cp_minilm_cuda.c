@@ -238,10 +238,8 @@ int cp_minilm_cuda_encode(cp_minilm_cuda *r, const int32_t *ids, const int32_t *
         for (; t < Tp; t++) r->h_tok[t] = -1, r->h_pos[t] = 0;
         r->T = Tp, r->nseg = nseg, r->max_len = grid_len, r->normalize = normalize;
         void *st = r->c.stream;
-        rc = cp_cuda_memcpy_h2d(r->d_tok, r->h_tok, (size_t)Tp * 4, st);
-        if (rc == CP_OK) rc = cp_cuda_memcpy_h2d(r->d_pos, r->h_pos, (size_t)Tp * 4, st);
-        if (rc == CP_OK) rc = cp_cuda_memcpy_h2d(r->d_start, r->h_start, (size_t)nseg * 4, st);
-        if (rc == CP_OK) rc = cp_cuda_memcpy_h2d(r->d_len, r->h_len, (size_t)nseg * 4, st);
+        /* tok | pos | start | len lie at the same offsets in the host twin and the arena: one copy */
+        rc = cp_cuda_memcpy_h2d(r->d_tok, r->h_tok, (size_t)((const char *)(r->h_len + nseg) - (const char *)r->h_tok), st);
         const int64_t key[6] = {3, Tp, nseg, grid_len, cf->layers, normalize};
         if (rc == CP_OK) rc = cp_dev_run(&r->c, small, key, forward, r);
         if (rc == CP_OK) rc = cp_cuda_memcpy_d2h(out + b0 * W, r->out, (size_t)(nseg * W) * sizeof(float), st);
