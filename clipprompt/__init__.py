@@ -42,3 +42,5 @@ for _name in ("normalize", "normalize_batch", "segment", "segment_batch", "add_w
               "ClipTokenizer", "WordPieceTokenizer", "PromptCache", "FlatIPIndex"):
     _export(_name)
 del _name
+
+from .encoders import ClipTextEncoder, MiniLMEncoder  # noqa: E402,F401  (issue 4: text encoders over _C models)

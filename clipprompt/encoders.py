@@ -153,7 +153,7 @@ class ClipTextEncoder:
     def _ids(self, texts_or_ids: Any) -> np.ndarray:
         if isinstance(texts_or_ids, (str, bytes)):
             return self._tokenize([texts_or_ids])
-        if _is_ids(texts_or_ids):
+        if isinstance(texts_or_ids, np.ndarray) or _is_ids(texts_or_ids):
             return _as_int32_2d(texts_or_ids, "token ids")
         return self._tokenize(list(texts_or_ids))
 

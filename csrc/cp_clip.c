@@ -82,12 +82,18 @@ static void bind_hf(cp_clip_model *m, const char *pre, int with_proj) {
 #define LN(s) NAME("%sencoder.layers.%lld." s, p, (long long)l)
         L->ln1_g = cp_wstore_get1(ws, LN("layer_norm1.weight"), W);
         L->ln1_b = cp_wstore_get1(ws, LN("layer_norm1.bias"), W);
-        L->q_w = cp_wstore_get2(ws, LN("self_attn.q_proj.weight"), W, W);
-        L->q_b = cp_wstore_get1(ws, LN("self_attn.q_proj.bias"), W);
-        L->k_w = cp_wstore_get2(ws, LN("self_attn.k_proj.weight"), W, W);
-        L->k_b = cp_wstore_get1(ws, LN("self_attn.k_proj.bias"), W);
-        L->v_w = cp_wstore_get2(ws, LN("self_attn.v_proj.weight"), W, W);
-        L->v_b = cp_wstore_get1(ws, LN("self_attn.v_proj.bias"), W);
+        {
+            /* Q, K, V fused into one (3W, W) block: one GEMM instead of three */
+            char qn[3][256], bn[3][256];
+            const char *qp[3] = {qn[0], qn[1], qn[2]}, *bp[3] = {bn[0], bn[1], bn[2]};
+            for (int k = 0; k < 3; k++) {
+                snprintf(qn[k], sizeof qn[k], "%sencoder.layers.%lld.self_attn.%c_proj.weight", p, (long long)l, "qkv"[k]);
+                snprintf(bn[k], sizeof bn[k], "%sencoder.layers.%lld.self_attn.%c_proj.bias", p, (long long)l, "qkv"[k]);
+            }
+            const float *wq = cp_wstore_get_concat(ws, qp, 3, W, W), *bq = cp_wstore_get_concat(ws, bp, 3, W, 0);
+            L->q_w = wq, L->k_w = wq ? wq + W * W : NULL, L->v_w = wq ? wq + 2 * W * W : NULL;
+            L->q_b = bq, L->k_b = bq ? bq + W : NULL, L->v_b = bq ? bq + 2 * W : NULL;
+        }
         L->o_w = cp_wstore_get2(ws, LN("self_attn.out_proj.weight"), W, W);
         L->o_b = cp_wstore_get1(ws, LN("self_attn.out_proj.bias"), W);
         L->ln2_g = cp_wstore_get1(ws, LN("layer_norm2.weight"), W);
@@ -96,7 +102,7 @@ static void bind_hf(cp_clip_model *m, const char *pre, int with_proj) {
         L->fc1_b = cp_wstore_get1(ws, LN("mlp.fc1.bias"), F);
         L->fc2_w = cp_wstore_get2(ws, LN("mlp.fc2.weight"), W, F);
         L->fc2_b = cp_wstore_get1(ws, LN("mlp.fc2.bias"), W);
-        L->qkv_fused = 0;
+        L->qkv_fused = 1;
 #undef LN
     }
     m->w.lnf_g = cp_wstore_get1(ws, NAME("%sfinal_layer_norm.weight", pre), W);

@@ -109,7 +109,6 @@ static void run_blocks(const cp_clip_model *m, float *x, float *h, float *big, i
 static void embed(const cp_clip_model *m, const int32_t *ids, int64_t L, const int64_t *start, const int64_t *len,
                   int64_t nseg, float *x) {
     const int64_t W = m->cfg.width;
-#pragma omp parallel for schedule(static) if (nseg > 8)
     for (int64_t s = 0; s < nseg; s++)
         for (int64_t p = 0; p < len[s]; p++) {
             const float *te = m->w.tok_emb + (int64_t)ids[s * L + p] * W, *pe = m->w.pos_emb + p * W;

@@ -27,12 +27,19 @@ static void bind(cp_minilm_model *m, const char *pre) {
     for (int64_t l = 0; l < c->layers; l++) {
         cp_minilm_layer *L = &m->w.layers[l];
 #define LN(s) NAME("%sencoder.layer.%lld." s, pre, (long long)l)
-        L->q_w = cp_wstore_get2(ws, LN("attention.self.query.weight"), W, W);
-        L->q_b = cp_wstore_get1(ws, LN("attention.self.query.bias"), W);
-        L->k_w = cp_wstore_get2(ws, LN("attention.self.key.weight"), W, W);
-        L->k_b = cp_wstore_get1(ws, LN("attention.self.key.bias"), W);
-        L->v_w = cp_wstore_get2(ws, LN("attention.self.value.weight"), W, W);
-        L->v_b = cp_wstore_get1(ws, LN("attention.self.value.bias"), W);
+        {
+            /* query, key, value fused into one (3W, W) block: one GEMM instead of three */
+            static const char *const part[3] = {"query", "key", "value"};
+            char qn[3][256], bn[3][256];
+            const char *qp[3] = {qn[0], qn[1], qn[2]}, *bp[3] = {bn[0], bn[1], bn[2]};
+            for (int k = 0; k < 3; k++) {
+                snprintf(qn[k], sizeof qn[k], "%sencoder.layer.%lld.attention.self.%s.weight", pre, (long long)l, part[k]);
+                snprintf(bn[k], sizeof bn[k], "%sencoder.layer.%lld.attention.self.%s.bias", pre, (long long)l, part[k]);
+            }
+            const float *wq = cp_wstore_get_concat(ws, qp, 3, W, W), *bq = cp_wstore_get_concat(ws, bp, 3, W, 0);
+            L->q_w = wq, L->k_w = wq ? wq + W * W : NULL, L->v_w = wq ? wq + 2 * W * W : NULL;
+            L->q_b = bq, L->k_b = bq ? bq + W : NULL, L->v_b = bq ? bq + 2 * W : NULL;
+        }
         L->o_w = cp_wstore_get2(ws, LN("attention.output.dense.weight"), W, W);
         L->o_b = cp_wstore_get1(ws, LN("attention.output.dense.bias"), W);
         L->ln1_g = cp_wstore_get1(ws, LN("attention.output.LayerNorm.weight"), W);
@@ -251,9 +258,7 @@ int cp_minilm_cpu_encode(cp_minilm_cpu *r, const int32_t *ids, const int32_t *ma
         cp_layernorm(x, W, x, W, T, W, m->w.emb_ln_g, m->w.emb_ln_b, c->ln_eps);
         for (int64_t l = 0; l < c->layers; l++) {
             const cp_minilm_layer *Ly = &m->w.layers[l];
-            cp_linear(x, W, T, W, Ly->q_w, CP_W_OUT_IN, W, Ly->q_b, big, 3 * W, 0);
-            cp_linear(x, W, T, W, Ly->k_w, CP_W_OUT_IN, W, Ly->k_b, big + W, 3 * W, 0);
-            cp_linear(x, W, T, W, Ly->v_w, CP_W_OUT_IN, W, Ly->v_b, big + 2 * W, 3 * W, 0);
+            cp_linear(x, W, T, W, Ly->q_w, CP_W_OUT_IN, 3 * W, Ly->q_b, big, 3 * W, 0); /* q | k | v fused */
             cp_attention(big, 3 * W, h, W, start, len, nseg, H, dh, 0);
             cp_linear(h, W, T, W, Ly->o_w, CP_W_OUT_IN, W, Ly->o_b, x, W, 1);
             cp_layernorm(x, W, x, W, T, W, Ly->ln1_g, Ly->ln1_b, c->ln_eps);

@@ -25,7 +25,7 @@ typedef struct {
 } cp_minilm_config;
 
 typedef struct {
-    const float *q_w, *q_b, *k_w, *k_b, *v_w, *v_b; /* (W, W), (W) */
+    const float *q_w, *q_b, *k_w, *k_b, *v_w, *v_b; /* (W, W), (W); consecutive: one (3W, W) block */
     const float *o_w, *o_b;                          /* (W, W), (W) */
     const float *ln1_g, *ln1_b;                      /* attention.output.LayerNorm (W) */
     const float *fc1_w, *fc1_b;                      /* (F, W), (F) */

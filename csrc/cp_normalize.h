@@ -43,6 +43,15 @@ int cp_normalize(const char *s, size_t n, const cp_normalize_opts *o, char **out
 /** CLIP's exact pre-BPE cleaning (see above), lowercased. An all-whitespace input gives CP_ERR_EMPTY. */
 int cp_clip_clean(const char *s, size_t n, char **out, size_t *out_len);
 
+/** Batch forms: texts[i][0:lens[i]) -> outs[i] (malloc'd, NUL-terminated, caller frees each), out_lens[i].
+ *  Prompts run in parallel (OpenMP) for large batches. On failure every outs[i] is freed and set to NULL,
+ *  *bad_index (if not NULL) is the first failing prompt, and the last-error message is that prompt's.
+ *  cp_normalize_batch: o == NULL means the defaults. */
+int cp_normalize_batch(const char *const *texts, const size_t *lens, size_t n, const cp_normalize_opts *o,
+                       char **outs, size_t *out_lens, size_t *bad_index);
+int cp_clip_clean_batch(const char *const *texts, const size_t *lens, size_t n, char **outs, size_t *out_lens,
+                        size_t *bad_index);
+
 #ifdef __cplusplus
 }
 #endif

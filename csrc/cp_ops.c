@@ -12,7 +12,6 @@
 #endif
 
 void cp_add_bias_rows(float *x, int64_t ldx, int64_t M, int64_t N, const float *b) {
-#pragma omp parallel for schedule(static) if (M * N > 65536)
     for (int64_t i = 0; i < M; i++) {
         float *r = x + i * ldx;
         for (int64_t j = 0; j < N; j++) r[j] += b[j];
@@ -20,7 +19,6 @@ void cp_add_bias_rows(float *x, int64_t ldx, int64_t M, int64_t N, const float *
 }
 
 static void cp_fill_bias_rows(float *x, int64_t ldx, int64_t M, int64_t N, const float *b) {
-#pragma omp parallel for schedule(static) if (M * N > 65536)
     for (int64_t i = 0; i < M; i++) memcpy(x + i * ldx, b, (size_t)N * sizeof(float));
 }
 
@@ -60,14 +58,12 @@ static void ln_row(const float *x, float *y, int64_t N, const float *g, const fl
 
 void cp_layernorm(const float *x, int64_t ldx, float *y, int64_t ldy, int64_t M, int64_t N, const float *g,
                   const float *b, float eps) {
-#pragma omp parallel for schedule(static) if (M * N > 32768)
     for (int64_t i = 0; i < M; i++) ln_row(x + i * ldx, y + i * ldy, N, g, b, eps);
 }
 
 void cp_activation(float *x, int64_t n, cp_act act) {
     const int64_t chunk = 4096;
     const int64_t nchunks = (n + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static) if (n > 65536)
     for (int64_t c = 0; c < nchunks; c++) {
         float *p = x + c * chunk;
         const int64_t m = (c + 1) * chunk <= n ? chunk : n - c * chunk;
@@ -125,12 +121,20 @@ static void attn_head(const float *qkv, int64_t ldqkv, float *out, int64_t ldo, 
     }
 }
 
+/* Parallel attention only pays when there is real work: a parallel region wakes threads that then compete with
+ * OpenBLAS's own (spinning) workers for the same cores. */
+static int cp_attn_parallel(const int64_t *len, int64_t nseg, int64_t heads, int64_t head_dim) {
+    double flops = 0.0;
+    for (int64_t s = 0; s < nseg; s++) flops += (double)len[s] * (double)len[s];
+    return flops * (double)heads * (double)head_dim * 2.0 > 2e7;
+}
+
 void cp_attention(const float *qkv, int64_t ldqkv, float *out, int64_t ldo, const int64_t *start, const int64_t *len,
                   int64_t nseg, int64_t heads, int64_t head_dim, int causal) {
     const int64_t hidden = heads * head_dim;
     const float scale = 1.0f / sqrtf((float)head_dim);
     const int64_t work = nseg * heads;
-#pragma omp parallel for schedule(dynamic, 1) if (work > 1)
+#pragma omp parallel for schedule(dynamic, 1) if (work > 1 && cp_attn_parallel(len, nseg, heads, head_dim))
     for (int64_t w = 0; w < work; w++) {
         float scores[CP_ATTN_MAX_LEN];
         const int64_t s = w / heads, h = w % heads;

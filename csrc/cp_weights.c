@@ -93,6 +93,40 @@ const float *cp_wstore_get(cp_wstore *ws, const char *name, int ndim, const int6
     return dst;
 }
 
+const float *cp_wstore_get_concat(cp_wstore *ws, const char *const *names, int n, int64_t rows, int64_t cols) {
+    const int64_t per = cols > 0 ? rows * cols : rows;
+    int64_t shape[2] = {rows, cols};
+    const int ndim = cols > 0 ? 2 : 1;
+    if (ws->pass == 0) {
+        int ok = 1;
+        for (int i = 0; i < n; i++) {
+            size_t before = ws->buf_floats;
+            int nm = (int)ws->nmissing, ns = ws->nshape_err;
+            cp_wstore_get(ws, names[i], ndim, shape);
+            ws->buf_floats = before; /* reserve the block below instead */
+            ok &= (int)ws->nmissing == nm && ws->nshape_err == ns;
+        }
+        if (ok) ws->buf_floats += (((size_t)per * (size_t)n) + 15) & ~(size_t)15;
+        return NULL;
+    }
+    float *dst = ws->buf + ws->buf_used;
+    ws->buf_used += (((size_t)per * (size_t)n) + 15) & ~(size_t)15;
+    for (int i = 0; i < n; i++) {
+        const cp_st_tensor *t = cp_st_find(ws->st, names[i]);
+        hash_bytes(&ws->hash, names[i], strlen(names[i]));
+        hash_bytes(&ws->hash, t->shape, sizeof(int64_t) * (size_t)t->ndim);
+        hash_bytes(&ws->hash, &t->dtype, sizeof t->dtype);
+        size_t nb = t->nbytes, k = nb < 64 ? nb : 64;
+        const unsigned char *d = t->data;
+        hash_bytes(&ws->hash, d, k);
+        hash_bytes(&ws->hash, d + (nb - k) / 2, k);
+        hash_bytes(&ws->hash, d + nb - k, k);
+        int rc = cp_st_to_f32(t, dst + (size_t)i * (size_t)per);
+        if (rc != CP_OK && ws->convert_err == 0) ws->convert_err = rc;
+    }
+    return dst;
+}
+
 const float *cp_wstore_get1(cp_wstore *ws, const char *name, int64_t n0) {
     int64_t s[1] = {n0};
     return cp_wstore_get(ws, name, 1, s);

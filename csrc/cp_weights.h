@@ -45,6 +45,10 @@ const float *cp_wstore_get(cp_wstore *ws, const char *name, int ndim, const int6
 const float *cp_wstore_get1(cp_wstore *ws, const char *name, int64_t n0);
 const float *cp_wstore_get2(cp_wstore *ws, const char *name, int64_t n0, int64_t n1);
 
+/** Bind `n` tensors of identical shape (rows, cols) (or (rows) when cols == 0) into one contiguous converted block
+ *  (rows*n, cols): used to fuse Q, K, V projections into one GEMM. Always copies (F32 included). */
+const float *cp_wstore_get_concat(cp_wstore *ws, const char *const *names, int n, int64_t rows, int64_t cols);
+
 /** End of the plan pass: CP_ERR_MODEL_FORMAT listing missing tensors / wrong shapes; else allocates the buffer. */
 int cp_wstore_finish_plan(cp_wstore *ws, const char *model_what);
 

