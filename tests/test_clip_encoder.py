@@ -437,3 +437,11 @@ def test_threads_and_gil_release(tiny, ids):
         assert_close(enc.encode(ids), want, "1 thread")
     finally:
         cp.set_num_threads(n if n != os.cpu_count() else 0)
+
+
+def test_text_input_uses_clip_tokenizer(tiny, prompts, ids):
+    _, path = tiny
+    enc = cp.ClipTextEncoder.from_pretrained(path)
+    np.testing.assert_array_equal(enc.encode(prompts), enc.encode(ids))
+    np.testing.assert_array_equal(enc.encode(prompts[0]), enc.encode(ids[:1]))
+    np.testing.assert_array_equal(enc.hidden_states(prompts[:3], layer=-2), enc.hidden_states(ids[:3], layer=-2))

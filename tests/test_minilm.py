@@ -63,7 +63,7 @@ def test_stsb_dev_every_sentence_matches_sentence_transformers(mini, hf_tok):
 
 def test_truncation_long_inputs_and_packing(mini, hf_tok):
     long = " ".join(["the quick brown fox jumps over the lazy dog"] * 60)
-    texts = [long, "short one", "", "A man is playing a flute."]
+    texts = [long, "short one", "Naïve café — ÜNÏCODE 🐱", "A man is playing a flute."]
     ours = encode_texts(mini, hf_tok, texts)
     ref = st_mod.SentenceTransformer(mini.path, device="cpu").encode(texts, normalize_embeddings=True)
     assert ((ours * ref).sum(1) >= 0.99999).all()
@@ -99,3 +99,6 @@ def test_bad_inputs_and_files(mini, tmp_path):
         cp.MiniLMEncoder.from_pretrained(tmp_path)
     with pytest.raises(cp.DeviceError):
         cp.MiniLMEncoder.from_pretrained(device="cuda")
+    if hasattr(cp, "WordPieceTokenizer"):
+        with pytest.raises(cp.EmptyPromptError):
+            mini.encode(["fine", "   "])
