@@ -197,9 +197,9 @@ int cp_minilm_cuda_encode(cp_minilm_cuda *r, const int32_t *ids, const int32_t *
             CP_FAIL(CP_ERR_INVALID_ARG, "token id %d at [%lld, %lld] is outside the vocabulary (0..%lld)", ids[i],
                     (long long)(i / L), (long long)(i % L), (long long)cf->vocab_size - 1);
     }
-    const int64_t lim = cp_cuda_attention_max_len(W / cf->heads, r->c.dt);
     pthread_mutex_lock(&r->c.lock);
     int rc = cp_cuda_set_device(r->c.device);
+    const int64_t lim = rc == CP_OK ? cp_cuda_attention_max_len(W / cf->heads, r->c.dt) : 0;
     int64_t b0 = 0;
     while (rc == CP_OK && b0 < B) {
         int64_t T = 0, b1 = b0, max_len = 0;

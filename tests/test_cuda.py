@@ -270,7 +270,7 @@ def test_clip_graphs_and_plain_path_agree(b32, poisoned):
     rng = np.random.default_rng(7)
     for B in (1, 1, 2, 17, 64):  # repeated shapes replay a cached graph
         ids = clip_ids(rng, B)
-        assert_close(g.encode(ids), plain.encode(ids), 2e-6, f"graph vs plain B={B}")
+        assert_close(g.encode(ids), plain.encode(ids), 1e-5, f"graph vs plain B={B}")
     assert g.info["graphs"] >= 1
     assert plain.info["graphs"] == 0
 
