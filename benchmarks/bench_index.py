@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import clipprompt as cp  # noqa: E402
+import clipprompt as cp
 
 
 def cpu_name():
@@ -43,6 +43,11 @@ def timeit(fn, runs, warmup):
         fn()
         ts.append(time.perf_counter() - t)
     return statistics.median(ts)
+
+
+def qps(nq, sec):
+    v = nq / sec
+    return f"{v:,.0f} q/s" if v >= 100 else f"{v:.2f} q/s"
 
 
 def numpy_search(X, q, k, max_scores=1 << 26):
@@ -140,17 +145,17 @@ def main():
             q /= np.linalg.norm(q, axis=1, keepdims=True)
             qs = f"{shape} nq={nq}"
             t_f = timeit(lambda: fx.search(q, args.k), args.runs, args.warmup)
-            emit("search faiss IndexFlatIP", qs, t_f, f"{nq / t_f:,.0f} q/s", t_f)
+            emit("search faiss IndexFlatIP", qs, t_f, qps(nq, t_f), t_f)
             Df, If = fx.search(q, args.k)
             for dt, ix in ours.items():
                 t = timeit(lambda: ix.search(q, args.k), args.runs, args.warmup)
                 Dc, Ic = ix.search(q, args.k)
                 agree = float((Ic == If).mean())
-                emit(f"search FlatIPIndex {dt}", qs, t, f"{nq / t:,.0f} q/s", t_f, dict(id_agreement=agree))
+                emit(f"search FlatIPIndex {dt}", qs, t, qps(nq, t), t_f, dict(id_agreement=agree))
             if not args.no_numpy:
                 nr, nw = max(1, min(args.runs, 3)), min(args.warmup, 1)
                 t = timeit(lambda: numpy_search(X, q, args.k), nr, nw)
-                emit("search numpy (matmul+argpartition)", qs, t, f"{nq / t:,.0f} q/s", t_f, runs=nr, warmup=nw)
+                emit("search numpy (matmul+argpartition)", qs, t, qps(nq, t), t_f, runs=nr, warmup=nw)
         del fx, ours, X
         gc.collect()
 

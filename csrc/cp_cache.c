@@ -236,7 +236,8 @@ int cp_cache_put(cp_cache *c, const cp_cache_key *key, const float *values, int 
     uint64_t cost = cp_cache_entry_cost(key, count, ndim);
     uint64_t h = key_hash(key);
     cp_cache_entry *e = NULL;
-    if (cost <= c->capacity) { /* capacity read racily here only to skip the copy; rechecked under the lock */
+    /* an unlocked (atomic) look at the capacity only to skip a useless copy; rechecked under the lock */
+    if (cost <= __atomic_load_n(&c->capacity, __ATOMIC_RELAXED)) {
         size_t keylen = key->fp_len + key->text_len + key->kind_len;
         size_t off = e_data_offset((size_t)ndim, keylen);
         if (count > (SIZE_MAX - sizeof *e - off) / 4) CP_FAIL(CP_ERR_NOMEM, "cache value too large");
@@ -289,7 +290,7 @@ void cp_cache_reset_stats(cp_cache *c) {
 
 void cp_cache_set_capacity(cp_cache *c, uint64_t capacity_bytes) {
     pthread_mutex_lock(&c->mu);
-    c->capacity = capacity_bytes;
+    __atomic_store_n(&c->capacity, capacity_bytes, __ATOMIC_RELAXED);
     evict_to(c, capacity_bytes);
     pthread_mutex_unlock(&c->mu);
 }

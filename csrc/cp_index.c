@@ -129,7 +129,8 @@ __attribute__((target("avx2,fma"))) static void dots_avx2(const float *q, int64_
                 a3 = _mm256_fmadd_ps(_mm256_loadu_ps(q3 + t), xv, a3);
             }
             float s0 = hsum256(a0), s1 = hsum256(a1), s2 = hsum256(a2), s3 = hsum256(a3);
-            for (int64_t t = d8; t < d; t++) s0 += q0[t] * xr[t], s1 += q1[t] * xr[t], s2 += q2[t] * xr[t], s3 += q3[t] * xr[t];
+            for (int64_t t = d8; t < d; t++)
+                s0 += q0[t] * xr[t], s1 += q1[t] * xr[t], s2 += q2[t] * xr[t], s3 += q3[t] * xr[t];
             scores[j * ldc + r] = s0, scores[(j + 1) * ldc + r] = s1;
             scores[(j + 2) * ldc + r] = s2, scores[(j + 3) * ldc + r] = s3;
         }
@@ -181,12 +182,14 @@ __attribute__((target("avx2,fma,f16c"))) static void dots_f16_avx2(const float *
             __m256 a0 = _mm256_setzero_ps(), a1 = a0;
             int64_t t = 0;
             for (; t + 16 <= d8; t += 16) {
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qj + t), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(xr + t))), a0);
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qj + t),
+                                     _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(xr + t))), a0);
                 a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qj + t + 8),
                                      _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(xr + t + 8))), a1);
             }
             for (; t < d8; t += 8)
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qj + t), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(xr + t))), a0);
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qj + t),
+                                     _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(xr + t))), a0);
             float s = hsum256(_mm256_add_ps(a0, a1));
             for (; t < d; t++) s += qj[t] * cp_f16_to_f32(xr[t]);
             scores[j * ldc + r] = s;
@@ -345,8 +348,10 @@ static int map_rebuild(cp_index *ix, int64_t want) {
 
 int cp_index_create(cp_index **out, int64_t dim, int dtype) {
     *out = NULL;
-    if (dim < 1 || dim > (1 << 24)) CP_FAIL(CP_ERR_INVALID_ARG, "dim must be in 1..%d, got %lld", 1 << 24, (long long)dim);
-    if (dtype != CP_INDEX_FLOAT32 && dtype != CP_INDEX_FLOAT16) CP_FAIL(CP_ERR_INVALID_ARG, "unknown index dtype %d", dtype);
+    if (dim < 1 || dim > (1 << 24))
+        CP_FAIL(CP_ERR_INVALID_ARG, "dim must be in 1..%d, got %lld", 1 << 24, (long long)dim);
+    if (dtype != CP_INDEX_FLOAT32 && dtype != CP_INDEX_FLOAT16)
+        CP_FAIL(CP_ERR_INVALID_ARG, "unknown index dtype %d", dtype);
     cp_index *ix = calloc(1, sizeof *ix);
     if (!ix) CP_FAIL(CP_ERR_NOMEM, "out of memory");
     pthread_rwlock_init(&ix->lock, NULL);
@@ -392,7 +397,13 @@ void cp_index_set_knobs(cp_index *ix, int64_t block_size, int64_t query_block, i
 
 /* ---- add / remove ----------------------------------------------------------------------------------- */
 
+/* Branch-free scan (vectorises) first; the slow loop that names the bad element runs only on failure. */
 static int check_finite(const float *x, int64_t n, int64_t d, const char *what, int f16) {
+    const uint32_t *b = (const uint32_t *)x;
+    const uint32_t lim = f16 ? 0x477fe000u /* 65504 */ : 0x7f7fffffu /* FLT_MAX */;
+    uint32_t bad = 0;
+    for (int64_t i = 0; i < n * d; i++) bad |= (b[i] & 0x7fffffffu) > lim;
+    if (!bad) return CP_OK;
     for (int64_t i = 0; i < n * d; i++) {
         if (!isfinite(x[i]))
             CP_FAIL(CP_ERR_INVALID_ARG, "%s row %lld, column %lld is %s; vectors must be finite", what,
@@ -404,13 +415,36 @@ static int check_finite(const float *x, int64_t n, int64_t d, const char *what, 
     return CP_OK;
 }
 
+#if defined(__x86_64__)
+__attribute__((target("avx,f16c"))) static void f32_to_f16_block_f16c(const float *src, uint16_t *dst, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) dst[i] = cp_f32_to_f16(src[i]);
+}
+#endif
+
+static void f32_to_f16_block(const float *src, uint16_t *dst, size_t n) {
+#if defined(__x86_64__)
+    static int have = -1;
+    if (have < 0) have = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+    if (have) {
+        f32_to_f16_block_f16c(src, dst, n);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < n; i++) dst[i] = cp_f32_to_f16(src[i]);
+}
+
 static int add_locked(cp_index *ix, const float *x, int64_t n, const int64_t *ids) {
     const int64_t d = ix->dim;
     CP_CHECK(check_finite(x, n, d, "add: vector", ix->dtype == CP_INDEX_FLOAT16));
     int64_t maxid = ix->next_id - 1;
     if (ids) {
         for (int64_t i = 0; i < n; i++) {
-            if (ids[i] < 0) CP_FAIL(CP_ERR_INVALID_ARG, "add: ids must be >= 0 (ids[%lld] = %lld)", (long long)i, (long long)ids[i]);
+            if (ids[i] < 0)
+                CP_FAIL(CP_ERR_INVALID_ARG, "add: ids must be >= 0 (ids[%lld] = %lld)", (long long)i,
+                        (long long)ids[i]);
             if (map_find(ix, ids[i]) >= 0)
                 CP_FAIL(CP_ERR_INVALID_ARG, "add: id %lld is already in the index", (long long)ids[i]);
             if (ids[i] > maxid) maxid = ids[i];
@@ -460,8 +494,7 @@ static int add_locked(cp_index *ix, const float *x, int64_t n, const int64_t *id
     if (ix->dtype == CP_INDEX_FLOAT32) {
         memcpy((float *)ix->data + base * d, x, (size_t)n * d * 4);
     } else {
-        uint16_t *dst = (uint16_t *)ix->data + base * d;
-        for (int64_t i = 0; i < n * d; i++) dst[i] = cp_f32_to_f16(x[i]);
+        f32_to_f16_block(x, (uint16_t *)ix->data + base * d, (size_t)(n * d));
     }
     ix->ntotal = need;
     ix->next_id = ids ? maxid + 1 : ix->next_id + n;
@@ -576,10 +609,13 @@ static int search_split(const cp_index *ix, const float *q, int64_t nq, int64_t 
     int64_t part = ix->block;
     if ((n + part - 1) / part > MAX_PARTS) part = (n + MAX_PARTS - 1) / MAX_PARTS;
     const int64_t nparts = (n + part - 1) / part;
-    hit *heaps = malloc((size_t)nparts * nq * keff * sizeof *heaps);
+    /* a part holds at most `part` rows, so its heaps need no more: total <= nq * n entries even when k ~ n */
+    const int64_t kp = keff < part ? keff : part;
+    hit *heaps = malloc((size_t)nparts * nq * kp * sizeof *heaps);
     int64_t *sizes = calloc((size_t)(nparts * nq), sizeof *sizes);
-    if (!heaps || !sizes) {
-        free(heaps), free(sizes);
+    hit *fin = malloc((size_t)keff * sizeof *fin);
+    if (!heaps || !sizes || !fin) {
+        free(heaps), free(sizes), free(fin);
         CP_FAIL(CP_ERR_NOMEM, "search: out of memory");
     }
     int nth = cp_get_num_threads();
@@ -596,32 +632,31 @@ static int search_split(const cp_index *ix, const float *q, int64_t nq, int64_t 
 #pragma omp for schedule(dynamic, 1)
         for (int64_t p = 0; p < nparts; p++) {
             if (!scores || (ix->dtype == CP_INDEX_FLOAT16 && !scratch)) continue;
-            hit *hp = heaps + p * nq * keff;
+            hit *hp = heaps + p * nq * kp;
             int64_t *sz = sizes + p * nq;
             int64_t lo = p * part, hi = lo + part < n ? lo + part : n;
             for (int64_t r0 = lo; r0 < hi; r0 += SUBTILE) {
                 int64_t nr = hi - r0 < SUBTILE ? hi - r0 : SUBTILE;
                 dots_rows(ix, q, nq, r0, nr, scratch, scores, SUBTILE);
-                for (int64_t j = 0; j < nq; j++) heap_scan(hp + j * keff, &sz[j], keff, scores + j * SUBTILE, nr, r0);
+                for (int64_t j = 0; j < nq; j++) heap_scan(hp + j * kp, &sz[j], kp, scores + j * SUBTILE, nr, r0);
             }
         }
         free(scores), free(scratch);
     }
     if (failed) {
-        free(heaps), free(sizes);
+        free(heaps), free(sizes), free(fin);
         CP_FAIL(CP_ERR_NOMEM, "search: out of memory");
     }
-    /* merge: fold every part's heap for query j into part 0's */
+    /* merge: fold every part's heap for query j into one of size keff */
     for (int64_t j = 0; j < nq; j++) {
-        hit *h0 = heaps + j * keff;
-        int64_t *n0 = &sizes[j];
-        for (int64_t p = 1; p < nparts; p++) {
-            const hit *hp = heaps + (p * nq + j) * keff;
-            for (int64_t t = 0; t < sizes[p * nq + j]; t++) heap_push(h0, n0, keff, hp[t]);
+        int64_t nf = 0;
+        for (int64_t p = 0; p < nparts; p++) {
+            const hit *hp = heaps + (p * nq + j) * kp;
+            for (int64_t t = 0; t < sizes[p * nq + j]; t++) heap_push(fin, &nf, keff, hp[t]);
         }
-        emit(ix, h0, *n0, k, D + j * k, I + j * k);
+        emit(ix, fin, nf, k, D + j * k, I + j * k);
     }
-    free(heaps), free(sizes);
+    free(heaps), free(sizes), free(fin);
     return CP_OK;
 }
 
@@ -629,7 +664,10 @@ static int search_split(const cp_index *ix, const float *q, int64_t nq, int64_t 
  * row of C (parallel over queries). */
 static int search_gemm(const cp_index *ix, const float *q, int64_t nq, int64_t k, int64_t keff, float *D, int64_t *I) {
     const int64_t n = ix->ntotal, d = ix->dim;
-    const int64_t bq = ix->qblock < nq ? ix->qblock : nq;
+    int64_t bq = ix->qblock < nq ? ix->qblock : nq;
+    /* keep the per-query heaps of one block within ~256 MiB when k is very large */
+    const int64_t heap_budget = ((int64_t)256 << 20) / (int64_t)sizeof(hit);
+    if (bq * keff > heap_budget) bq = heap_budget / keff > 0 ? heap_budget / keff : 1;
     const int64_t bs = ix->block < n ? ix->block : n;
     float *C = malloc((size_t)bq * bs * sizeof *C);
     float *scratch = ix->dtype == CP_INDEX_FLOAT16 ? malloc((size_t)bs * d * sizeof *scratch) : NULL;

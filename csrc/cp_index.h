@@ -45,7 +45,8 @@ void cp_index_set_knobs(cp_index *ix, int64_t block_size, int64_t query_block, i
  *  repeated or already present ids -> CP_ERR_INVALID_ARG. On any error the index is unchanged. */
 int cp_index_add(cp_index *ix, const float *x, int64_t n, const int64_t *ids);
 
-/** distances[nq, k] (float32) and labels[nq, k] (int64) for queries q[nq, d]. k >= 1; non-finite queries -> CP_ERR_INVALID_ARG. */
+/** distances[nq, k] (float32) and labels[nq, k] (int64) for queries q[nq, d], best first.
+ *  k >= 1; non-finite queries -> CP_ERR_INVALID_ARG. */
 int cp_index_search(cp_index *ix, const float *q, int64_t nq, int64_t k, float *distances, int64_t *labels);
 
 /** Remove the listed ids (unknown ids ignored); *removed = how many rows went. Row order is kept. */

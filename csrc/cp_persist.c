@@ -185,9 +185,10 @@ int cp_writer_commit(cp_file_writer *w) {
     uint64_t sum = cp_hash64_digest(&w->h);
     int rc = CP_OK;
     if (w->failed) rc = CP_ERR_IO;
-    if (rc == CP_OK && fwrite(&sum, 1, 8, w->f) != 8) rc = cp_fail(CP_ERR_IO, "writing '%s' failed: %s", w->tmp_path, strerror(errno));
-    if (rc == CP_OK && fflush(w->f) != 0) rc = cp_fail(CP_ERR_IO, "writing '%s' failed: %s", w->tmp_path, strerror(errno));
-    if (rc == CP_OK && fsync(fileno(w->f)) != 0) rc = cp_fail(CP_ERR_IO, "fsync of '%s' failed: %s", w->tmp_path, strerror(errno));
+    if (rc == CP_OK && (fwrite(&sum, 1, 8, w->f) != 8 || fflush(w->f) != 0))
+        rc = cp_fail(CP_ERR_IO, "writing '%s' failed: %s", w->tmp_path, strerror(errno));
+    if (rc == CP_OK && fsync(fileno(w->f)) != 0)
+        rc = cp_fail(CP_ERR_IO, "fsync of '%s' failed: %s", w->tmp_path, strerror(errno));
     if (rc != CP_OK) {
         cp_writer_abort(w);
         return rc;
@@ -245,7 +246,8 @@ int cp_reader_open(cp_file_reader *r, const char *path, const char *what) {
     cp_hash64_init(&r->h, 0);
     if (r->size < 16) {
         cp_reader_close(r);
-        CP_FAIL(CP_ERR_INDEX_STATE, "%s file '%s' is truncated (%llu bytes)", what, path, (unsigned long long)st.st_size);
+        CP_FAIL(CP_ERR_INDEX_STATE, "%s file '%s' is truncated (%llu bytes)", what, path,
+                (unsigned long long)st.st_size);
     }
     return CP_OK;
 }
@@ -254,8 +256,8 @@ uint64_t cp_reader_left(const cp_file_reader *r) { return r->size - 8 - r->pos; 
 
 int cp_reader_read(cp_file_reader *r, void *dst, size_t n) {
     if ((uint64_t)n > cp_reader_left(r))
-        CP_FAIL(CP_ERR_INDEX_STATE, "%s file '%s' is truncated or corrupt (needs %zu more bytes at offset %llu)", r->what,
-                r->path, n, (unsigned long long)r->pos);
+        CP_FAIL(CP_ERR_INDEX_STATE, "%s file '%s' is truncated or corrupt (needs %zu more bytes at offset %llu)",
+                r->what, r->path, n, (unsigned long long)r->pos);
     if (n && fread(dst, 1, n, r->f) != n)
         CP_FAIL(CP_ERR_IO, "reading %s file '%s' failed at offset %llu", r->what, r->path, (unsigned long long)r->pos);
     cp_hash64_update(&r->h, dst, n);

@@ -5,19 +5,19 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
+from conftest import read_lines
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import clipprompt as cp
 
-from conftest import read_lines
-
 
 def cost(fp, text, shape, kind="pooled"):
     """The documented charge: values + shape + UTF-8 key bytes + ENTRY_OVERHEAD."""
     n = int(np.prod(shape))
-    return 4 * n + 8 * len(shape) + sum(len(s.encode("utf-8")) for s in (fp, text, kind)) + cp.PromptCache.ENTRY_OVERHEAD
+    key = sum(len(s.encode("utf-8")) for s in (fp, text, kind))
+    return 4 * n + 8 * len(shape) + key + cp.PromptCache.ENTRY_OVERHEAD
 
 
 class FakeEncoder:
@@ -225,6 +225,12 @@ def test_get_or_encode_batches_misses_once_in_order():
     assert s["hits"] == 2 and s["misses"] == 8  # per input position; "e" twice
     enc.calls.clear()
     assert c.get_or_encode(enc, []).shape == (0,) and enc.calls == []
+    # any iterable is read once; a single str is one text
+    gen = c.get_or_encode(enc, (t for t in ["f", "a", "f"]))
+    np.testing.assert_array_equal(gen, np.stack([enc.vector(t) for t in ["f", "a", "f"]]))
+    assert enc.calls == [(["f"], {})]
+    assert c.get_or_encode(enc, ("a", "b")).shape == (2, 5)
+    np.testing.assert_array_equal(c.get_or_encode(enc, "a"), enc.vector("a")[None])
 
 
 def test_get_or_encode_hidden_blocks_and_kinds():
@@ -257,9 +263,9 @@ def test_get_or_encode_bad_encoders():
             v[-1, 1] = np.nan
             return v
 
-    with pytest.raises(cp.InvalidArgumentError):
-        c.get_or_encode(NaN("fp", 3), ["a"])
-    assert ("fp", "a") not in c
+    with pytest.raises(cp.InvalidArgumentError, match="'c'"):
+        c.get_or_encode(NaN("fp", 3), ["a", "b", "c"])
+    assert len(c) == 0  # the valid rows of a bad batch are not cached either
 
     class Raises(FakeEncoder):
         def encode(self, texts, **kw):

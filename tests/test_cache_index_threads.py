@@ -4,10 +4,9 @@ import threading
 import zlib
 
 import numpy as np
+from conftest import read_lines
 
 import clipprompt as cp
-
-from conftest import read_lines
 
 DIM = 48
 BLOCK = (77, 256)  # 19,712 floats: large enough for the copies that run with the GIL released

@@ -5,13 +5,12 @@ import os
 
 import numpy as np
 import pytest
+from conftest import read_lines
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import clipprompt as cp
-
-from conftest import read_lines
 
 D = 6
 
@@ -197,6 +196,18 @@ def test_paths_agree_with_numpy(dtype, mode, block, qblock):
         check_search(ix, rng.standard_normal((nq, d)).astype(np.float32), Xs, list(range(700)), k, exact=False)
 
 
+@pytest.mark.parametrize("mode", ["split", "gemm"])
+def test_k_as_large_as_the_index(mode):
+    """k ~ ntotal: part heaps are capped at the part size, and merged into one of size k."""
+    rng = np.random.default_rng(9)
+    X = rng.standard_normal((3000, 8)).astype(np.float32)
+    ix = cp.FlatIPIndex(8)
+    ix._set_knobs(block_size=100, mode=mode)
+    ix.add(X)
+    for nq, k in ((2, 3000), (40, 2999), (3, 5000)):
+        check_search(ix, rng.standard_normal((nq, 8)).astype(np.float32), X, list(range(3000)), k, exact=False)
+
+
 def test_float16_rounding_matches_numpy():
     rng = np.random.default_rng(3)
     bits = rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32)
@@ -211,9 +222,13 @@ def test_float16_rounding_matches_numpy():
     ix = cp.FlatIPIndex(4, "float16")
     with pytest.raises(cp.InvalidArgumentError):
         ix.add(np.array([[1, 2, 3, 70000]], np.float32))
-    v = rng.standard_normal((5, 4)).astype(np.float32)
+    # the add path (F16C when available) rounds exactly like NumPy too, subnormals and halfway cases included
+    v = np.concatenate([rng.standard_normal(4000) * 10.0 ** rng.integers(-8, 4, 4000), special, -special,
+                        np.float32(1 + 2**-11) + np.zeros(5)]).astype(np.float32)
+    v = v[np.abs(v) <= 65504]
+    v = v[: len(v) // 4 * 4].reshape(-1, 4)
     ix.add(v)
-    for i in range(5):
+    for i in range(len(v)):
         np.testing.assert_array_equal(ix.reconstruct(i), v[i].astype(np.float16).astype(np.float32))
 
 

@@ -6,7 +6,10 @@
 
 #include "../cp_cache.h"
 
+#include <math.h>
 #include <string.h>
+
+#define CP_PY_IN_FLAGS (NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_FORCECAST)
 
 typedef struct {
     PyObject_HEAD
@@ -46,8 +49,7 @@ static PyArrayObject *as_float32(PyObject *obj, const char *what) {
         return NULL;
     }
     PyArrayObject *b = (PyArrayObject *)PyArray_FromAny((PyObject *)a, PyArray_DescrFromType(NPY_FLOAT32), 0, 0,
-                                                        NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_FORCECAST,
-                                                        NULL);
+                                                        CP_PY_IN_FLAGS, NULL);
     Py_DECREF(a);
     return b;
 }
@@ -213,6 +215,7 @@ static PyObject *PromptCache_get_or_encode(PyPromptCache *self, PyObject *args, 
         }
     }
     PyObject *result = NULL, *fpobj = NULL, *miss_list = NULL, *miss_pos = NULL, *encoded_obj = NULL;
+    PyObject *texts_seq = NULL;
     PyArrayObject *encoded = NULL;
     cp_py_texts texts = {0};
     cp_cache_key *keys = NULL;
@@ -230,6 +233,12 @@ static PyObject *PromptCache_get_or_encode(PyPromptCache *self, PyObject *args, 
     }
     if (key_part(fpobj, &fp, &fp_len, "encoder.fingerprint") < 0) goto error;
     if (kindobj && key_part(kindobj, &kind, &kind_len, "kind") < 0) goto error;
+    /* materialise once: an iterator must not be consumed twice */
+    if (!PyUnicode_Check(texts_obj) && !PyBytes_Check(texts_obj)) {
+        texts_seq = PySequence_Fast(texts_obj, "texts must be a str or a sequence of str");
+        if (!texts_seq) goto error;
+        texts_obj = texts_seq;
+    }
     if (cp_py_texts_get(texts_obj, &texts, "texts") < 0) goto error;
     have_texts = 1;
     const Py_ssize_t n = texts.n;
@@ -254,28 +263,23 @@ static PyObject *PromptCache_get_or_encode(PyPromptCache *self, PyObject *args, 
     miss_list = PyList_New(0);
     miss_pos = PyDict_New();
     if (!miss_list || !miss_pos) goto error;
-    PyObject *seq = PySequence_Fast(texts_obj, "texts");
-    if (!seq) goto error;
     for (Py_ssize_t i = 0; i < n; i++) {
         src[i] = -1;
         if (hits[i]) continue;
-        PyObject *t = texts.single ? texts_obj : PySequence_Fast_GET_ITEM(seq, i);
+        PyObject *t = texts.single ? texts_obj : PySequence_Fast_GET_ITEM(texts_obj, i);
         PyObject *key = PyBytes_FromStringAndSize(texts.data[i], (Py_ssize_t)texts.len[i]);
-        if (!key) {
-            Py_DECREF(seq);
-            goto error;
-        }
+        if (!key) goto error;
         PyObject *pos = PyDict_GetItemWithError(miss_pos, key);
         if (pos) {
             src[i] = PyLong_AsSsize_t(pos);
         } else if (PyErr_Occurred()) {
-            Py_DECREF(key), Py_DECREF(seq);
+            Py_DECREF(key);
             goto error;
         } else {
             Py_ssize_t m = PyList_GET_SIZE(miss_list);
             PyObject *pm = PyLong_FromSsize_t(m);
             if (!pm || PyDict_SetItem(miss_pos, key, pm) < 0 || PyList_Append(miss_list, t) < 0) {
-                Py_XDECREF(pm), Py_DECREF(key), Py_DECREF(seq);
+                Py_XDECREF(pm), Py_DECREF(key);
                 goto error;
             }
             Py_DECREF(pm);
@@ -283,7 +287,6 @@ static PyObject *PromptCache_get_or_encode(PyPromptCache *self, PyObject *args, 
         }
         Py_DECREF(key);
     }
-    Py_DECREF(seq);
     const Py_ssize_t nmiss = PyList_GET_SIZE(miss_list);
 
     /* row shape: from the encoder's output, else from the first hit */
@@ -310,6 +313,26 @@ static PyObject *PromptCache_get_or_encode(PyPromptCache *self, PyObject *args, 
         }
         rnd = PyArray_NDIM(encoded) - 1;
         for (int d = 0; d < rnd; d++) rshape[d] = PyArray_DIM(encoded, d + 1);
+        /* validate every row before caching any, so a bad batch leaves the cache as it was */
+        const float *ev = (const float *)PyArray_DATA(encoded);
+        npy_intp total = PyArray_SIZE(encoded), bad = -1;
+        Py_BEGIN_ALLOW_THREADS
+        uint32_t any = 0;
+        for (npy_intp i = 0; i < total; i++) {
+            uint32_t b;
+            memcpy(&b, ev + i, 4);
+            any |= (b & 0x7fffffffu) > 0x7f7fffffu;
+        }
+        if (any)
+            for (npy_intp i = 0; i < total && bad < 0; i++)
+                if (!isfinite(ev[i])) bad = i;
+        Py_END_ALLOW_THREADS
+        if (bad >= 0) {
+            PyErr_Format(cp_py_InvalidArgumentError,
+                         "encoder.encode() returned a non-finite value for %R (row %zd); nothing was cached",
+                         PyList_GET_ITEM(miss_list, bad / (total / nmiss)), (Py_ssize_t)(bad / (total / nmiss)));
+            goto error;
+        }
     } else if (n > 0) {
         rnd = cp_cache_entry_shape(hits[0], rshape);
     }
@@ -361,7 +384,7 @@ error:
     PyMem_Free(hits), PyMem_Free(keys), PyMem_Free(src);
     if (have_texts) cp_py_texts_release(&texts);
     Py_XDECREF(encoded), Py_XDECREF(encoded_obj), Py_XDECREF(miss_list), Py_XDECREF(miss_pos);
-    Py_XDECREF(fpobj), Py_XDECREF(kindobj), Py_XDECREF(enc_kw);
+    Py_XDECREF(fpobj), Py_XDECREF(kindobj), Py_XDECREF(enc_kw), Py_XDECREF(texts_seq);
     return result;
 }
 
@@ -389,28 +412,66 @@ static PyObject *PromptCache_reset_stats(PyPromptCache *self, PyObject *noargs) 
     Py_RETURN_NONE;
 }
 
-static void collect_key(void *ctx, const cp_cache_key *k) {
-    PyObject *list = (PyObject *)ctx;
-    if (PyErr_Occurred()) return;
-    PyObject *t = Py_BuildValue("(s#s#s#)", k->fp, (Py_ssize_t)k->fp_len, k->text, (Py_ssize_t)k->text_len, k->kind,
-                                (Py_ssize_t)k->kind_len);
-    if (!t || PyList_Append(list, t) < 0) {
-        Py_XDECREF(t);
-        return;
+/* keys(): copied out in C under the cache mutex, turned into Python objects after it is released (building them
+ * under the mutex could run a finalizer that uses this cache and deadlock). */
+typedef struct {
+    char *buf;
+    size_t len, cap;
+    size_t n;
+    int failed;
+} key_dump;
+
+static void dump_bytes(key_dump *kd, const void *p, size_t n) {
+    if (kd->failed) return;
+    if (kd->len + n > kd->cap) {
+        size_t cap = kd->cap ? kd->cap * 2 : 4096;
+        while (cap < kd->len + n) cap *= 2;
+        char *b = realloc(kd->buf, cap);
+        if (!b) {
+            kd->failed = 1;
+            return;
+        }
+        kd->buf = b, kd->cap = cap;
     }
-    Py_DECREF(t);
+    memcpy(kd->buf + kd->len, p, n);
+    kd->len += n;
+}
+
+static void collect_key(void *ctx, const cp_cache_key *k) {
+    key_dump *kd = (key_dump *)ctx;
+    size_t lens[3] = {k->fp_len, k->text_len, k->kind_len};
+    dump_bytes(kd, lens, sizeof lens);
+    dump_bytes(kd, k->fp, k->fp_len);
+    dump_bytes(kd, k->text, k->text_len);
+    dump_bytes(kd, k->kind, k->kind_len);
+    kd->n++;
 }
 
 static PyObject *PromptCache_keys(PyPromptCache *self, PyObject *noargs) {
-    PyObject *list = PyList_New(0);
-    if (!list) return NULL;
-    /* collect_key allocates Python objects under the cache mutex: any other thread that needs the mutex holds no
-     * GIL-dependent state while waiting for it, so no deadlock; a GC run from here never re-enters this cache */
-    cp_cache_foreach(self->c, collect_key, list);
-    if (PyErr_Occurred()) {
-        Py_DECREF(list);
-        return NULL;
+    key_dump kd = {0};
+    Py_BEGIN_ALLOW_THREADS cp_cache_foreach(self->c, collect_key, &kd);
+    Py_END_ALLOW_THREADS
+    if (kd.failed) {
+        free(kd.buf);
+        return PyErr_NoMemory();
     }
+    PyObject *list = PyList_New((Py_ssize_t)kd.n);
+    size_t off = 0;
+    for (size_t i = 0; list && i < kd.n; i++) {
+        size_t lens[3];
+        memcpy(lens, kd.buf + off, sizeof lens);
+        off += sizeof lens;
+        const char *p = kd.buf + off;
+        PyObject *t = Py_BuildValue("(s#s#s#)", p, (Py_ssize_t)lens[0], p + lens[0], (Py_ssize_t)lens[1],
+                                    p + lens[0] + lens[1], (Py_ssize_t)lens[2]);
+        off += lens[0] + lens[1] + lens[2];
+        if (!t) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, t);
+    }
+    free(kd.buf);
     return list;
 }
 

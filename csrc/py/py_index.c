@@ -11,6 +11,8 @@ int cp_py_parse_device(PyObject *obj, int *index); /* py_cuda.c */
 
 #include <string.h>
 
+#define CP_PY_IN_FLAGS (NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_FORCECAST)
+
 typedef struct {
     PyObject_HEAD
     cp_index *ix;
@@ -54,8 +56,7 @@ static PyArrayObject *as_rows(PyFlatIPIndex *self, PyObject *obj, const char *wh
     }
     *n = nd == 2 ? (int64_t)PyArray_DIM(a, 0) : 1;
     PyArrayObject *b = (PyArrayObject *)PyArray_FromAny((PyObject *)a, PyArray_DescrFromType(NPY_FLOAT32), 0, 0,
-                                                        NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_FORCECAST,
-                                                        NULL);
+                                                        CP_PY_IN_FLAGS, NULL);
     Py_DECREF(a);
     return b;
 fail:
@@ -78,8 +79,7 @@ static PyArrayObject *as_ids(PyObject *obj, const char *what) {
         return NULL;
     }
     PyArrayObject *b = (PyArrayObject *)PyArray_FromAny((PyObject *)a, PyArray_DescrFromType(NPY_INT64), 0, 1,
-                                                        NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_FORCECAST,
-                                                        NULL);
+                                                        CP_PY_IN_FLAGS, NULL);
     Py_DECREF(a);
     return b;
 }
@@ -315,7 +315,9 @@ static PyObject *FlatIPIndex_get_device(PyFlatIPIndex *self, void *c) {
 
 static Py_ssize_t FlatIPIndex_len(PyFlatIPIndex *self) { return (Py_ssize_t)cp_index_ntotal(self->ix); }
 
-static PyObject *FlatIPIndex_get_dim(PyFlatIPIndex *self, void *c) { return PyLong_FromLongLong(cp_index_dim(self->ix)); }
+static PyObject *FlatIPIndex_get_dim(PyFlatIPIndex *self, void *c) {
+    return PyLong_FromLongLong(cp_index_dim(self->ix));
+}
 static PyObject *FlatIPIndex_get_ntotal(PyFlatIPIndex *self, void *c) {
     return PyLong_FromLongLong(cp_index_ntotal(self->ix));
 }
@@ -401,8 +403,7 @@ static PyType_Spec FlatIPIndex_spec = {"clipprompt.FlatIPIndex", sizeof(PyFlatIP
 
 static PyObject *py_f32_to_f16_bits(PyObject *self, PyObject *arg) {
     PyArrayObject *a = (PyArrayObject *)PyArray_FromAny(arg, PyArray_DescrFromType(NPY_FLOAT32), 0, 0,
-                                                        NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_FORCECAST,
-                                                        NULL);
+                                                        CP_PY_IN_FLAGS, NULL);
     if (!a) return NULL;
     PyObject *out = PyArray_SimpleNew(PyArray_NDIM(a), PyArray_DIMS(a), NPY_UINT16);
     if (out) {
