@@ -132,11 +132,9 @@ def trim(ids, pad_id=0, eot=None):
 
 def rss_child(which, model_kind, tmp, threads):
     """Runs in a fresh process: load one engine, encode a batch of 256, print peak RSS (MiB)."""
-    import open_clip  # noqa: F401  (tokenizer for ids)
-
-    texts = captions(256)
+    texts = captions(256)  # ids from clipprompt's tokenizers: importing open_clip would load torch everywhere
     if model_kind == "clip":
-        ids = open_clip.tokenize(texts).numpy().astype(np.int32)
+        ids = cp.ClipTokenizer()(texts)
         if which == "clipprompt":
             cp.set_num_threads(threads)
             cp.ClipTextEncoder.from_pretrained(tmp).encode(ids)
@@ -152,11 +150,10 @@ def rss_child(which, model_kind, tmp, threads):
             s = ort_session(os.path.join(tmp, "clip.onnx"), threads)
             s.run(None, {"ids": trim(ids, eot=True).astype(np.int64)})
     else:
-        from transformers import BertTokenizerFast
-
         path = cp.encoders.default_minilm_path()
-        tok = BertTokenizerFast.from_pretrained(path)
-        enc = tok(texts, padding=True, truncation=True, max_length=256, return_tensors="np")
+        ids, mask = cp.WordPieceTokenizer(os.path.join(path, "vocab.txt"))(texts, max_length=256)
+        n = int(mask.sum(1).max())
+        enc = {"input_ids": ids[:, :n], "attention_mask": mask[:, :n]}
         if which == "clipprompt":
             cp.set_num_threads(threads)
             cp.MiniLMEncoder.from_pretrained().encode((enc["input_ids"], enc["attention_mask"]))
@@ -308,7 +305,7 @@ def main():
         print(f"{r['model'] + ' ' + r['engine']:<24} | B={r['batch']:<8} | {r['median_ms']:>20.2f} ({r['runs']:>4}) | "
               f"{r['prompts_per_s']:>10.1f} | {g:>18} | {r['x_torch']:>7.2f} | {xo:>6}")
     if rss:
-        print("peak RSS (MiB, fresh process, load + batch 256): " +
+        print("peak RSS (MiB, fresh process: imports + load + one batch of 256): " +
               ", ".join(f"{k} {v:.0f}" for k, v in rss.items()))
 
 

@@ -9,7 +9,8 @@ import hashlib
 import importlib.util
 import json
 import os
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -97,7 +98,7 @@ class ClipTextEncoder:
     gives the per-token states Stable Diffusion consumes.
     """
 
-    def __init__(self, model: "_C.ClipTextModel", path: str, device: str = "cpu", dtype: str = "float32",
+    def __init__(self, model: _C.ClipTextModel, path: str, device: str = "cpu", dtype: str = "float32",
                  tokenizer: Any = None, runner: Any = None):
         self._model = model
         self._run = runner if runner is not None else model  # the CUDA runner when device="cuda"
@@ -115,7 +116,7 @@ class ClipTextEncoder:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str = "cpu", dtype: str = "float32", *,
                         hidden_act: str | None = None, heads: int | None = None,
-                        tokenizer: Any = None, attention: str = "fused") -> "ClipTextEncoder":
+                        tokenizer: Any = None, attention: str = "fused") -> ClipTextEncoder:
         """Load the text tower from ``path``.
 
         path: a HF model directory (config.json + model.safetensors or a sharded index), a diffusers pipeline
@@ -200,7 +201,7 @@ class MiniLMEncoder:
     """BERT sentence encoder (all-MiniLM-L6-v2 by default): post-LN blocks, erf GELU, mean pooling over the
     attention mask, L2 normalisation; max_seq_length from sentence_bert_config.json."""
 
-    def __init__(self, model: "_C.MiniLMModel", path: str, device: str = "cpu", tokenizer: Any = None,
+    def __init__(self, model: _C.MiniLMModel, path: str, device: str = "cpu", tokenizer: Any = None,
                  runner: Any = None, dtype: str = "float32"):
         self._model = model
         self._run = runner if runner is not None else model  # the CUDA runner when device="cuda"
@@ -216,7 +217,7 @@ class MiniLMEncoder:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None, device: str = "cpu", dtype: str = "float32", *,
-                        tokenizer: Any = None, attention: str = "fused") -> "MiniLMEncoder":
+                        tokenizer: Any = None, attention: str = "fused") -> MiniLMEncoder:
         """device="cuda[:N]" (dtype float32 | float16 | bfloat16) runs the encoder on a GPU; no GPU -> DeviceError."""
         gpu_dtype = _check_device(device, dtype)
         p = default_minilm_path() if path is None else os.path.expanduser(os.fspath(path))

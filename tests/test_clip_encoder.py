@@ -11,11 +11,10 @@ import struct
 import numpy as np
 import pytest
 import torch
+from conftest import read_lines
 from safetensors.torch import load_file, save_file
 
 import clipprompt as cp
-from clipprompt.encoders import ClipTextEncoder
-from conftest import read_lines
 
 open_clip = pytest.importorskip("open_clip")
 transformers = pytest.importorskip("transformers")
@@ -169,7 +168,7 @@ def test_eos_token_rules(tmp_path_factory):
     ids = rng.integers(1, 1000, size=(6, 77)).astype(np.int32)
     ids[0, 5] = 49407                 # an EOT
     ids[1, 7] = 999 + 5000            # no EOT, a large id
-    ids[2, 3] = 7; ids[2, 9] = 7     # noqa: E702  (custom eos id 7 twice: first wins)
+    ids[2, 3] = 7; ids[2, 9] = 7
     for eos in (2, 49407, 7):
         cfg = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_hidden_layers=2,
                    projection_dim=32, eos_token_id=eos)

@@ -1,10 +1,10 @@
 """MiniLM (all-MiniLM-L6-v2, real weights) in C vs sentence-transformers on every STS-B en dev sentence."""
 import numpy as np
 import pytest
+from conftest import read_stsb
 from scipy.stats import spearmanr
 
 import clipprompt as cp
-from conftest import read_stsb
 
 st_mod = pytest.importorskip("sentence_transformers")
 transformers = pytest.importorskip("transformers")
