@@ -19,19 +19,27 @@ from . import _C
 __all__ = ["ClipTextEncoder", "MiniLMEncoder", "default_minilm_path"]
 
 
-def _check_device(device: str, dtype: str) -> None:
+_DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "half": "float16",
+           "bfloat16": "bfloat16", "bf16": "bfloat16"}
+
+
+def _check_device(device: Any, dtype: str) -> str | None:
+    """None for the CPU; the canonical dtype name for a GPU, after checking that the device exists (DeviceError with
+    the reason otherwise, before any weights are read)."""
     dev = str(device).lower()
-    if dev != "cpu":
-        if not dev.startswith("cuda"):
-            _C._raise_status(-9, f"device must be 'cpu' or 'cuda[:N]', not {device!r}")
-        info = _C.build_info()
-        if not info.get("cuda") or not info.get("cuda_devices"):
-            _C._raise_status(-7, f"device={device!r}: no CUDA device available (build_info: cuda={info.get('cuda')}, "
-                                 f"devices={info.get('cuda_devices', 0)})")
-        _C._raise_status(-7, f"device={device!r}: the CUDA backend of the encoders is not built into this version")
-    if str(dtype) not in ("float32", "fp32"):
-        _C._raise_status(-9, f"dtype={dtype!r}: the CPU encoders compute in float32 (weights stored as float16/bfloat16 "
-                             f"are converted once at load)")
+    if dev == "cpu":
+        if str(dtype) not in ("float32", "fp32"):
+            _C._raise_status(-9, f"dtype={dtype!r}: the CPU encoders compute in float32 (weights stored as "
+                                 f"float16/bfloat16 are converted once at load); float16/bfloat16 need device='cuda'")
+        return None
+    if not (dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        _C._raise_status(-9, f"device must be 'cpu', 'cuda' or 'cuda:N', not {device!r}")
+    if str(dtype) not in _DTYPES:
+        _C._raise_status(-9, f"dtype must be float32, float16 or bfloat16, not {dtype!r}")
+    if not hasattr(_C, "ClipTextModelCUDA"):
+        _C._raise_status(-7, "this build of clipprompt has no CUDA backend")
+    _C._cuda_device(int(dev[5:]) if ":" in dev else 0)  # DeviceError: no GPU / driver, with CUDA's reason
+    return _DTYPES[str(dtype)]
 
 
 def _fingerprint(kind: str, config: dict, weights_hash: int) -> str:
@@ -91,8 +99,9 @@ class ClipTextEncoder:
     """
 
     def __init__(self, model: _C.ClipTextModel, path: str, device: str = "cpu", dtype: str = "float32",
-                 tokenizer: Any = None):
+                 tokenizer: Any = None, runner: Any = None):
         self._model = model
+        self._run = runner if runner is not None else model  # the CUDA runner when device="cuda"
         self.path = path
         self.device = device
         self.dtype = dtype
@@ -101,12 +110,13 @@ class ClipTextEncoder:
         self.width = int(self.config["hidden_size"])
         self.dim = int(self.config["projection_dim"]) or self.width
         self.context_length = int(self.config["max_position_embeddings"])
-        self.fingerprint = _fingerprint("clip", self.config, model.weights_hash)
+        kind = "clip" if dtype in ("float32", "fp32") else f"clip-{dtype}"
+        self.fingerprint = _fingerprint(kind, self.config, model.weights_hash)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str = "cpu", dtype: str = "float32", *,
                         hidden_act: str | None = None, heads: int | None = None,
-                        tokenizer: Any = None) -> ClipTextEncoder:
+                        tokenizer: Any = None, attention: str = "fused") -> ClipTextEncoder:
         """Load the text tower from ``path``.
 
         path: a HF model directory (config.json + model.safetensors or a sharded index), a diffusers pipeline
@@ -114,14 +124,22 @@ class ClipTextEncoder:
         .safetensors file in open_clip / OpenAI key layout (config inferred from shapes; heads = width / 64 and
         quick_gelu unless an open_clip_config.json sits beside it, or ``heads`` / ``hidden_act`` are given).
         Only text-tower tensors are read (the file is memory-mapped; vision tensors are never touched).
+
+        device="cuda[:N]" runs the tower on a GPU (weights uploaded once; dtype "float32" | "float16" |
+        "bfloat16" for the GEMMs, fp32 accumulation, LayerNorm and softmax); no GPU -> DeviceError here.
+        attention: "fused" (our kernel) or "cudnn" (refused in this build, see README "gpu").
         """
-        _check_device(device, dtype)
+        gpu_dtype = _check_device(device, dtype)
         p = os.path.expanduser(os.fspath(path))
         if os.path.isdir(p) and not os.path.exists(os.path.join(p, "config.json")) and \
                 os.path.isdir(os.path.join(p, "text_encoder")):
             p = os.path.join(p, "text_encoder")
         model = _C.ClipTextModel(p, hidden_act=hidden_act, heads=int(heads or 0))
-        return cls(model, p, device, dtype, tokenizer)
+        runner = None
+        if gpu_dtype is not None:
+            runner = _C.ClipTextModelCUDA(model, device=str(device), dtype=gpu_dtype, attention=attention)
+            dtype = gpu_dtype
+        return cls(model, p, device, dtype, tokenizer, runner)
 
     # -- inputs -------------------------------------------------------------------------------------------------
     def _tokenize(self, texts: Sequence[str]) -> np.ndarray:
@@ -147,7 +165,7 @@ class ClipTextEncoder:
         ids = self._ids(texts_or_ids)
         out = np.empty((ids.shape[0], self.dim), dtype=np.float32)
         for s, e in _batches(ids.shape[0], batch_size, progress, "encode"):
-            out[s:e] = self._model.encode(ids[s:e], normalize=normalize)
+            out[s:e] = self._run.encode(ids[s:e], normalize=normalize)
         return out
 
     def hidden_states(self, texts_or_ids: Any, layer: int = -1, batch_size: int = 256,
@@ -157,7 +175,7 @@ class ClipTextEncoder:
         ids = self._ids(texts_or_ids)
         out = np.empty((ids.shape[0], ids.shape[1], self.width), dtype=np.float32)
         for s, e in _batches(ids.shape[0], batch_size, progress, "hidden_states"):
-            out[s:e] = self._model.hidden_states(ids[s:e], layer=int(layer))
+            out[s:e] = self._run.hidden_states(ids[s:e], layer=int(layer))
         return out
 
     __call__ = encode
@@ -183,23 +201,31 @@ class MiniLMEncoder:
     """BERT sentence encoder (all-MiniLM-L6-v2 by default): post-LN blocks, erf GELU, mean pooling over the
     attention mask, L2 normalisation; max_seq_length from sentence_bert_config.json."""
 
-    def __init__(self, model: _C.MiniLMModel, path: str, device: str = "cpu", tokenizer: Any = None):
+    def __init__(self, model: _C.MiniLMModel, path: str, device: str = "cpu", tokenizer: Any = None,
+                 runner: Any = None, dtype: str = "float32"):
         self._model = model
+        self._run = runner if runner is not None else model  # the CUDA runner when device="cuda"
         self.path = path
         self.device = device
-        self.dtype = "float32"
+        self.dtype = dtype
         self._tokenizer = tokenizer
         self.config = dict(model.config)
         self.dim = self.width = int(self.config["hidden_size"])
         self.max_seq_length = int(self.config["max_seq_length"])
-        self.fingerprint = _fingerprint("minilm", self.config, model.weights_hash)
+        kind = "minilm" if dtype == "float32" else f"minilm-{dtype}"
+        self.fingerprint = _fingerprint(kind, self.config, model.weights_hash)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None, device: str = "cpu", dtype: str = "float32", *,
-                        tokenizer: Any = None) -> MiniLMEncoder:
-        _check_device(device, dtype)
+                        tokenizer: Any = None, attention: str = "fused") -> MiniLMEncoder:
+        """device="cuda[:N]" (dtype float32 | float16 | bfloat16) runs the encoder on a GPU; no GPU -> DeviceError."""
+        gpu_dtype = _check_device(device, dtype)
         p = default_minilm_path() if path is None else os.path.expanduser(os.fspath(path))
-        return cls(_C.MiniLMModel(p), p, device, tokenizer)
+        model = _C.MiniLMModel(p)
+        if gpu_dtype is None:
+            return cls(model, p, device, tokenizer)
+        runner = _C.MiniLMModelCUDA(model, device=str(device), dtype=gpu_dtype, attention=attention)
+        return cls(model, p, device, tokenizer, runner, gpu_dtype)
 
     def _lowercase(self) -> bool:
         try:
@@ -227,7 +253,7 @@ class MiniLMEncoder:
             ids, mask = self._tokenize([texts] if isinstance(texts, (str, bytes)) else list(texts))
         out = np.empty((ids.shape[0], self.dim), dtype=np.float32)
         for s, e in _batches(ids.shape[0], batch_size, progress, "encode"):
-            out[s:e] = self._model.encode(ids[s:e], mask[s:e], normalize=normalize)
+            out[s:e] = self._run.encode(ids[s:e], mask[s:e], normalize=normalize)
         return out
 
     __call__ = encode

@@ -58,6 +58,12 @@ int cp_index_reconstruct(cp_index *ix, int64_t id, float *out);
 /** Copy all ids in row order into out[ntotal] (caller sizes it from cp_index_ntotal under no concurrent add). */
 int cp_index_get_ids(cp_index *ix, int64_t *out, int64_t cap, int64_t *n);
 
+/** For device mirrors: rows [r0, r0 + n) as float32 into out[n, d] and their ids into ids[n] (either may be NULL),
+ *  with the current ntotal and generation (a counter bumped by every removal and reset; appends keep it), all
+ *  read under one lock. n = 0 reads just ntotal and generation. */
+int cp_index_read_rows(cp_index *ix, int64_t r0, int64_t n, float *out, int64_t *ids, int64_t *ntotal,
+                       uint64_t *generation);
+
 /** Write atomically ("CPIX", version 1, checksum). */
 int cp_index_save(cp_index *ix, const char *path);
 /** Read an index file into a new index; truncated/corrupt -> CP_ERR_INDEX_STATE. */

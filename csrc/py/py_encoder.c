@@ -320,6 +320,26 @@ static PyType_Slot Mini_slots[] = {
 
 static PyType_Spec Mini_spec = {"clipprompt._C.MiniLMModel", sizeof(MiniObject), 0, Py_TPFLAGS_DEFAULT, Mini_slots};
 
+/* ---- borrowed models for the device runners (py_cuda.c) ------------------------------------------- */
+
+/* The loaded model inside a ClipTextModel / MiniLMModel object (NULL with TypeError for anything else). The caller
+ * keeps a reference to `obj` for as long as it uses the model. */
+const cp_clip_model *cp_py_clip_model_of(PyObject *obj) {
+    if (obj == NULL || strcmp(Py_TYPE(obj)->tp_name, Clip_spec.name) != 0) {
+        PyErr_SetString(PyExc_TypeError, "expected a clipprompt._C.ClipTextModel");
+        return NULL;
+    }
+    return ((ClipObject *)obj)->model;
+}
+
+const cp_minilm_model *cp_py_minilm_model_of(PyObject *obj) {
+    if (obj == NULL || strcmp(Py_TYPE(obj)->tp_name, Mini_spec.name) != 0) {
+        PyErr_SetString(PyExc_TypeError, "expected a clipprompt._C.MiniLMModel");
+        return NULL;
+    }
+    return ((MiniObject *)obj)->model;
+}
+
 /* ---- module hook ---------------------------------------------------------------------------------- */
 
 /* A test hook: parse a safetensors file and list its tensors (name, dtype, shape) without touching the data. */
