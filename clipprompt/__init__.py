@@ -42,3 +42,11 @@ for _name in ("normalize", "normalize_batch", "clip_clean", "clip_clean_batch", 
               "ClipTokenizer", "WordPieceTokenizer", "PromptCache", "FlatIPIndex"):
     _export(_name)
 del _name
+
+from .encoders import ClipTextEncoder, MiniLMEncoder  # noqa: E402,F401  (issue 4: text encoders over _C models)
+
+# Prompt strategies, expansion, the pipeline and SD helpers: Python over the parts above (issue 6).
+from . import sd  # noqa: E402,F401
+from .expand import Expansion, PromptExpander  # noqa: E402,F401
+from .pipeline import PromptPipeline  # noqa: E402,F401
+from .strategies import keywords, template_names, templates  # noqa: E402,F401

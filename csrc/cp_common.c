@@ -122,3 +122,45 @@ bad:
     if (bad_offset) *bad_offset = i;
     CP_FAIL(CP_ERR_TOKENIZER, "invalid UTF-8 at byte offset %zu (byte 0x%02x)", i, (unsigned)p[i]);
 }
+
+/* ---- half-precision conversions (shared by the weight loader and the float16 index) ---- */
+
+uint16_t cp_f32_to_f16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
+    if (ax >= 0x7f800000u) return (uint16_t)(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0));
+    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds to inf */
+    if (ax < 0x38800000u) {                                   /* float16 subnormal or zero */
+        float t;
+        memcpy(&t, &ax, 4);
+        t += 0.5f; /* aligns the f16 subnormal ulp (2^-24) with the f32 ulp at 0.5; the FPU rounds to even */
+        uint32_t r;
+        memcpy(&r, &t, 4);
+        return (uint16_t)(sign | (r - 0x3f000000u));
+    }
+    uint32_t odd = (ax >> 13) & 1u;
+    ax += 0xc8000fffu + odd; /* rebias exponent (-112 << 23) and round half to even */
+    return (uint16_t)(sign | (ax >> 13));
+}
+
+float cp_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, em = h & 0x7fffu, x;
+    float f;
+    if (em >= 0x7c00u) x = sign | 0x7f800000u | ((em & 0x3ffu) << 13);
+    else if (em >= 0x400u) x = sign | ((em << 13) + 0x38000000u);
+    else {
+        f = (float)em * 5.9604644775390625e-8f; /* 2^-24 */
+        memcpy(&x, &f, 4);
+        x |= sign;
+    }
+    memcpy(&f, &x, 4);
+    return f;
+}
+
+float cp_bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}

@@ -79,6 +79,14 @@ int cp_mul_size(size_t a, size_t b, size_t *out);
  *  *bad_offset set to the byte offset of the first invalid sequence (message names it). */
 int cp_utf8_validate(const char *s, size_t n, size_t *bad_offset);
 
+/* ---- half precision -------------------------------------------------------------------------------- */
+
+/** IEEE binary16 <-> binary32. cp_f32_to_f16 rounds to nearest even (overflow -> inf, NaN kept NaN). */
+uint16_t cp_f32_to_f16(float f);
+float cp_f16_to_f32(uint16_t h);
+/** bfloat16 -> binary32 (exact). */
+float cp_bf16_to_f32(uint16_t h);
+
 #ifdef __cplusplus
 }
 #endif

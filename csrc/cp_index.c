@@ -33,6 +33,7 @@ struct cp_index {
     void *data;       /* (cap, dim) float or uint16 */
     int64_t *ids;     /* (cap) */
     int64_t next_id;
+    uint64_t generation; /* bumped by every removal and reset (device mirrors re-sync; appends do not bump it) */
     /* id -> row: open addressing, key -1 = empty, mask = size - 1 */
     int64_t *map_keys, *map_rows;
     uint64_t map_size;
@@ -42,39 +43,6 @@ struct cp_index {
 };
 
 /* ---- float16 ---------------------------------------------------------------------------------------- */
-
-uint16_t cp_f32_to_f16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    uint32_t sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
-    if (ax >= 0x7f800000u) return (uint16_t)(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0));
-    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds to inf */
-    if (ax < 0x38800000u) {                                   /* float16 subnormal or zero */
-        float t;
-        memcpy(&t, &ax, 4);
-        t += 0.5f; /* aligns the f16 subnormal ulp (2^-24) with the f32 ulp at 0.5; the FPU rounds to even */
-        uint32_t r;
-        memcpy(&r, &t, 4);
-        return (uint16_t)(sign | (r - 0x3f000000u));
-    }
-    uint32_t odd = (ax >> 13) & 1u;
-    ax += 0xc8000fffu + odd; /* rebias exponent (-112 << 23) and round half to even */
-    return (uint16_t)(sign | (ax >> 13));
-}
-
-float cp_f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, em = h & 0x7fffu, x;
-    float f;
-    if (em >= 0x7c00u) x = sign | 0x7f800000u | ((em & 0x3ffu) << 13);
-    else if (em >= 0x400u) x = sign | ((em << 13) + 0x38000000u);
-    else {
-        f = (float)em * 5.9604644775390625e-8f; /* 2^-24 */
-        memcpy(&x, &f, 4);
-        x |= sign;
-    }
-    memcpy(&f, &x, 4);
-    return f;
-}
 
 #if defined(__x86_64__)
 __attribute__((target("avx,f16c"))) static void f16_block_f16c(const uint16_t *src, float *dst, size_t n) {
@@ -547,6 +515,7 @@ int cp_index_remove_ids(cp_index *ix, const int64_t *ids, int64_t n, int64_t *re
             w++;
         }
         ix->ntotal = w;
+        ix->generation++;
         /* rebuilding in place cannot fail for lack of a bigger table: reuse the size we have */
         memset(ix->map_keys, 0xff, ix->map_size * sizeof *ix->map_keys);
         for (int64_t i = 0; i < ix->ntotal; i++) map_insert(ix, ix->ids[i], i);
@@ -562,7 +531,30 @@ void cp_index_reset(cp_index *ix) {
     cp_free_aligned(ix->data), free(ix->ids), free(ix->map_keys), free(ix->map_rows);
     ix->data = NULL, ix->ids = NULL, ix->map_keys = ix->map_rows = NULL;
     ix->map_size = 0, ix->ntotal = ix->cap = 0, ix->next_id = 0;
+    ix->generation++;
     pthread_rwlock_unlock(&ix->lock);
+}
+
+int cp_index_read_rows(cp_index *ix, int64_t r0, int64_t n, float *out, int64_t *ids, int64_t *ntotal,
+                       uint64_t *generation) {
+    pthread_rwlock_rdlock(&ix->lock);
+    if (ntotal) *ntotal = ix->ntotal;
+    if (generation) *generation = ix->generation;
+    if (r0 < 0 || n < 0 || r0 + n > ix->ntotal) {
+        const long long nt = (long long)ix->ntotal;
+        pthread_rwlock_unlock(&ix->lock);
+        CP_FAIL(CP_ERR_INVALID_ARG, "read_rows: rows %lld..%lld outside 0..%lld", (long long)r0, (long long)(r0 + n),
+                nt);
+    }
+    if (out) {
+        if (ix->dtype == CP_INDEX_FLOAT32)
+            memcpy(out, (const float *)ix->data + r0 * ix->dim, (size_t)(n * ix->dim) * sizeof(float));
+        else
+            f16_block((const uint16_t *)ix->data + r0 * ix->dim, out, (size_t)(n * ix->dim));
+    }
+    if (ids) memcpy(ids, ix->ids + r0, (size_t)n * sizeof(int64_t));
+    pthread_rwlock_unlock(&ix->lock);
+    return CP_OK;
 }
 
 int cp_index_reconstruct(cp_index *ix, int64_t id, float *out) {

@@ -58,14 +58,18 @@ int cp_index_reconstruct(cp_index *ix, int64_t id, float *out);
 /** Copy all ids in row order into out[ntotal] (caller sizes it from cp_index_ntotal under no concurrent add). */
 int cp_index_get_ids(cp_index *ix, int64_t *out, int64_t cap, int64_t *n);
 
+/** For device mirrors: rows [r0, r0 + n) as float32 into out[n, d] and their ids into ids[n] (either may be NULL),
+ *  with the current ntotal and generation (a counter bumped by every removal and reset; appends keep it), all
+ *  read under one lock. n = 0 reads just ntotal and generation. */
+int cp_index_read_rows(cp_index *ix, int64_t r0, int64_t n, float *out, int64_t *ids, int64_t *ntotal,
+                       uint64_t *generation);
+
 /** Write atomically ("CPIX", version 1, checksum). */
 int cp_index_save(cp_index *ix, const char *path);
 /** Read an index file into a new index; truncated/corrupt -> CP_ERR_INDEX_STATE. */
 int cp_index_load(cp_index **out, const char *path);
 
-/** float32 -> float16 bits, round to nearest even (exposed for tests). */
-uint16_t cp_f32_to_f16(float f);
-float cp_f16_to_f32(uint16_t h);
+/* half-precision conversions: cp_common.h */
 
 #ifdef __cplusplus
 }

@@ -4,7 +4,10 @@
  * ndim -> InvalidArgumentError (a ValueError); wrong d -> DimensionMismatchError. */
 #include "py_common.h"
 
+#include "../cp_device.h"
 #include "../cp_index.h"
+
+int cp_py_parse_device(PyObject *obj, int *index); /* py_cuda.c */
 
 #include <string.h>
 
@@ -13,7 +16,21 @@
 typedef struct {
     PyObject_HEAD
     cp_index *ix;
+    cp_index_cuda *dev; /* device="cuda": a GPU mirror used by search (NULL on the CPU) */
+    int dev_index;
 } PyFlatIPIndex;
+
+/* device="cuda[:N]": attach a GPU mirror (DeviceError with the reason when there is no usable GPU). */
+static int attach_device(PyFlatIPIndex *self, PyObject *device) {
+    int index = 0, kind = cp_py_parse_device(device, &index);
+    if (kind <= 0) return kind;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS rc = cp_index_cuda_create(index, &self->dev);
+    Py_END_ALLOW_THREADS
+    if (rc != CP_OK) return cp_py_raise_int(rc);
+    self->dev_index = index;
+    return 0;
+}
 
 static PyTypeObject *FlatIPIndex_Type;
 
@@ -87,10 +104,10 @@ static int parse_dtype(PyObject *obj, int *dtype) {
 }
 
 static PyObject *FlatIPIndex_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"dim", "dtype", NULL};
+    static char *kwlist[] = {"dim", "dtype", "device", NULL};
     long long dim;
-    PyObject *dt = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "L|O:FlatIPIndex", kwlist, &dim, &dt)) return NULL;
+    PyObject *dt = NULL, *device = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "L|OO:FlatIPIndex", kwlist, &dim, &dt, &device)) return NULL;
     int dtype;
     if (parse_dtype(dt, &dtype) < 0) return NULL;
     PyFlatIPIndex *self = (PyFlatIPIndex *)type->tp_alloc(type, 0);
@@ -100,11 +117,16 @@ static PyObject *FlatIPIndex_new(PyTypeObject *type, PyObject *args, PyObject *k
         Py_DECREF(self);
         return cp_py_raise(rc);
     }
+    if (attach_device(self, device) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
     return (PyObject *)self;
 }
 
 static void FlatIPIndex_dealloc(PyFlatIPIndex *self) {
     PyTypeObject *tp = Py_TYPE(self);
+    cp_index_cuda_free(self->dev);
     cp_index_free(self->ix);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
@@ -166,8 +188,14 @@ static PyObject *FlatIPIndex_search(PyFlatIPIndex *self, PyObject *args, PyObjec
     const float *qp = (const float *)PyArray_DATA(q);
     float *Dp = (float *)PyArray_DATA((PyArrayObject *)Dobj);
     int64_t *Ip = (int64_t *)PyArray_DATA((PyArrayObject *)Iobj);
-    Py_BEGIN_ALLOW_THREADS rc = cp_index_search(self->ix, qp, nq, k, Dp, Ip);
-    Py_END_ALLOW_THREADS
+    /* the GPU mirror serves k up to CUDA_TOPK_MAX; larger k falls back to the CPU search */
+    if (self->dev && k <= cp_index_cuda_max_k()) {
+        Py_BEGIN_ALLOW_THREADS rc = cp_index_cuda_search(self->dev, self->ix, qp, nq, k, Dp, Ip);
+        Py_END_ALLOW_THREADS
+    } else {
+        Py_BEGIN_ALLOW_THREADS rc = cp_index_search(self->ix, qp, nq, k, Dp, Ip);
+        Py_END_ALLOW_THREADS
+    }
     Py_DECREF(q);
     if (rc != CP_OK) {
         Py_DECREF(Dobj), Py_DECREF(Iobj);
@@ -226,9 +254,11 @@ static PyObject *FlatIPIndex_save(PyFlatIPIndex *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
-static PyObject *FlatIPIndex_load(PyObject *cls, PyObject *arg) {
-    PyObject *path = NULL;
-    if (!PyUnicode_FSConverter(arg, &path)) return NULL;
+static PyObject *FlatIPIndex_load(PyObject *cls, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"path", "device", NULL};
+    PyObject *path = NULL, *device = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O&|O:load", kwlist, PyUnicode_FSConverter, &path, &device))
+        return NULL;
     cp_index *ix = NULL;
     int rc;
     Py_BEGIN_ALLOW_THREADS rc = cp_index_load(&ix, PyBytes_AS_STRING(path));
@@ -242,6 +272,10 @@ static PyObject *FlatIPIndex_load(PyObject *cls, PyObject *arg) {
         return NULL;
     }
     self->ix = ix;
+    if (attach_device(self, device) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
     return (PyObject *)self;
 }
 
@@ -261,6 +295,22 @@ static PyObject *FlatIPIndex_set_knobs(PyFlatIPIndex *self, PyObject *args, PyOb
     Py_BEGIN_ALLOW_THREADS cp_index_set_knobs(self->ix, bs, qb, m, snq);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
+}
+
+static PyObject *FlatIPIndex_set_device_knobs(PyFlatIPIndex *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"tile_bytes", "chunk", NULL};
+    long long tb = 0, ch = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|LL:_set_device_knobs", kwlist, &tb, &ch)) return NULL;
+    if (tb < 0 || ch < 0) {
+        PyErr_SetString(cp_py_InvalidArgumentError, "tile_bytes and chunk must be >= 0");
+        return NULL;
+    }
+    if (self->dev) cp_index_cuda_set_knobs(self->dev, (size_t)tb, (int64_t)ch);
+    Py_RETURN_NONE;
+}
+
+static PyObject *FlatIPIndex_get_device(PyFlatIPIndex *self, void *c) {
+    return self->dev ? PyUnicode_FromFormat("cuda:%d", self->dev_index) : PyUnicode_FromString("cpu");
 }
 
 static Py_ssize_t FlatIPIndex_len(PyFlatIPIndex *self) { return (Py_ssize_t)cp_index_ntotal(self->ix); }
@@ -294,6 +344,11 @@ static PyObject *FlatIPIndex_get_ids(PyFlatIPIndex *self, void *c) {
 }
 
 static PyObject *FlatIPIndex_repr(PyFlatIPIndex *self) {
+    if (self->dev)
+        return PyUnicode_FromFormat("FlatIPIndex(dim=%lld, dtype='%s', ntotal=%lld, device='cuda:%d')",
+                                    (long long)cp_index_dim(self->ix),
+                                    cp_index_dtype(self->ix) == CP_INDEX_FLOAT16 ? "float16" : "float32",
+                                    (long long)cp_index_ntotal(self->ix), self->dev_index);
     return PyUnicode_FromFormat("FlatIPIndex(dim=%lld, dtype='%s', ntotal=%lld)", (long long)cp_index_dim(self->ix),
                                 cp_index_dtype(self->ix) == CP_INDEX_FLOAT16 ? "float16" : "float32",
                                 (long long)cp_index_ntotal(self->ix));
@@ -312,8 +367,10 @@ static PyMethodDef FlatIPIndex_methods[] = {
     {"reconstruct", (PyCFunction)FlatIPIndex_reconstruct, METH_O,
      "reconstruct(id) -> float32 [d]: the stored vector; unknown id -> IndexStateError."},
     {"save", (PyCFunction)FlatIPIndex_save, METH_O, "save(path): write atomically ('CPIX' v1 + checksum)."},
-    {"load", (PyCFunction)FlatIPIndex_load, METH_O | METH_CLASS,
-     "FlatIPIndex.load(path) -> FlatIPIndex. Truncated/corrupt file -> IndexStateError."},
+    {"load", (PyCFunction)(void (*)(void))FlatIPIndex_load, METH_VARARGS | METH_KEYWORDS | METH_CLASS,
+     "FlatIPIndex.load(path, device=None) -> FlatIPIndex. Truncated/corrupt file -> IndexStateError."},
+    {"_set_device_knobs", (PyCFunction)(void (*)(void))FlatIPIndex_set_device_knobs, METH_VARARGS | METH_KEYWORDS,
+     "_set_device_knobs(tile_bytes=0, chunk=0): GPU search test knobs (score tile bytes, top-k chunk; 0: default)."},
     {"_set_knobs", (PyCFunction)(void (*)(void))FlatIPIndex_set_knobs, METH_VARARGS | METH_KEYWORDS,
      "_set_knobs(block_size=0, query_block=0, mode='auto', small_nq=0): test/tuning knobs (0: default). "
      "mode: 'auto' | 'gemm' (blocked sgemm) | 'split' (database split across threads)."},
@@ -326,6 +383,7 @@ static PyGetSetDef FlatIPIndex_getset[] = {
     {"dtype", (getter)FlatIPIndex_get_dtype, NULL, "storage dtype: 'float32' or 'float16'", NULL},
     {"memory_bytes", (getter)FlatIPIndex_get_memory, NULL, "bytes allocated for rows, ids and the id map", NULL},
     {"ids", (getter)FlatIPIndex_get_ids, NULL, "int64 ids in row order (a copy)", NULL},
+    {"device", (getter)FlatIPIndex_get_device, NULL, "'cpu' or 'cuda:N' (where search runs)", NULL},
     {NULL, NULL, NULL, NULL, NULL}};
 
 static PyType_Slot FlatIPIndex_slots[] = {
@@ -335,7 +393,8 @@ static PyType_Slot FlatIPIndex_slots[] = {
     {Py_tp_getset, FlatIPIndex_getset},
     {Py_tp_repr, FlatIPIndex_repr},
     {Py_sq_length, FlatIPIndex_len},
-    {Py_tp_doc, "FlatIPIndex(dim, dtype='float32'|'float16'): exhaustive inner-product search in C memory; "
+    {Py_tp_doc, "FlatIPIndex(dim, dtype='float32'|'float16', device='cpu'|'cuda[:N]'): exhaustive inner-product "
+                "search; the data lives in C memory, device='cuda' searches a GPU mirror (k <= CUDA_TOPK_MAX); "
                 "thread-safe (searches run concurrently, add/remove are exclusive)."},
     {0, NULL}};
 

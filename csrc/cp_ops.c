@@ -1,0 +1,188 @@
+/* cp_ops.c — sgemm wrapper, LayerNorm, activations, packed-segment attention, L2 norm (see cp_ops.h). */
+#include "cp_ops.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(CP_SANITIZE)
+#define CP_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define CP_MULTIVERSION
+#endif
+
+void cp_add_bias_rows(float *x, int64_t ldx, int64_t M, int64_t N, const float *b) {
+    for (int64_t i = 0; i < M; i++) {
+        float *r = x + i * ldx;
+        for (int64_t j = 0; j < N; j++) r[j] += b[j];
+    }
+}
+
+static void cp_fill_bias_rows(float *x, int64_t ldx, int64_t M, int64_t N, const float *b) {
+    for (int64_t i = 0; i < M; i++) memcpy(x + i * ldx, b, (size_t)N * sizeof(float));
+}
+
+void cp_linear(const float *x, int64_t ldx, int64_t M, int64_t K, const float *w, cp_wlayout layout, int64_t N,
+               const float *b, float *y, int64_t ldy, int accumulate) {
+    if (M <= 0 || N <= 0) return;
+    float beta = 0.0f;
+    if (accumulate) {
+        if (b) cp_add_bias_rows(y, ldy, M, N, b);
+        beta = 1.0f;
+    } else if (b) {
+        /* y = b + x W, the order torch's addmm uses */
+        cp_fill_bias_rows(y, ldy, M, N, b);
+        beta = 1.0f;
+    }
+    if (layout == CP_W_OUT_IN)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, x, (int)ldx, w, (int)K, beta,
+                    y, (int)ldy);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.0f, x, (int)ldx, w, (int)N,
+                    beta, y, (int)ldy);
+}
+
+CP_MULTIVERSION
+static void ln_row(const float *x, float *y, int64_t N, const float *g, const float *b, float eps) {
+    double s = 0.0;
+    for (int64_t j = 0; j < N; j++) s += x[j];
+    const float mean = (float)(s / (double)N);
+    double v = 0.0;
+    for (int64_t j = 0; j < N; j++) {
+        const double d = (double)x[j] - (double)mean;
+        v += d * d;
+    }
+    const float rstd = (float)(1.0 / sqrt(v / (double)N + (double)eps));
+    for (int64_t j = 0; j < N; j++) y[j] = (x[j] - mean) * rstd * g[j] + b[j];
+}
+
+void cp_layernorm(const float *x, int64_t ldx, float *y, int64_t ldy, int64_t M, int64_t N, const float *g,
+                  const float *b, float eps) {
+    for (int64_t i = 0; i < M; i++) ln_row(x + i * ldx, y + i * ldy, N, g, b, eps);
+}
+
+/* exp(x) in a form the compiler vectorises (Cephes expf: range reduction by ln 2, degree-6 polynomial, ~1 ulp);
+ * libm's expf/erff are scalar calls that otherwise dominate the element-wise work. */
+static inline float cp_expf(float x) {
+    x = x < -87.33f ? -87.33f : (x > 88.3f ? 88.3f : x); /* 2^-126 .. 2^127: scale stays finite */
+    const float n = __builtin_rintf(x * 1.44269504088896341f);
+    const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    union { int32_t i; float f; } scale;
+    scale.i = ((int32_t)n + 127) << 23;
+    return p * scale.f;
+}
+
+/* GELU(x) = 0.5 x erfc(-x / sqrt 2), with erfc from the Chebyshev fit of Numerical Recipes (erfcc, fractional error
+ * < 1.2e-7 everywhere): written as x - 0.5 x erfc(x/sqrt2) for x >= 0 and 0.5 x erfc(|x|/sqrt2) for x < 0. */
+static inline float cp_gelu_erf(float x) {
+    const float z = (x < 0.0f ? -x : x) * 0.70710678118654752f;
+    const float t = 1.0f / (1.0f + 0.5f * z);
+    float p = 0.17087277f;
+    p = p * t - 0.82215223f;
+    p = p * t + 1.48851587f;
+    p = p * t - 1.13520398f;
+    p = p * t + 0.27886807f;
+    p = p * t - 0.18628806f;
+    p = p * t + 0.09678418f;
+    p = p * t + 0.37409196f;
+    p = p * t + 1.00002368f;
+    p = p * t - 1.26551223f;
+    const float erfc = t * cp_expf(-z * z + p);
+    return x >= 0.0f ? x - 0.5f * x * erfc : 0.5f * x * erfc;
+}
+
+CP_MULTIVERSION
+void cp_activation(float *x, int64_t n, cp_act act) {
+    switch (act) {
+    case CP_ACT_QUICK_GELU:
+        for (int64_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + cp_expf(-1.702f * x[i]));
+        break;
+    case CP_ACT_GELU_ERF:
+        for (int64_t i = 0; i < n; i++) x[i] = cp_gelu_erf(x[i]);
+        break;
+    case CP_ACT_GELU_TANH:
+        for (int64_t i = 0; i < n; i++) {
+            const float v = x[i];
+            x[i] = 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
+        }
+        break;
+    case CP_ACT_RELU:
+        for (int64_t i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        break;
+    }
+}
+
+/* One (segment, head): rows q_i . k_j over j in the visible range, softmax, weighted sum of v_j. */
+CP_MULTIVERSION
+static void attn_head(const float *qkv, int64_t ldqkv, float *out, int64_t ldo, int64_t n, int64_t hidden,
+                      int64_t head_dim, int64_t off, int causal, float scale, float *scores) {
+    for (int64_t i = 0; i < n; i++) {
+        const float *q = qkv + i * ldqkv + off;
+        const int64_t nv = causal ? i + 1 : n;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < nv; j++) {
+            const float *k = qkv + j * ldqkv + hidden + off;
+            float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+            for (int64_t d = 0; d < head_dim; d++) acc += q[d] * k[d];
+            acc *= scale;
+            scores[j] = acc;
+            mx = acc > mx ? acc : mx;
+        }
+        float sum = 0.0f;
+        for (int64_t j = 0; j < nv; j++) {
+            scores[j] = cp_expf(scores[j] - mx);
+            sum += scores[j];
+        }
+        const float inv = 1.0f / sum;
+        float *o = out + i * ldo + off;
+        for (int64_t d = 0; d < head_dim; d++) o[d] = 0.0f;
+        for (int64_t j = 0; j < nv; j++) {
+            const float p = scores[j] * inv;
+            const float *v = qkv + j * ldqkv + 2 * hidden + off;
+#pragma omp simd
+            for (int64_t d = 0; d < head_dim; d++) o[d] += p * v[d];
+        }
+    }
+}
+
+/* Parallel attention only pays when there is real work: a parallel region wakes threads that then compete with
+ * OpenBLAS's own (spinning) workers for the same cores. */
+static int cp_attn_parallel(const int64_t *len, int64_t nseg, int64_t heads, int64_t head_dim) {
+    double flops = 0.0;
+    for (int64_t s = 0; s < nseg; s++) flops += (double)len[s] * (double)len[s];
+    return flops * (double)heads * (double)head_dim * 2.0 > 2e7;
+}
+
+void cp_attention(const float *qkv, int64_t ldqkv, float *out, int64_t ldo, const int64_t *start, const int64_t *len,
+                  int64_t nseg, int64_t heads, int64_t head_dim, int causal) {
+    const int64_t hidden = heads * head_dim;
+    const float scale = 1.0f / sqrtf((float)head_dim);
+    const int64_t work = nseg * heads;
+#pragma omp parallel for schedule(dynamic, 1) if (work > 1 && cp_attn_parallel(len, nseg, heads, head_dim))
+    for (int64_t w = 0; w < work; w++) {
+        float scores[CP_ATTN_MAX_LEN];
+        const int64_t s = w / heads, h = w % heads;
+        attn_head(qkv + start[s] * ldqkv, ldqkv, out + start[s] * ldo, ldo, len[s], hidden, head_dim, h * head_dim,
+                  causal, scale, scores);
+    }
+}
+
+void cp_l2_normalize_rows(float *x, int64_t M, int64_t N) {
+    for (int64_t i = 0; i < M; i++) {
+        float *r = x + i * N;
+        double s = 0.0;
+        for (int64_t j = 0; j < N; j++) s += (double)r[j] * r[j];
+        if (s > 0.0) {
+            const float inv = (float)(1.0 / sqrt(s));
+            for (int64_t j = 0; j < N; j++) r[j] *= inv;
+        }
+    }
+}

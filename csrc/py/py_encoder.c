@@ -1,0 +1,388 @@
+/* py_encoder.c — clipprompt._C.ClipTextModel and clipprompt._C.MiniLMModel: the C encoders as heap types.
+ *
+ * They take token ids (int32 C arrays); clipprompt/encoders.py wraps them with tokenization, batching, progress
+ * and the public ClipTextEncoder / MiniLMEncoder classes. Loading and every forward pass release the GIL.
+ */
+#include "py_common.h"
+
+#include "../cp_clip.h"
+#include "../cp_minilm.h"
+
+static const char *act_name(cp_act a) {
+    switch (a) {
+    case CP_ACT_QUICK_GELU: return "quick_gelu";
+    case CP_ACT_GELU_ERF: return "gelu";
+    case CP_ACT_GELU_TANH: return "gelu_new";
+    case CP_ACT_RELU: return "relu";
+    }
+    return "?";
+}
+
+static int act_parse(PyObject *o, int *out) {
+    *out = -1;
+    if (o == NULL || o == Py_None) return 0;
+    const char *s = PyUnicode_Check(o) ? PyUnicode_AsUTF8(o) : NULL;
+    if (s == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "hidden_act must be a str or None");
+        return -1;
+    }
+    if (strcmp(s, "quick_gelu") == 0) *out = CP_ACT_QUICK_GELU;
+    else if (strcmp(s, "gelu") == 0) *out = CP_ACT_GELU_ERF;
+    else if (strcmp(s, "gelu_new") == 0 || strcmp(s, "gelu_pytorch_tanh") == 0) *out = CP_ACT_GELU_TANH;
+    else if (strcmp(s, "relu") == 0) *out = CP_ACT_RELU;
+    else {
+        PyErr_Format(cp_py_InvalidArgumentError, "hidden_act must be quick_gelu, gelu, gelu_new or relu, not %R", o);
+        return -1;
+    }
+    return 0;
+}
+
+/* int32 (B, L) C-contiguous view of an array argument. */
+static PyArrayObject *ids_arg(PyObject *o, const char *what) {
+    PyArrayObject *a = (PyArrayObject *)PyArray_FROMANY(o, NPY_INT32, 2, 2, NPY_ARRAY_CARRAY_RO);
+    if (a == NULL) {
+        PyErr_Clear();
+        PyErr_Format(cp_py_InvalidArgumentError, "%s must be a 2-D int32 array (batch, length)", what);
+    }
+    return a;
+}
+
+/* ---- ClipTextModel -------------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    cp_clip_model *model;
+    cp_clip_cpu *cpu;
+} ClipObject;
+
+static void Clip_dealloc(ClipObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    cp_clip_cpu_free(self->cpu);
+    cp_clip_model_free(self->model);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyObject *Clip_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"path", "hidden_act", "heads", NULL};
+    PyObject *path_obj = NULL, *act_obj = Py_None;
+    long long heads = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O&|OL:ClipTextModel", kwlist, PyUnicode_FSConverter, &path_obj,
+                                     &act_obj, &heads))
+        return NULL;
+    cp_clip_options opt = {-1, heads > 0 ? (int64_t)heads : 0};
+    if (act_parse(act_obj, &opt.act) < 0) {
+        Py_DECREF(path_obj);
+        return NULL;
+    }
+    ClipObject *self = (ClipObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_DECREF(path_obj);
+        return NULL;
+    }
+    const char *path = PyBytes_AS_STRING(path_obj);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = cp_clip_model_load(path, &opt, &self->model);
+    if (rc == CP_OK) rc = cp_clip_cpu_create(self->model, &self->cpu);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(path_obj);
+    if (rc != CP_OK) {
+        Py_DECREF(self);
+        return cp_py_raise(rc);
+    }
+    return (PyObject *)self;
+}
+
+static PyObject *Clip_encode(ClipObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"ids", "normalize", NULL};
+    PyObject *ids_obj;
+    int normalize = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|p:encode", kwlist, &ids_obj, &normalize)) return NULL;
+    PyArrayObject *ids = ids_arg(ids_obj, "ids");
+    if (ids == NULL) return NULL;
+    const cp_clip_config *c = &self->model->cfg;
+    npy_intp B = PyArray_DIM(ids, 0), L = PyArray_DIM(ids, 1);
+    npy_intp dims[2] = {B, c->proj_dim > 0 ? c->proj_dim : c->width};
+    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
+    if (out == NULL) {
+        Py_DECREF(ids);
+        return NULL;
+    }
+    int rc;
+    const int32_t *ip = PyArray_DATA(ids);
+    float *op = PyArray_DATA(out);
+    Py_BEGIN_ALLOW_THREADS
+    rc = cp_clip_cpu_encode(self->cpu, ip, B, L, normalize, op);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(ids);
+    if (rc != CP_OK) {
+        Py_DECREF(out);
+        return cp_py_raise(rc);
+    }
+    return (PyObject *)out;
+}
+
+static PyObject *Clip_hidden_states(ClipObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"ids", "layer", NULL};
+    PyObject *ids_obj;
+    int layer = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|i:hidden_states", kwlist, &ids_obj, &layer)) return NULL;
+    PyArrayObject *ids = ids_arg(ids_obj, "ids");
+    if (ids == NULL) return NULL;
+    const cp_clip_config *c = &self->model->cfg;
+    npy_intp B = PyArray_DIM(ids, 0), L = PyArray_DIM(ids, 1);
+    npy_intp dims[3] = {B, L, c->width};
+    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(3, dims, NPY_FLOAT32);
+    if (out == NULL) {
+        Py_DECREF(ids);
+        return NULL;
+    }
+    int rc;
+    const int32_t *ip = PyArray_DATA(ids);
+    float *op = PyArray_DATA(out);
+    Py_BEGIN_ALLOW_THREADS
+    rc = cp_clip_cpu_hidden_states(self->cpu, ip, B, L, layer, op);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(ids);
+    if (rc != CP_OK) {
+        Py_DECREF(out);
+        return cp_py_raise(rc);
+    }
+    return (PyObject *)out;
+}
+
+static PyObject *Clip_get_config(ClipObject *self, void *closure) {
+    (void)closure;
+    const cp_clip_config *c = &self->model->cfg;
+    return Py_BuildValue("{s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:d,s:s,s:L,s:s,s:s}", "vocab_size", (long long)c->vocab_size,
+                         "hidden_size", (long long)c->width, "num_attention_heads", (long long)c->heads,
+                         "num_hidden_layers", (long long)c->layers, "intermediate_size", (long long)c->ffn,
+                         "max_position_embeddings", (long long)c->context, "projection_dim", (long long)c->proj_dim,
+                         "layer_norm_eps", (double)c->ln_eps, "hidden_act", act_name(c->act), "eos_token_id",
+                         (long long)c->eos_token_id, "pooling", c->pool_argmax ? "argmax" : "eos_token_id", "layout",
+                         c->layout == CP_CLIP_LAYOUT_HF ? "hf" : "open_clip");
+}
+
+static PyObject *Clip_get_hash(ClipObject *self, void *closure) {
+    (void)closure;
+    return PyLong_FromUnsignedLongLong(self->model->weights_hash);
+}
+
+static PyObject *Clip_get_arena(ClipObject *self, void *closure) {
+    (void)closure;
+    return PyLong_FromSize_t(cp_clip_cpu_arena_bytes(self->cpu));
+}
+
+static PyMethodDef Clip_methods[] = {
+    {"encode", (PyCFunction)(void (*)(void))Clip_encode, METH_VARARGS | METH_KEYWORDS,
+     "encode(ids, normalize=True) -> float32 (B, D): pooled (projected) output for int32 ids (B, L)."},
+    {"hidden_states", (PyCFunction)(void (*)(void))Clip_hidden_states, METH_VARARGS | METH_KEYWORDS,
+     "hidden_states(ids, layer=-1) -> float32 (B, L, W), final LayerNorm applied."},
+    {NULL, NULL, 0, NULL}};
+
+static PyGetSetDef Clip_getset[] = {
+    {"config", (getter)Clip_get_config, NULL, "the text config in use (dict)", NULL},
+    {"weights_hash", (getter)Clip_get_hash, NULL, "64-bit sample hash of the bound tensors", NULL},
+    {"arena_bytes", (getter)Clip_get_arena, NULL, "bytes held by the activation arena", NULL},
+    {NULL, NULL, NULL, NULL, NULL}};
+
+static PyType_Slot Clip_slots[] = {
+    {Py_tp_new, Clip_new},
+    {Py_tp_dealloc, Clip_dealloc},
+    {Py_tp_methods, Clip_methods},
+    {Py_tp_getset, Clip_getset},
+    {Py_tp_doc, "ClipTextModel(path, hidden_act=None, heads=0): CLIP text tower in C (int32 ids in)."},
+    {0, NULL}};
+
+static PyType_Spec Clip_spec = {"clipprompt._C.ClipTextModel", sizeof(ClipObject), 0, Py_TPFLAGS_DEFAULT, Clip_slots};
+
+/* ---- MiniLMModel ---------------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    cp_minilm_model *model;
+    cp_minilm_cpu *cpu;
+} MiniObject;
+
+static void Mini_dealloc(MiniObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    cp_minilm_cpu_free(self->cpu);
+    cp_minilm_model_free(self->model);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyObject *Mini_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"path", NULL};
+    PyObject *path_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O&:MiniLMModel", kwlist, PyUnicode_FSConverter, &path_obj))
+        return NULL;
+    MiniObject *self = (MiniObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_DECREF(path_obj);
+        return NULL;
+    }
+    const char *path = PyBytes_AS_STRING(path_obj);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = cp_minilm_model_load(path, &self->model);
+    if (rc == CP_OK) rc = cp_minilm_cpu_create(self->model, &self->cpu);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(path_obj);
+    if (rc != CP_OK) {
+        Py_DECREF(self);
+        return cp_py_raise(rc);
+    }
+    return (PyObject *)self;
+}
+
+static PyObject *Mini_encode(MiniObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"ids", "mask", "normalize", NULL};
+    PyObject *ids_obj, *mask_obj;
+    int normalize = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|p:encode", kwlist, &ids_obj, &mask_obj, &normalize)) return NULL;
+    PyArrayObject *ids = ids_arg(ids_obj, "ids");
+    if (ids == NULL) return NULL;
+    PyArrayObject *mask = ids_arg(mask_obj, "mask");
+    if (mask == NULL) {
+        Py_DECREF(ids);
+        return NULL;
+    }
+    npy_intp B = PyArray_DIM(ids, 0), L = PyArray_DIM(ids, 1);
+    if (PyArray_DIM(mask, 0) != B || PyArray_DIM(mask, 1) != L) {
+        Py_DECREF(ids);
+        Py_DECREF(mask);
+        PyErr_SetString(cp_py_DimensionMismatchError, "ids and mask must have the same shape");
+        return NULL;
+    }
+    npy_intp dims[2] = {B, self->model->cfg.width};
+    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
+    if (out == NULL) {
+        Py_DECREF(ids);
+        Py_DECREF(mask);
+        return NULL;
+    }
+    int rc;
+    const int32_t *ip = PyArray_DATA(ids), *mp = PyArray_DATA(mask);
+    float *op = PyArray_DATA(out);
+    Py_BEGIN_ALLOW_THREADS
+    rc = cp_minilm_cpu_encode(self->cpu, ip, mp, B, L, normalize, op);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(ids);
+    Py_DECREF(mask);
+    if (rc != CP_OK) {
+        Py_DECREF(out);
+        return cp_py_raise(rc);
+    }
+    return (PyObject *)out;
+}
+
+static PyObject *Mini_get_config(MiniObject *self, void *closure) {
+    (void)closure;
+    const cp_minilm_config *c = &self->model->cfg;
+    return Py_BuildValue("{s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:d,s:s,s:L}", "vocab_size", (long long)c->vocab_size,
+                         "hidden_size", (long long)c->width, "num_attention_heads", (long long)c->heads,
+                         "num_hidden_layers", (long long)c->layers, "intermediate_size", (long long)c->ffn,
+                         "max_position_embeddings", (long long)c->max_pos, "type_vocab_size",
+                         (long long)c->type_vocab, "layer_norm_eps", (double)c->ln_eps, "hidden_act",
+                         act_name(c->act), "max_seq_length", (long long)c->max_seq_length);
+}
+
+static PyObject *Mini_get_hash(MiniObject *self, void *closure) {
+    (void)closure;
+    return PyLong_FromUnsignedLongLong(self->model->weights_hash);
+}
+
+static PyObject *Mini_get_arena(MiniObject *self, void *closure) {
+    (void)closure;
+    return PyLong_FromSize_t(cp_minilm_cpu_arena_bytes(self->cpu));
+}
+
+static PyMethodDef Mini_methods[] = {
+    {"encode", (PyCFunction)(void (*)(void))Mini_encode, METH_VARARGS | METH_KEYWORDS,
+     "encode(ids, mask, normalize=True) -> float32 (B, W): mean-pooled sentence vectors."},
+    {NULL, NULL, 0, NULL}};
+
+static PyGetSetDef Mini_getset[] = {
+    {"config", (getter)Mini_get_config, NULL, "the BERT config in use (dict)", NULL},
+    {"weights_hash", (getter)Mini_get_hash, NULL, "64-bit sample hash of the bound tensors", NULL},
+    {"arena_bytes", (getter)Mini_get_arena, NULL, "bytes held by the activation arena", NULL},
+    {NULL, NULL, NULL, NULL, NULL}};
+
+static PyType_Slot Mini_slots[] = {
+    {Py_tp_new, Mini_new},
+    {Py_tp_dealloc, Mini_dealloc},
+    {Py_tp_methods, Mini_methods},
+    {Py_tp_getset, Mini_getset},
+    {Py_tp_doc, "MiniLMModel(path): BERT sentence encoder in C (int32 ids + mask in)."},
+    {0, NULL}};
+
+static PyType_Spec Mini_spec = {"clipprompt._C.MiniLMModel", sizeof(MiniObject), 0, Py_TPFLAGS_DEFAULT, Mini_slots};
+
+/* ---- borrowed models for the device runners (py_cuda.c) ------------------------------------------- */
+
+/* The loaded model inside a ClipTextModel / MiniLMModel object (NULL with TypeError for anything else). The caller
+ * keeps a reference to `obj` for as long as it uses the model. */
+const cp_clip_model *cp_py_clip_model_of(PyObject *obj) {
+    if (obj == NULL || strcmp(Py_TYPE(obj)->tp_name, Clip_spec.name) != 0) {
+        PyErr_SetString(PyExc_TypeError, "expected a clipprompt._C.ClipTextModel");
+        return NULL;
+    }
+    return ((ClipObject *)obj)->model;
+}
+
+const cp_minilm_model *cp_py_minilm_model_of(PyObject *obj) {
+    if (obj == NULL || strcmp(Py_TYPE(obj)->tp_name, Mini_spec.name) != 0) {
+        PyErr_SetString(PyExc_TypeError, "expected a clipprompt._C.MiniLMModel");
+        return NULL;
+    }
+    return ((MiniObject *)obj)->model;
+}
+
+/* ---- module hook ---------------------------------------------------------------------------------- */
+
+/* A test hook: parse a safetensors file and list its tensors (name, dtype, shape) without touching the data. */
+static PyObject *py_safetensors_info(PyObject *self, PyObject *arg) {
+    (void)self;
+    PyObject *path_obj = NULL;
+    if (!PyUnicode_FSConverter(arg, &path_obj)) return NULL;
+    cp_st_set *st = NULL;
+    int rc;
+    const char *path = PyBytes_AS_STRING(path_obj);
+    Py_BEGIN_ALLOW_THREADS
+    rc = cp_st_open(path, &st);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(path_obj);
+    if (rc != CP_OK) return cp_py_raise(rc);
+    PyObject *d = PyDict_New();
+    for (size_t i = 0; d && i < cp_st_count(st); i++) {
+        const cp_st_tensor *t = cp_st_at(st, i);
+        PyObject *shape = PyTuple_New(t->ndim);
+        for (int k = 0; shape && k < t->ndim; k++) PyTuple_SET_ITEM(shape, k, PyLong_FromLongLong(t->shape[k]));
+        PyObject *v = shape ? Py_BuildValue("(sN)", cp_dtype_name(t->dtype), shape) : NULL;
+        if (!v || PyDict_SetItemString(d, t->name, v) < 0) Py_CLEAR(d);
+        Py_XDECREF(v);
+    }
+    cp_st_close(st);
+    return d;
+}
+
+static PyMethodDef encoder_functions[] = {
+    {"_safetensors_info", py_safetensors_info, METH_O,
+     "_safetensors_info(path) -> {name: (dtype, shape)}: parse and bounds-check a safetensors file or directory."},
+    {NULL, NULL, 0, NULL}};
+
+int cp_py_add_encoder(PyObject *m) {
+    PyObject *t = PyType_FromSpec(&Clip_spec);
+    if (t == NULL || PyModule_AddObject(m, "ClipTextModel", t) < 0) {
+        Py_XDECREF(t);
+        return -1;
+    }
+    t = PyType_FromSpec(&Mini_spec);
+    if (t == NULL || PyModule_AddObject(m, "MiniLMModel", t) < 0) {
+        Py_XDECREF(t);
+        return -1;
+    }
+    return PyModule_AddFunctions(m, encoder_functions);
+}
