@@ -62,7 +62,10 @@ def _is_ids(x: Any) -> bool:
 
 
 def _as_int32_2d(x: Any, what: str) -> np.ndarray:
-    a = np.asarray(x)
+    try:
+        a = np.asarray(x)
+    except (ValueError, TypeError) as e:  # ragged lists
+        _C._raise_status(-9, f"{what} must be a 2-D integer array (batch, length): {e}")
     if a.ndim == 1:
         a = a[None, :]
     if a.ndim != 2 or (a.size and a.dtype.kind not in "iu"):

@@ -75,7 +75,8 @@ static inline float cp_expf(float x) {
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
     union { int32_t i; float f; } scale;
-    scale.i = ((int32_t)n + 127) << 23;
+    /* a NaN input must not reach the float -> int conversion (undefined behaviour); it still propagates through p */
+    scale.i = ((int32_t)(n == n ? n : 0.0f) + 127) << 23;
     return p * scale.f;
 }
 
