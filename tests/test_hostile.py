@@ -509,3 +509,13 @@ def test_nan_weights_run_without_undefined_behaviour_and_never_reach_the_cache(c
         cp.PromptCache().put(enc.fingerprint, "a photo of a cat", v[0])
     with pytest.raises(cp.InvalidArgumentError):
         cp.FlatIPIndex(enc.dim).add(v)
+
+
+@requires("ClipTextEncoder")
+def test_ragged_token_ids_raise_invalid_argument(clip_dir):
+    """Regression (test_api_fuzz): ragged id lists reached numpy's ValueError instead of a ClipPromptError."""
+    enc = cp.ClipTextEncoder.from_pretrained(clip_dir)
+    with pytest.raises(cp.InvalidArgumentError):
+        enc.encode([[0], []])
+    with pytest.raises(cp.InvalidArgumentError):
+        enc.hidden_states([[49406, 320], [49406]])
