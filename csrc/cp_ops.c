@@ -3,6 +3,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(CP_SANITIZE)
@@ -22,6 +23,104 @@ static void cp_fill_bias_rows(float *x, int64_t ldx, int64_t M, int64_t N, const
     for (int64_t i = 0; i < M; i++) memcpy(x + i * ldx, b, (size_t)N * sizeof(float));
 }
 
+
+/* ---- small-M linear: y[M,N] += x[M,K] · W^T with W (N, K) row-major ------------------------------------
+ * For a few rows (B=1 prompts: M = tokens up to EOT, ~16) sgemm is dominated by packing the weight matrix, and the
+ * whole forward pass streams every weight once: the floor is bytes(W) / memory bandwidth. This kernel reads each W
+ * row exactly once, computing 4 output columns x 4 rows at a time against x rows that stay in L1/L2, with 16-wide
+ * vector accumulators (AVX-512 / AVX2 clones through CP_MULTIVERSION) reduced once per dot product.
+ * Results differ from sgemm only by summation order (fp32; parity tests bound it). */
+#define CP_SMALL_M_MAX 24
+
+typedef float cp_v16 __attribute__((vector_size(64)));
+
+static inline cp_v16 cp_ld16(const float *p) {
+    cp_v16 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline float cp_hsum16(cp_v16 v) {
+    float s = 0.0f;
+    for (int i = 0; i < 16; i++) s += v[i];
+    return s;
+}
+
+__attribute__((optimize("fp-contract=fast"))) CP_MULTIVERSION static void
+cp_linear_small_m_cols(const float *x, int64_t ldx, int64_t M, int64_t K, const float *w, int64_t n0, int64_t n1,
+                       float *y, int64_t ldy) {
+    const int64_t K16 = K & ~(int64_t)15;
+    int64_t n = n0;
+    for (; n + 4 <= n1; n += 4) {
+        const float *w0 = w + n * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
+        int64_t m = 0;
+        for (; m + 4 <= M; m += 4) {
+            cp_v16 a[4][4];
+            memset(a, 0, sizeof a);
+            for (int64_t k = 0; k < K16; k += 16) {
+                const cp_v16 v0 = cp_ld16(w0 + k), v1 = cp_ld16(w1 + k), v2 = cp_ld16(w2 + k), v3 = cp_ld16(w3 + k);
+                for (int i = 0; i < 4; i++) {
+                    const cp_v16 xv = cp_ld16(x + (m + i) * ldx + k);
+                    a[i][0] += xv * v0, a[i][1] += xv * v1, a[i][2] += xv * v2, a[i][3] += xv * v3;
+                }
+            }
+            for (int i = 0; i < 4; i++) {
+                const float *xr = x + (m + i) * ldx;
+                float *yr = y + (m + i) * ldy + n;
+                const float *wr[4] = {w0, w1, w2, w3};
+                for (int j = 0; j < 4; j++) {
+                    float s = cp_hsum16(a[i][j]);
+                    for (int64_t k = K16; k < K; k++) s += xr[k] * wr[j][k];
+                    yr[j] += s;
+                }
+            }
+        }
+        for (; m < M; m++) { /* leftover rows */
+            const float *xr = x + m * ldx;
+            cp_v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+            for (int64_t k = 0; k < K16; k += 16) {
+                const cp_v16 xv = cp_ld16(xr + k);
+                a0 += xv * cp_ld16(w0 + k), a1 += xv * cp_ld16(w1 + k);
+                a2 += xv * cp_ld16(w2 + k), a3 += xv * cp_ld16(w3 + k);
+            }
+            float s[4] = {cp_hsum16(a0), cp_hsum16(a1), cp_hsum16(a2), cp_hsum16(a3)};
+            const float *wr[4] = {w0, w1, w2, w3};
+            for (int j = 0; j < 4; j++) {
+                for (int64_t k = K16; k < K; k++) s[j] += xr[k] * wr[j][k];
+                y[m * ldy + n + j] += s[j];
+            }
+        }
+    }
+    for (; n < n1; n++) { /* leftover columns */
+        const float *wr = w + n * K;
+        for (int64_t m = 0; m < M; m++) {
+            const float *xr = x + m * ldx;
+            cp_v16 a = {0};
+            for (int64_t k = 0; k < K16; k += 16) a += cp_ld16(xr + k) * cp_ld16(wr + k);
+            float s = cp_hsum16(a);
+            for (int64_t k = K16; k < K; k++) s += xr[k] * wr[k];
+            y[m * ldy + n] += s;
+        }
+    }
+}
+
+/* Columns split across threads in chunks of 64 (each thread streams its own slice of W). */
+static void cp_linear_small_m(const float *x, int64_t ldx, int64_t M, int64_t K, const float *w, int64_t N, float *y,
+                              int64_t ldy) {
+    const int64_t chunk = 64, nchunks = (N + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static) if (nchunks > 1 && N * K >= (1 << 18))
+    for (int64_t c = 0; c < nchunks; c++) {
+        int64_t n0 = c * chunk, n1 = n0 + chunk < N ? n0 + chunk : N;
+        cp_linear_small_m_cols(x, ldx, M, K, w, n0, n1, y, ldy);
+    }
+}
+
+static void memset_rows(float *y, int64_t ldy, int64_t M, int64_t N) {
+    for (int64_t i = 0; i < M; i++) memset(y + i * ldy, 0, (size_t)N * sizeof(float));
+}
+
+static int cp_small_m_enabled = -1; /* -1: not read yet; CLIPPROMPT_SMALL_M=0 turns the kernel off (A/B checks) */
+
 void cp_linear(const float *x, int64_t ldx, int64_t M, int64_t K, const float *w, cp_wlayout layout, int64_t N,
                const float *b, float *y, int64_t ldy, int accumulate) {
     if (M <= 0 || N <= 0) return;
@@ -33,6 +132,15 @@ void cp_linear(const float *x, int64_t ldx, int64_t M, int64_t K, const float *w
         /* y = b + x W, the order torch's addmm uses */
         cp_fill_bias_rows(y, ldy, M, N, b);
         beta = 1.0f;
+    }
+    if (cp_small_m_enabled < 0) {
+        const char *e = getenv("CLIPPROMPT_SMALL_M");
+        cp_small_m_enabled = !(e && e[0] == '0'); /* benign race: every thread computes the same value */
+    }
+    if (layout == CP_W_OUT_IN && M <= CP_SMALL_M_MAX && cp_small_m_enabled) {
+        if (!accumulate && !b) memset_rows(y, ldy, M, N);
+        cp_linear_small_m(x, ldx, M, K, w, N, y, ldy);
+        return;
     }
     if (layout == CP_W_OUT_IN)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, x, (int)ldx, w, (int)K, beta,

@@ -455,3 +455,29 @@ def test_sharded_checkpoint(tiny, tmp_path, ids):
     a = cp.ClipTextEncoder.from_pretrained(d).encode(ids, normalize=False)
     b = cp.ClipTextEncoder.from_pretrained(path).encode(ids, normalize=False)
     np.testing.assert_array_equal(a, b)
+
+
+ODD = dict(hidden_size=72, intermediate_size=200, num_attention_heads=6, num_hidden_layers=2, projection_dim=40)
+
+
+@pytest.mark.parametrize("shape", ["b32", "odd"])
+def test_one_prompt_at_a_time_small_m_kernel(tmp_path_factory, ids, shape):
+    """B=1 calls pack <= 24 tokens for short prompts: cp_linear then takes the streaming small-M kernel instead of
+    sgemm. Its results must equal transformers like the batched path; the odd shape (K=72, 200: not multiples of 16,
+    N=216, 40: not multiples of 4 or of the 64-column chunk) exercises every leftover loop."""
+    cfg = B32 if shape == "b32" else ODD
+    model, path = hf_text_model(transformers.CLIPTextModelWithProjection, tmp_path_factory, "small_m_" + shape, **cfg)
+    enc = cp.ClipTextEncoder.from_pretrained(path)
+    pooled_ref, _ = hf_reference(model, ids)
+    lengths = (ids == 49407).argmax(axis=1) + 1
+    rows = [i for i in range(len(ids)) if lengths[i] <= 24][:12] + [int(lengths.argmax())]
+    assert sum(lengths[i] <= 24 for i in rows) >= 8, "the prompts must exercise the small-M path"
+    single = np.concatenate([enc.encode(ids[i : i + 1], normalize=False) for i in rows])
+    assert_close(single, pooled_ref[rows], f"pooled, one prompt per call ({shape})")
+    for threads in (1, 2):
+        cp.set_num_threads(threads)
+        try:
+            again = np.concatenate([enc.encode(ids[i : i + 1], normalize=False) for i in rows[:4]])
+        finally:
+            cp.set_num_threads(0)
+        assert_close(again, pooled_ref[rows[:4]], f"pooled, {threads} thread(s)")

@@ -102,3 +102,14 @@ def test_bad_inputs_and_files(mini, tmp_path):
     if hasattr(cp, "WordPieceTokenizer"):
         with pytest.raises(cp.EmptyPromptError):
             mini.encode(["fine", "   "])
+
+
+def test_one_sentence_at_a_time_small_m_kernel(mini):
+    """Short single sentences pack <= 24 tokens: the streaming small-M linear kernel runs instead of sgemm."""
+    sents = [a for a, _, _ in read_stsb("en")[:60]]
+    ref = st_mod.SentenceTransformer(mini.path, device="cpu").encode(sents, normalize_embeddings=True)
+    ours = np.concatenate([mini.encode([s]) for s in sents])
+    lens = cp.WordPieceTokenizer(mini.path)(sents)[1].sum(1)
+    assert (lens <= 24).sum() >= 30, "most of these sentences must take the small-M path"
+    cos = (ours.astype(np.float64) * ref).sum(1)
+    assert cos.min() >= 0.99999, cos.min()
