@@ -48,7 +48,7 @@ def replay(name, exe, env):
     return r.returncode == 0, (r.stdout + r.stderr)[-6000:]
 
 
-def fuzz(name, exe, env, seeds, out, seconds, jobs=1):
+def fuzz(name, exe, env, seeds, out, seconds, jobs=1, _retry=True):
     corpus = os.path.join(out, "corpus", name)
     findings = os.path.join(out, "findings", name)
     os.makedirs(corpus, exist_ok=True)
@@ -85,6 +85,10 @@ def fuzz(name, exe, env, seeds, out, seconds, jobs=1):
     rc = r.returncode
     if rc != 0 and not new and unconfirmed:
         rc = 0  # the only failure libFuzzer reported was one of the non-reproducible resource artifacts above
+        if _retry:  # libFuzzer stopped at that artifact: fuzz the time again, once
+            again = fuzz(name, exe, env, seeds, out, seconds, jobs, _retry=False)
+            again["unconfirmed"] = unconfirmed + again["unconfirmed"]
+            return again
     return {"target": name, "rc": rc, "seconds": round(time.time() - t0, 1), "new_findings": new,
             "findings_dir": findings, "runs": stats.get("number_of_executed_units", "?"),
             "corpus": len(os.listdir(corpus)), "unconfirmed": unconfirmed, "tail": log[-6000:]}
