@@ -157,17 +157,6 @@ static int forward(void *arg) {
     return CP_OK;
 }
 
-static int check_ids(const cp_clip_config *c, const int32_t *ids, int64_t B, int64_t L) {
-    if (L <= 0 || L > c->context)
-        CP_FAIL(CP_ERR_INVALID_ARG, "token ids have %lld columns; this model takes at most %lld", (long long)L,
-                (long long)c->context);
-    for (int64_t i = 0; i < B * L; i++)
-        if (ids[i] < 0 || ids[i] >= c->vocab_size)
-            CP_FAIL(CP_ERR_INVALID_ARG, "token id %d at [%lld, %lld] is outside the vocabulary (0..%lld)", ids[i],
-                    (long long)(i / L), (long long)(i % L), (long long)c->vocab_size - 1);
-    return CP_OK;
-}
-
 /* Uploads the tables for T (padded to Tp) tokens and nseg segments, then runs forward (graph when small). */
 static int run_pass(cp_clip_cuda *r, int64_t T, int64_t Tp, int64_t nseg, int64_t max_len, int use_graph) {
     void *s = r->c.stream;
@@ -193,7 +182,7 @@ static int64_t bucket(int64_t T, int64_t cap) {
 int cp_clip_cuda_encode(cp_clip_cuda *r, const int32_t *ids, int64_t B, int64_t L, int normalize, float *out) {
     const cp_clip_config *cf = &r->m->cfg;
     if (B <= 0) return CP_OK;
-    CP_CHECK(check_ids(cf, ids, B, L));
+    CP_CHECK(cp_clip_check_ids(cf, ids, B, L));
     const int64_t W = cf->width, D = cf->proj_dim > 0 ? cf->proj_dim : W;
     pthread_mutex_lock(&r->c.lock);
     int rc = cp_cuda_set_device(r->c.device);
@@ -240,7 +229,7 @@ int cp_clip_cuda_hidden_states(cp_clip_cuda *r, const int32_t *ids, int64_t B, i
         CP_FAIL(CP_ERR_INVALID_ARG, "layer %d out of range for a %lld-layer model (use -%lld..%lld)", layer,
                 (long long)NL, (long long)NL + 1, (long long)NL);
     if (B <= 0) return CP_OK;
-    CP_CHECK(check_ids(cf, ids, B, L));
+    CP_CHECK(cp_clip_check_ids(cf, ids, B, L));
     const int64_t W = cf->width;
     pthread_mutex_lock(&r->c.lock);
     int rc = cp_cuda_set_device(r->c.device);

@@ -139,17 +139,7 @@ int cp_minilm_cuda_encode(cp_minilm_cuda *r, const int32_t *ids, const int32_t *
     const cp_minilm_config *cf = &r->m->cfg;
     const int64_t W = cf->width;
     if (B <= 0) return CP_OK;
-    if (L <= 0 || L > cf->max_pos)
-        CP_FAIL(CP_ERR_INVALID_ARG, "input has %lld columns; this model takes at most %lld", (long long)L,
-                (long long)cf->max_pos);
-    for (int64_t i = 0; i < B * L; i++) {
-        if (mask[i] != 0 && mask[i] != 1)
-            CP_FAIL(CP_ERR_INVALID_ARG, "attention_mask must be 0/1, found %d at [%lld, %lld]", mask[i],
-                    (long long)(i / L), (long long)(i % L));
-        if (mask[i] && (ids[i] < 0 || ids[i] >= cf->vocab_size))
-            CP_FAIL(CP_ERR_INVALID_ARG, "token id %d at [%lld, %lld] is outside the vocabulary (0..%lld)", ids[i],
-                    (long long)(i / L), (long long)(i % L), (long long)cf->vocab_size - 1);
-    }
+    CP_CHECK(cp_minilm_check_input(cf, ids, mask, B, L));
     pthread_mutex_lock(&r->c.lock);
     int rc = cp_cuda_set_device(r->c.device);
     const int64_t lim = rc == CP_OK ? cp_cuda_attention_max_len(W / cf->heads, r->c.dt) : 0;
