@@ -9,20 +9,17 @@ subprocess: RSS growth and the cache's own byte count vs the payload (n * d * 4)
     python benchmarks/bench_cache.py --entries 200000 --json out.json
 """
 import argparse
-import datetime
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
 from collections import OrderedDict
 
 import numpy as np
+from _bench import ROOT, cpu_name, median_time, utc_now
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-sys.path.insert(0, ROOT)
 import clipprompt as cp
 
 FP = "clip-vit-b32@0123abcd"
@@ -33,25 +30,8 @@ def captions():
         return [line.strip() for line in f if line.strip()]
 
 
-def cpu_name():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def per_call(fn, n, runs, warmup):
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        ts.append((time.perf_counter() - t) / n)
-    return statistics.median(ts)
+    return median_time(fn, runs, warmup) / n
 
 
 class DictLRU:
@@ -119,8 +99,8 @@ def main():
     rows = []
     hdr = (f"# bench_cache — clipprompt {cp.__version__}, numpy {np.__version__}, "
            f"python {platform.python_version()}\n"
-           f"# machine: {cpu_name()}, {os.cpu_count()} logical CPUs; dtype float32; "
-           f"date {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+           f"# machine: {cpu_name('unknown')}, {os.cpu_count()} logical CPUs; dtype float32; "
+           f"date {utc_now()}")
     print(hdr)
     print(f"{'what':<58} | {'shape':<20} | {'median (runs, warm-up)':<24} | {'throughput':<16} | x baseline")
     print("-" * 136)

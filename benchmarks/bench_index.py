@@ -9,40 +9,15 @@ for float32 and float16 storage. Ratios are "x faiss" = faiss time / this time (
     python benchmarks/bench_index.py --json out.json
 """
 import argparse
-import datetime
 import gc
 import json
 import os
 import platform
-import statistics
-import sys
-import time
 
 import numpy as np
+from _bench import cpu_name, median_time, utc_now
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import clipprompt as cp
-
-
-def cpu_name():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def timeit(fn, runs, warmup):
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
 
 
 def qps(nq, sec):
@@ -84,10 +59,10 @@ def main():
     rows = []
     hdr = (f"# bench_index — clipprompt {cp.__version__}, faiss {faiss.__version__}, numpy {np.__version__}, "
            f"python {platform.python_version()}\n"
-           f"# machine: {cpu_name()}, {os.cpu_count()} logical CPUs; threads: clipprompt {nth}, "
+           f"# machine: {cpu_name('unknown')}, {os.cpu_count()} logical CPUs; threads: clipprompt {nth}, "
            f"faiss {faiss.omp_get_max_threads()}; BLAS: {cp.build_info().get('blas')}\n"
            f"# k={args.k}, runs={args.runs}, warm-up={args.warmup}, queries/base unit-norm float32; "
-           f"date {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+           f"date {utc_now()}")
     print(hdr)
     print(f"{'what':<34} | {'shape':<16} | {'median ms (runs, warm-up)':<26} | {'throughput':<18} | x faiss")
     print("-" * 112)
@@ -122,10 +97,10 @@ def main():
             return ix
 
         add_runs = max(1, args.runs // 2)
-        t_f = timeit(add_faiss, add_runs, 0)
+        t_f = median_time(add_faiss, add_runs, 0)
         emit("add faiss IndexFlatIP", shape, t_f, f"{n / t_f / 1e6:.2f} M vec/s", t_f, runs=add_runs, warmup=0)
         for dt in ("float32", "float16"):
-            t = timeit(lambda: add_cp(dt), add_runs, 0)
+            t = median_time(lambda: add_cp(dt), add_runs, 0)
             emit(f"add FlatIPIndex {dt}", shape, t, f"{n / t / 1e6:.2f} M vec/s", t_f, runs=add_runs, warmup=0)
         gc.collect()
 
@@ -144,17 +119,17 @@ def main():
             q = rng.standard_normal((nq, d), dtype=np.float32)
             q /= np.linalg.norm(q, axis=1, keepdims=True)
             qs = f"{shape} nq={nq}"
-            t_f = timeit(lambda: fx.search(q, args.k), args.runs, args.warmup)
+            t_f = median_time(lambda: fx.search(q, args.k), args.runs, args.warmup)
             emit("search faiss IndexFlatIP", qs, t_f, qps(nq, t_f), t_f)
             Df, If = fx.search(q, args.k)
             for dt, ix in ours.items():
-                t = timeit(lambda: ix.search(q, args.k), args.runs, args.warmup)
+                t = median_time(lambda: ix.search(q, args.k), args.runs, args.warmup)
                 Dc, Ic = ix.search(q, args.k)
                 agree = float((Ic == If).mean())
                 emit(f"search FlatIPIndex {dt}", qs, t, qps(nq, t), t_f, dict(id_agreement=agree))
             if not args.no_numpy:
                 nr, nw = max(1, min(args.runs, 3)), min(args.warmup, 1)
-                t = timeit(lambda: numpy_search(X, q, args.k), nr, nw)
+                t = median_time(lambda: numpy_search(X, q, args.k), nr, nw)
                 emit("search numpy (matmul+argpartition)", qs, t, qps(nq, t), t_f, runs=nr, warmup=nw)
         del fx, ours, X
         gc.collect()

@@ -18,7 +18,6 @@ a shared machine disturb far less than wall time.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
@@ -26,13 +25,13 @@ import statistics
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from _bench import ROOT, captions, cpu_name, print_table_head, utc_now
+
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import ftfy
 import ftfy.bad_codecs  # registers the sloppy-windows-* and utf-8-variants codecs
-from bench_normalize import captions, cpu_name, stsb_cjk
+from bench_normalize import stsb_cjk
 from conftest import all_text_lines
 
 import clipprompt as cp
@@ -85,7 +84,7 @@ def main() -> int:
                                  "prompts_per_s": n / med, "x_baseline": base / med})
         finally:
             cp.set_num_threads(0)
-    head = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    head = {"date": utc_now(),
                 "machine": f"{cpu_name()}, {os.cpu_count()} CPUs", "python": platform.python_version(),
                 "ftfy": ftfy.__version__, "clipprompt": cp.__version__, "threads": 1, "clock": args.clock,
                 "load": " ".join(f"{x:.1f}" for x in os.getloadavg())}
@@ -95,8 +94,7 @@ def main() -> int:
     print(f"# bench_mojibake | {head['date']} | {head['machine']} | Python {head['python']} | ftfy {head['ftfy']} "
           f"| clipprompt {head['clipprompt']} | threads 1 | dtype: text (UTF-8) | clock {args.clock} "
           f"| load {head['load']}")
-    print("| what | shape | median ms (runs, warm-up) | throughput | x baseline |")
-    print("|---|---|---|---|---|")
+    print_table_head()
     for r in rows:
         print(f"| {r['what']} | {r['data']}, {r['prompts']} prompts | {r['median_s'] * 1e3:.1f} ({r['runs']}, "
               f"{r['warmup']}) | {r['prompts_per_s']:,.0f} prompts/s | {r['x_baseline']:.2f}x |")

@@ -11,64 +11,24 @@ fast path) and, to time the full Unicode path too, the STS-B zh + ja dev sentenc
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
 import statistics
-import sys
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import ftfy
+from _bench import captions, cpu_name, print_table_head, stsb_rows, timeit, utc_now, with_threads
 
-import ftfy  # noqa: E402
-
-import clipprompt as cp  # noqa: E402
-from clipprompt.normalize_ref import clip_clean_reference, normalize_reference  # noqa: E402
-
-DATA = os.environ.get("CLIPPROMPT_TEST_DATA", os.path.join(ROOT, "tests", "data"))
-
-
-def captions() -> list[str]:
-    out = []
-    for name in ("coco_dev_caps.txt", "f30k_dev_caps.txt"):
-        with open(os.path.join(DATA, "captions", name), encoding="utf-8") as f:
-            out += [line.rstrip("\n") for line in f if line.strip()]
-    return out
+import clipprompt as cp
+from clipprompt.normalize_ref import clip_clean_reference, normalize_reference
 
 
 def stsb_cjk() -> list[str]:
-    import csv
-
     out = []
     for lang in ("zh", "ja"):
-        with open(os.path.join(DATA, "stsb", f"stsb-{lang}-dev.csv"), encoding="utf-8", newline="") as f:
-            for r in csv.reader(f):
-                out += [r[0], r[1]]
+        for r in stsb_rows(lang):
+            out += [r[0], r[1]]
     return out
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def timeit(fn, runs: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return ts
 
 
 def run_dataset(dname: str, texts: list[str], threads: int, runs: int, warmup: int) -> list[dict]:
@@ -78,13 +38,7 @@ def run_dataset(dname: str, texts: list[str], threads: int, runs: int, warmup: i
     assert cp.normalize_batch(texts) == [normalize_reference(t) for t in texts]
 
     def single_threaded(fn):
-        def run():
-            cp.set_num_threads(1)
-            try:
-                fn()
-            finally:
-                cp.set_num_threads(0)
-        return run
+        return with_threads(1, fn)
 
     configs = [
         ("clip_clean", "python ftfy+html+re (baseline)", lambda: [clip_clean_reference(t) for t in texts], True),
@@ -122,7 +76,7 @@ def main() -> int:
     n = sum(len(t) for _, t in datasets)
 
     info = cp.build_info()
-    head = dict(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    head = dict(date=utc_now(),
                 machine=f"{cpu_name()}, {os.cpu_count()} CPUs", python=platform.python_version(),
                 ftfy=ftfy.__version__, clipprompt=cp.__version__, utf8proc_pkgconfig=info.get("utf8proc"),
                 threads=threads, data=f"captions = COCO+F30K dev captions; stsb-zh+ja = STS-B dev zh+ja sentences; {n} lines")
@@ -132,8 +86,7 @@ def main() -> int:
     print(f"# bench_normalize | {head['date']} | {head['machine']} | Python {head['python']} | ftfy {head['ftfy']} "
           f"| clipprompt {head['clipprompt']} | threads {threads} | dtype: text (UTF-8)")
     print(f"# data: {head['data']}")
-    print("| what | shape | median ms (runs, warm-up) | throughput | x baseline |")
-    print("|---|---|---|---|---|")
+    print_table_head()
     for r in rows:
         print(f"| {r['group']}: {r['what']} | {r['data']}, {r['prompts']} prompts | {r['median_s'] * 1e3:.1f} "
               f"({r['runs']}, {r['warmup']}) | {r['prompts_per_s']:,.0f} prompts/s | {r['speedup']:.1f}x |")

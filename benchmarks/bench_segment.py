@@ -10,26 +10,22 @@ For STS-B zh/ja dev (both columns, 3000 sentences each):
     python benchmarks/bench_segment.py [--runs 7] [--json out.json]
 """
 import argparse
-import csv
 import datetime
 import json
 import logging
 import os
 import platform
 import statistics
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from _bench import median_time, print_table_head, stsb_rows, with_threads
 
-import clipprompt as cp  # noqa: E402
-from clipprompt import _C  # noqa: E402
+import clipprompt as cp
+from clipprompt import _C
 
 
 def stsb(lang):
-    with open(os.path.join(ROOT, "tests", "data", "stsb", f"stsb-{lang}-dev.csv"), encoding="utf-8", newline="") as f:
-        rows = list(csv.reader(f))
+    rows = stsb_rows(lang)
     return [r[0] for r in rows] + [r[1] for r in rows]
 
 
@@ -42,17 +38,6 @@ def clip_counter():
 
     tok = SimpleTokenizer()
     return "open_clip SimpleTokenizer", lambda s: len(tok.encode(s)) + 2
-
-
-def timeit(fn, runs, warmup=1):
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
 
 
 def main():
@@ -102,11 +87,8 @@ def main():
     nthreads = cp.get_num_threads()
 
     def batch1(texts, lang):
-        cp.set_num_threads(1)
-        try:
-            return cp.segment_batch(texts, lang)
-        finally:
-            cp.set_num_threads(0)
+        return with_threads(1, lambda: cp.segment_batch(texts, lang))()
+
     configs = [
         ("zh", "jieba.lcut (baseline)", lambda: [jieba.lcut(s) for s in zh], True),
         ("zh", "cp._C.jieba_lcut (exact jieba output)", lambda: [_C.jieba_lcut(s) for s in zh], False),
@@ -120,11 +102,10 @@ def main():
         ("ja", f"cp.segment_batch(ja, 'ja'), {nthreads} threads", lambda: cp.segment_batch(ja, "ja"), False),
     ]
     print(f"\n## Segmentation speed (median of {args.runs} runs, 1 warm-up; same process)")
-    print("| what | shape | median ms (runs, warm-up) | throughput | x baseline |")
-    print("|---|---|---|---|---|")
+    print_table_head()
     base = {}
     for lang, what, fn, is_base in configs:
-        t = timeit(fn, args.runs)
+        t = median_time(fn, args.runs)
         n = len(data[lang])
         if is_base:
             base[lang] = t

@@ -15,58 +15,23 @@ HF thread count is switched with TOKENIZERS_PARALLELISM (read by `tokenizers` at
 from __future__ import annotations
 
 import argparse
-import datetime
 import gzip
 import json
 import os
 import platform
 import random
 import statistics
-import sys
 import tempfile
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
 import numpy as np  # noqa: E402
+from _bench import ROOT, captions, cpu_name, print_table_head, timeit, utc_now  # noqa: E402
 
 import clipprompt as cp  # noqa: E402
 
-DATA = os.environ.get("CLIPPROMPT_TEST_DATA", os.path.join(ROOT, "tests", "data"))
 BPE = os.path.join(ROOT, "clipprompt", "data", "bpe_simple_vocab_16e6.txt.gz")
 PROMPT = "a photo of a cat"
-
-
-def captions() -> list[str]:
-    out = []
-    for name in ("coco_dev_caps.txt", "f30k_dev_caps.txt"):
-        with open(os.path.join(DATA, "captions", name), encoding="utf-8") as f:
-            out += [line.rstrip("\n") for line in f if line.strip()]
-    return out
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def timeit(fn, runs: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return ts
 
 
 def hf_clip(tmp: str):
@@ -206,7 +171,7 @@ def main() -> int:
         row["speedup"] = base[group] / row["median_s"]
         rows.append(row)
 
-    head = dict(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    head = dict(date=utc_now(),
                 machine=f"{cpu_name()}, {os.cpu_count()} CPUs", python=platform.python_version(),
                 tokenizers=tokenizers.__version__, transformers=transformers.__version__,
                 open_clip=open_clip.__version__, clipprompt=cp.__version__, threads=nthreads,
@@ -220,8 +185,7 @@ def main() -> int:
           f"threads {nthreads} | dtype: int32 ids | load average at the end "
           f"{' '.join('%.1f' % x for x in os.getloadavg())}")
     print(f"# data: {head['data']}; single prompt: {PROMPT!r} x {args.calls} calls per run")
-    print("| what | shape | median (runs, warm-up) | throughput | x baseline |")
-    print("|---|---|---|---|---|")
+    print_table_head("median (runs, warm-up)")
     for r in rows:
         if "latency_us" in r:
             med = f"{r['latency_us']:.1f} µs/call"

@@ -18,6 +18,7 @@
 
 #include "cp_common.h"
 #include "cp_normalize.h"
+#include "cp_textutil.h"
 #include "cp_tokenizer_tables.h"
 
 #define CP_BPE_N_MERGES (49152 - 256 - 2)
@@ -615,17 +616,6 @@ int cp_bpe_encode(const cp_bpe *t, const char *s, size_t n, int32_t **ids, size_
     ws.ids = NULL;
     cp_bpe_ws_free(&ws);
     return CP_OK;
-}
-
-/* a short printable prefix of a prompt for messages (whole UTF-8 characters, at most ~40 bytes) */
-static void cp_prompt_prefix(const char *s, size_t n, char *dst, size_t cap) {
-    size_t k = n < 40 ? n : 40;
-    while (k > 0 && k < n && ((uint8_t)s[k] & 0xC0) == 0x80) k--;
-    if (k >= cap - 4) k = cap - 4;
-    size_t j = 0;
-    for (size_t i = 0; i < k; i++) dst[j++] = (s[i] == '\n' || s[i] == '\r' || s[i] == '\t') ? ' ' : s[i];
-    if (k < n) dst[j++] = '.', dst[j++] = '.', dst[j++] = '.';
-    dst[j] = '\0';
 }
 
 static int cp_bpe_row(const cp_bpe *t, const char *s, size_t n, size_t ctx, int truncate, cp_bpe_ws *ws, int32_t *row,

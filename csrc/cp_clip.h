@@ -97,6 +97,9 @@ int cp_clip_cpu_hidden_states(cp_clip_cpu *r, const int32_t *ids, int64_t B, int
 /** Bytes currently held by the runner's arena. */
 size_t cp_clip_cpu_arena_bytes(const cp_clip_cpu *r);
 
+/** CP_ERR_INVALID_ARG unless 0 < L <= context and every id is inside the vocabulary (shared with the CUDA runner). */
+int cp_clip_check_ids(const cp_clip_config *c, const int32_t *ids, int64_t B, int64_t L);
+
 #ifdef __cplusplus
 }
 #endif

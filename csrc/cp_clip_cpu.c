@@ -29,12 +29,7 @@ int cp_clip_cpu_create(const cp_clip_model *m, cp_clip_cpu **out) {
         free(r);
         CP_FAIL(CP_ERR_INTERNAL, "pthread_mutex_init failed");
     }
-    const int64_t W = m->cfg.width, big = 3 * W > m->cfg.ffn ? 3 * W : m->cfg.ffn;
-    /* keep the arena near 64 MiB: 16M floats over (2W + big) floats per token, at least one full context */
-    int64_t cap = (int64_t)(16 << 20) / (2 * W + big);
-    if (cap > 8192) cap = 8192;
-    if (cap < m->cfg.context) cap = m->cfg.context;
-    r->tok_cap = cap;
+    r->tok_cap = cp_arena_tok_cap(m->cfg.width, m->cfg.ffn, m->cfg.context);
     *out = r;
     return CP_OK;
 }
@@ -51,26 +46,10 @@ size_t cp_clip_cpu_arena_bytes(const cp_clip_cpu *r) { return r->arena_bytes; }
 
 /* Grows the arena (once per new maximum) to hold T tokens. */
 static int arena_reserve(cp_clip_cpu *r, int64_t T) {
-    if (T <= r->arena_tokens) return CP_OK;
-    const cp_clip_config *c = &r->m->cfg;
-    const int64_t W = c->width, big = 3 * W > c->ffn ? 3 * W : c->ffn;
-    size_t floats, bytes;
-    CP_CHECK(cp_mul_size((size_t)T, (size_t)(2 * W + big), &floats));
-    CP_CHECK(cp_mul_size(floats, sizeof(float), &bytes));
-    float *a = cp_malloc_aligned(bytes);
-    int64_t *s = malloc((size_t)T * 3 * sizeof(int64_t));
-    if (!a || !s) {
-        cp_free_aligned(a);
-        free(s);
-        CP_FAIL(CP_ERR_NOMEM, "cannot allocate the %zu-byte activation arena", bytes);
-    }
-    cp_free_aligned(r->arena);
-    free(r->seg);
-    r->arena = a, r->seg = s, r->arena_tokens = T, r->arena_bytes = bytes + (size_t)T * 3 * sizeof(int64_t);
-    return CP_OK;
+    return cp_arena_reserve(T, r->m->cfg.width, r->m->cfg.ffn, &r->arena, &r->seg, &r->arena_tokens, &r->arena_bytes);
 }
 
-static int check_ids(const cp_clip_config *c, const int32_t *ids, int64_t B, int64_t L) {
+int cp_clip_check_ids(const cp_clip_config *c, const int32_t *ids, int64_t B, int64_t L) {
     if (L <= 0 || L > c->context)
         CP_FAIL(CP_ERR_INVALID_ARG, "token ids have %lld columns; this model takes at most %lld", (long long)L,
                 (long long)c->context);
@@ -121,7 +100,7 @@ int cp_clip_cpu_encode(cp_clip_cpu *r, const int32_t *ids, int64_t B, int64_t L,
     const cp_clip_model *m = r->m;
     const cp_clip_config *c = &m->cfg;
     if (B <= 0) return CP_OK;
-    CP_CHECK(check_ids(c, ids, B, L));
+    CP_CHECK(cp_clip_check_ids(c, ids, B, L));
     const int64_t W = c->width, D = c->proj_dim > 0 ? c->proj_dim : W;
     pthread_mutex_lock(&r->lock);
     int rc = CP_OK;
@@ -177,7 +156,7 @@ int cp_clip_cpu_hidden_states(cp_clip_cpu *r, const int32_t *ids, int64_t B, int
         CP_FAIL(CP_ERR_INVALID_ARG, "layer %d out of range for a %lld-layer model (use -%lld..%lld)", layer,
                 (long long)NL, (long long)NL + 1, (long long)NL);
     if (B <= 0) return CP_OK;
-    CP_CHECK(check_ids(c, ids, B, L));
+    CP_CHECK(cp_clip_check_ids(c, ids, B, L));
     const int64_t W = c->width;
     pthread_mutex_lock(&r->lock);
     int rc = CP_OK;

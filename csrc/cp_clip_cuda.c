@@ -16,18 +16,10 @@
 #ifdef CP_WITH_CUDA
 #include "cp_device_ctx.h"
 
-typedef struct {
-    void *qkv_w;            /* (3W, W) dtype */
-    float *qkv_b;           /* (3W) */
-    void *o_w, *fc1_w, *fc2_w; /* (W, W), (F, W), (W, F) dtype */
-    float *o_b, *fc1_b, *fc2_b;
-    float *ln1_g, *ln1_b, *ln2_g, *ln2_b;
-} dev_layer;
-
 struct cp_clip_cuda {
     const cp_clip_model *m;
     cp_dev_ctx c;
-    dev_layer *L;
+    cp_dev_layer *L;
     float *tok_emb, *pos_emb, *lnf_g, *lnf_b, *proj; /* fp32 */
     int64_t tok_cap;       /* most packed tokens per pass */
     int64_t arena_tokens;  /* tokens (and segments) the arena holds room for */
@@ -47,31 +39,15 @@ static int bind(cp_clip_cuda *r) {
     cp_dev_ctx *c = &r->c;
     const int64_t W = cf->width, F = cf->ffn, V = cf->vocab_size, Lc = cf->context;
     const int64_t D = cf->proj_dim;
-    const size_t es = cp_cuda_dtype_size(c->dt);
     for (int pass = 0; pass < 2; pass++) {
         r->tok_emb = cp_dev_place(c, (size_t)(V * W) * 4);
         r->pos_emb = cp_dev_place(c, (size_t)(Lc * W) * 4);
         r->lnf_g = cp_dev_place(c, (size_t)W * 4);
         r->lnf_b = cp_dev_place(c, (size_t)W * 4);
         r->proj = m->w.proj ? cp_dev_place(c, (size_t)(W * D) * 4) : NULL;
-        for (int64_t l = 0; l < cf->layers; l++) {
-            dev_layer *d = &r->L[l];
-            d->qkv_w = cp_dev_place(c, (size_t)(3 * W * W) * es);
-            d->qkv_b = cp_dev_place(c, (size_t)(3 * W) * 4);
-            d->o_w = cp_dev_place(c, (size_t)(W * W) * es);
-            d->o_b = cp_dev_place(c, (size_t)W * 4);
-            d->fc1_w = cp_dev_place(c, (size_t)(F * W) * es);
-            d->fc1_b = cp_dev_place(c, (size_t)F * 4);
-            d->fc2_w = cp_dev_place(c, (size_t)(W * F) * es);
-            d->fc2_b = cp_dev_place(c, (size_t)W * 4);
-            d->ln1_g = cp_dev_place(c, (size_t)W * 4);
-            d->ln1_b = cp_dev_place(c, (size_t)W * 4);
-            d->ln2_g = cp_dev_place(c, (size_t)W * 4);
-            d->ln2_b = cp_dev_place(c, (size_t)W * 4);
-        }
+        for (int64_t l = 0; l < cf->layers; l++) cp_dev_layer_place(c, &r->L[l], W, F);
         if (pass == 0) CP_CHECK(cp_dev_weights_alloc(c, (size_t)(F * W > 3 * W * W ? F * W : 3 * W * W)));
     }
-    const int dt = c->dt;
     CP_CHECK(cp_dev_upload(c, r->tok_emb, m->w.tok_emb, V * W, CP_DEVICE_FLOAT32));
     CP_CHECK(cp_dev_upload(c, r->pos_emb, m->w.pos_emb, Lc * W, CP_DEVICE_FLOAT32));
     CP_CHECK(cp_dev_upload(c, r->lnf_g, m->w.lnf_g, W, CP_DEVICE_FLOAT32));
@@ -79,48 +55,18 @@ static int bind(cp_clip_cuda *r) {
     if (r->proj) CP_CHECK(cp_dev_upload(c, r->proj, m->w.proj, W * D, CP_DEVICE_FLOAT32));
     for (int64_t l = 0; l < cf->layers; l++) {
         const cp_clip_layer *s = &m->w.layers[l];
-        dev_layer *d = &r->L[l];
-        unsigned char *qkv = d->qkv_w;
-        if (s->qkv_fused) {
-            CP_CHECK(cp_dev_upload(c, qkv, s->q_w, 3 * W * W, dt));
-            CP_CHECK(cp_dev_upload(c, d->qkv_b, s->q_b, 3 * W, CP_DEVICE_FLOAT32));
-        } else {
-            CP_CHECK(cp_dev_upload(c, qkv, s->q_w, W * W, dt));
-            CP_CHECK(cp_dev_upload(c, qkv + (size_t)(W * W) * es, s->k_w, W * W, dt));
-            CP_CHECK(cp_dev_upload(c, qkv + (size_t)(2 * W * W) * es, s->v_w, W * W, dt));
-            CP_CHECK(cp_dev_upload(c, d->qkv_b, s->q_b, W, CP_DEVICE_FLOAT32));
-            CP_CHECK(cp_dev_upload(c, d->qkv_b + W, s->k_b, W, CP_DEVICE_FLOAT32));
-            CP_CHECK(cp_dev_upload(c, d->qkv_b + 2 * W, s->v_b, W, CP_DEVICE_FLOAT32));
-        }
-        CP_CHECK(cp_dev_upload(c, d->o_w, s->o_w, W * W, dt));
-        CP_CHECK(cp_dev_upload(c, d->o_b, s->o_b, W, CP_DEVICE_FLOAT32));
-        CP_CHECK(cp_dev_upload(c, d->fc1_w, s->fc1_w, F * W, dt));
-        CP_CHECK(cp_dev_upload(c, d->fc1_b, s->fc1_b, F, CP_DEVICE_FLOAT32));
-        CP_CHECK(cp_dev_upload(c, d->fc2_w, s->fc2_w, W * F, dt));
-        CP_CHECK(cp_dev_upload(c, d->fc2_b, s->fc2_b, W, CP_DEVICE_FLOAT32));
-        CP_CHECK(cp_dev_upload(c, d->ln1_g, s->ln1_g, W, CP_DEVICE_FLOAT32));
-        CP_CHECK(cp_dev_upload(c, d->ln1_b, s->ln1_b, W, CP_DEVICE_FLOAT32));
-        CP_CHECK(cp_dev_upload(c, d->ln2_g, s->ln2_g, W, CP_DEVICE_FLOAT32));
-        CP_CHECK(cp_dev_upload(c, d->ln2_b, s->ln2_b, W, CP_DEVICE_FLOAT32));
+        const cp_dev_layer_src src = CP_DEV_LAYER_SRC(s, s->qkv_fused);
+        CP_CHECK(cp_dev_layer_upload(c, &r->L[l], &src, W, F));
     }
     return cp_dev_weights_done(c);
 }
 
 int cp_clip_cuda_create(const cp_clip_model *m, const cp_device_options *opt, cp_clip_cuda **out) {
     *out = NULL;
-    cp_device_options o;
-    if (opt) o = *opt;
-    else cp_device_options_init(&o);
     cp_clip_cuda *r = calloc(1, sizeof *r);
     if (!r) CP_FAIL(CP_ERR_NOMEM, "out of memory");
     r->m = m;
-    r->tok_cap = o.max_tokens > 0 ? o.max_tokens : 32768;
-    if (r->tok_cap < m->cfg.context) r->tok_cap = m->cfg.context;
-    int rc = cp_dev_ctx_init(&r->c, &o);
-    if (rc == CP_OK) {
-        r->L = calloc((size_t)m->cfg.layers, sizeof *r->L);
-        if (!r->L) rc = cp_fail(CP_ERR_NOMEM, "out of memory");
-    }
+    int rc = cp_dev_runner_init(&r->c, opt, m->cfg.context, m->cfg.layers, &r->L, &r->tok_cap);
     if (rc == CP_OK) rc = bind(r);
     if (rc != CP_OK) {
         cp_clip_cuda_free(r);
@@ -144,10 +90,7 @@ int cp_clip_cuda_graphs(const cp_clip_cuda *r) { return r->c.ngraphs; }
 /* Lays the arena out for T tokens / T segments (grows it when needed). */
 static int arena_for(cp_clip_cuda *r, int64_t T) {
     if (T <= r->arena_tokens && r->c.arena) return CP_OK;
-    /* grow geometrically (each growth drops the cached graphs), at least 256 tokens, at most tok_cap */
-    int64_t want = r->arena_tokens * 2 < r->tok_cap ? r->arena_tokens * 2 : r->tok_cap;
-    T = T > want ? T : want;
-    if (T < 256) T = 256;
+    T = cp_dev_arena_grow(T, r->arena_tokens, r->tok_cap);
     const cp_clip_config *cf = &r->m->cfg;
     const int64_t W = cf->width, F = cf->ffn, D = cf->proj_dim > 0 ? cf->proj_dim : W;
     const int64_t big = 3 * W > F ? 3 * W : F;
@@ -185,7 +128,7 @@ static int forward(void *arg) {
     CP_CHECK(cp_cuda_embed(r->tok_emb, r->pos_emb, NULL, r->d_tok, r->d_pos, T, W, r->x, s));
     if (r->nrun > 0) CP_CHECK(cp_cuda_layernorm(r->x, T, W, r->L[0].ln1_g, r->L[0].ln1_b, eps, NULL, r->h, dt, s));
     for (int64_t l = 0; l < r->nrun; l++) {
-        const dev_layer *d = &r->L[l];
+        const cp_dev_layer *d = &r->L[l];
         const int last = l == r->nrun - 1;
         CP_CHECK(cp_cuda_gemm(blas, dt, dt, r->h, W, T, W, d->qkv_w, 0, 3 * W, r->big, 3 * W, 0.0f));
         CP_CHECK(cp_cuda_attention(r->big, d->qkv_b, r->h, dt, r->d_start, r->d_len, r->nseg, r->max_len, H, dh, 1, s));
@@ -214,17 +157,6 @@ static int forward(void *arg) {
     return CP_OK;
 }
 
-static int check_ids(const cp_clip_config *c, const int32_t *ids, int64_t B, int64_t L) {
-    if (L <= 0 || L > c->context)
-        CP_FAIL(CP_ERR_INVALID_ARG, "token ids have %lld columns; this model takes at most %lld", (long long)L,
-                (long long)c->context);
-    for (int64_t i = 0; i < B * L; i++)
-        if (ids[i] < 0 || ids[i] >= c->vocab_size)
-            CP_FAIL(CP_ERR_INVALID_ARG, "token id %d at [%lld, %lld] is outside the vocabulary (0..%lld)", ids[i],
-                    (long long)(i / L), (long long)(i % L), (long long)c->vocab_size - 1);
-    return CP_OK;
-}
-
 /* Uploads the tables for T (padded to Tp) tokens and nseg segments, then runs forward (graph when small). */
 static int run_pass(cp_clip_cuda *r, int64_t T, int64_t Tp, int64_t nseg, int64_t max_len, int use_graph) {
     void *s = r->c.stream;
@@ -250,7 +182,7 @@ static int64_t bucket(int64_t T, int64_t cap) {
 int cp_clip_cuda_encode(cp_clip_cuda *r, const int32_t *ids, int64_t B, int64_t L, int normalize, float *out) {
     const cp_clip_config *cf = &r->m->cfg;
     if (B <= 0) return CP_OK;
-    CP_CHECK(check_ids(cf, ids, B, L));
+    CP_CHECK(cp_clip_check_ids(cf, ids, B, L));
     const int64_t W = cf->width, D = cf->proj_dim > 0 ? cf->proj_dim : W;
     pthread_mutex_lock(&r->c.lock);
     int rc = cp_cuda_set_device(r->c.device);
@@ -297,7 +229,7 @@ int cp_clip_cuda_hidden_states(cp_clip_cuda *r, const int32_t *ids, int64_t B, i
         CP_FAIL(CP_ERR_INVALID_ARG, "layer %d out of range for a %lld-layer model (use -%lld..%lld)", layer,
                 (long long)NL, (long long)NL + 1, (long long)NL);
     if (B <= 0) return CP_OK;
-    CP_CHECK(check_ids(cf, ids, B, L));
+    CP_CHECK(cp_clip_check_ids(cf, ids, B, L));
     const int64_t W = cf->width;
     pthread_mutex_lock(&r->c.lock);
     int rc = cp_cuda_set_device(r->c.device);

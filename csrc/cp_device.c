@@ -221,6 +221,63 @@ int cp_dev_run(cp_dev_ctx *c, int use_graph, const int64_t key[6], int (*fn)(voi
     return cp_cuda_graph_launch(exec, c->stream);
 }
 
+void cp_dev_layer_place(cp_dev_ctx *c, cp_dev_layer *d, int64_t W, int64_t F) {
+    const size_t es = cp_cuda_dtype_size(c->dt);
+    d->qkv_w = cp_dev_place(c, (size_t)(3 * W * W) * es);
+    d->qkv_b = cp_dev_place(c, (size_t)(3 * W) * 4);
+    d->o_w = cp_dev_place(c, (size_t)(W * W) * es);
+    d->o_b = cp_dev_place(c, (size_t)W * 4);
+    d->fc1_w = cp_dev_place(c, (size_t)(F * W) * es);
+    d->fc1_b = cp_dev_place(c, (size_t)F * 4);
+    d->fc2_w = cp_dev_place(c, (size_t)(W * F) * es);
+    d->fc2_b = cp_dev_place(c, (size_t)W * 4);
+    d->ln1_g = cp_dev_place(c, (size_t)W * 4);
+    d->ln1_b = cp_dev_place(c, (size_t)W * 4);
+    d->ln2_g = cp_dev_place(c, (size_t)W * 4);
+    d->ln2_b = cp_dev_place(c, (size_t)W * 4);
+}
+
+int cp_dev_layer_upload(cp_dev_ctx *c, cp_dev_layer *d, const cp_dev_layer_src *s, int64_t W, int64_t F) {
+    const int dt = c->dt, F32 = CP_DEVICE_FLOAT32;
+    const size_t es = cp_cuda_dtype_size(dt);
+    unsigned char *qkv = d->qkv_w;
+    if (s->qkv_fused) {
+        CP_CHECK(cp_dev_upload(c, qkv, s->q_w, 3 * W * W, dt));
+        CP_CHECK(cp_dev_upload(c, d->qkv_b, s->q_b, 3 * W, F32));
+    } else {
+        CP_CHECK(cp_dev_upload(c, qkv, s->q_w, W * W, dt));
+        CP_CHECK(cp_dev_upload(c, qkv + (size_t)(W * W) * es, s->k_w, W * W, dt));
+        CP_CHECK(cp_dev_upload(c, qkv + (size_t)(2 * W * W) * es, s->v_w, W * W, dt));
+        CP_CHECK(cp_dev_upload(c, d->qkv_b, s->q_b, W, F32));
+        CP_CHECK(cp_dev_upload(c, d->qkv_b + W, s->k_b, W, F32));
+        CP_CHECK(cp_dev_upload(c, d->qkv_b + 2 * W, s->v_b, W, F32));
+    }
+    CP_CHECK(cp_dev_upload(c, d->o_w, s->o_w, W * W, dt));
+    CP_CHECK(cp_dev_upload(c, d->o_b, s->o_b, W, F32));
+    CP_CHECK(cp_dev_upload(c, d->fc1_w, s->fc1_w, F * W, dt));
+    CP_CHECK(cp_dev_upload(c, d->fc1_b, s->fc1_b, F, F32));
+    CP_CHECK(cp_dev_upload(c, d->fc2_w, s->fc2_w, W * F, dt));
+    CP_CHECK(cp_dev_upload(c, d->fc2_b, s->fc2_b, W, F32));
+    CP_CHECK(cp_dev_upload(c, d->ln1_g, s->ln1_g, W, F32));
+    CP_CHECK(cp_dev_upload(c, d->ln1_b, s->ln1_b, W, F32));
+    CP_CHECK(cp_dev_upload(c, d->ln2_g, s->ln2_g, W, F32));
+    CP_CHECK(cp_dev_upload(c, d->ln2_b, s->ln2_b, W, F32));
+    return CP_OK;
+}
+
+int cp_dev_runner_init(cp_dev_ctx *c, const cp_device_options *opt, int64_t min_tokens, int64_t layers,
+                       cp_dev_layer **L, int64_t *tok_cap) {
+    cp_device_options o;
+    if (opt) o = *opt;
+    else cp_device_options_init(&o);
+    *tok_cap = o.max_tokens > 0 ? o.max_tokens : 32768;
+    if (*tok_cap < min_tokens) *tok_cap = min_tokens;
+    CP_CHECK(cp_dev_ctx_init(c, &o));
+    *L = calloc((size_t)layers, sizeof **L);
+    if (!*L) CP_FAIL(CP_ERR_NOMEM, "out of memory");
+    return CP_OK;
+}
+
 #else /* !CP_WITH_CUDA */
 
 int cp_device_compiled(void) { return 0; }

@@ -70,6 +70,42 @@ void cp_dev_graphs_clear(cp_dev_ctx *c);
  * runs fn directly. */
 int cp_dev_run(cp_dev_ctx *c, int use_graph, const int64_t key[6], int (*fn)(void *), void *arg);
 
+/* One transformer block's weights on the device (the same layout in both encoders). */
+typedef struct {
+    void *qkv_w, *o_w, *fc1_w, *fc2_w; /* (3W, W), (W, W), (F, W), (W, F) dtype */
+    float *qkv_b, *o_b, *fc1_b, *fc2_b, *ln1_g, *ln1_b, *ln2_g, *ln2_b;
+} cp_dev_layer;
+
+/* A block's host weights (fp32); q/k/v are separate unless qkv_fused (q_w / q_b then hold all three). */
+typedef struct {
+    const float *q_w, *k_w, *v_w, *q_b, *k_b, *v_b, *o_w, *o_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+    const float *ln1_g, *ln1_b, *ln2_g, *ln2_b;
+    int qkv_fused;
+} cp_dev_layer_src;
+
+/* A cp_dev_layer_src from any layer struct with these field names. */
+#define CP_DEV_LAYER_SRC(s, fused)                                                                                   \
+    ((cp_dev_layer_src){(s)->q_w, (s)->k_w, (s)->v_w, (s)->q_b, (s)->k_b, (s)->v_b, (s)->o_w, (s)->o_b, (s)->fc1_w, \
+                        (s)->fc1_b, (s)->fc2_w, (s)->fc2_b, (s)->ln1_g, (s)->ln1_b, (s)->ln2_g, (s)->ln2_b, (fused)})
+
+/* Place one block (width W, FFN F) in the weight allocation (see cp_dev_place). */
+void cp_dev_layer_place(cp_dev_ctx *c, cp_dev_layer *d, int64_t W, int64_t F);
+/* Upload one block: matrices as c->dt, vectors fp32. */
+int cp_dev_layer_upload(cp_dev_ctx *c, cp_dev_layer *d, const cp_dev_layer_src *s, int64_t W, int64_t F);
+
+/* Runner setup shared by the encoders: options (defaults when NULL), the packed-token cap (max_tokens or 32768,
+ * at least min_tokens), the context and a zeroed array of `layers` blocks. On error the caller frees what is set. */
+int cp_dev_runner_init(cp_dev_ctx *c, const cp_device_options *opt, int64_t min_tokens, int64_t layers,
+                       cp_dev_layer **L, int64_t *tok_cap);
+
+/* How many tokens to lay an arena out for when `T` do not fit in `have`: grow geometrically (each growth drops
+ * the cached graphs), at least 256 tokens, at most cap (unless T itself is larger). */
+static inline int64_t cp_dev_arena_grow(int64_t T, int64_t have, int64_t cap) {
+    int64_t want = have * 2 < cap ? have * 2 : cap;
+    T = T > want ? T : want;
+    return T < 256 ? 256 : T;
+}
+
 /* Round up to a multiple of 256 bytes. */
 static inline size_t cp_dev_align(size_t n) { return (n + 255) & ~(size_t)255; }
 

@@ -168,11 +168,7 @@ int cp_minilm_cpu_create(const cp_minilm_model *m, cp_minilm_cpu **out) {
         free(r);
         CP_FAIL(CP_ERR_INTERNAL, "pthread_mutex_init failed");
     }
-    const int64_t W = m->cfg.width, big = 3 * W > m->cfg.ffn ? 3 * W : m->cfg.ffn;
-    int64_t cap = (int64_t)(16 << 20) / (2 * W + big);
-    if (cap > 8192) cap = 8192;
-    if (cap < m->cfg.max_pos) cap = m->cfg.max_pos;
-    r->tok_cap = cap;
+    r->tok_cap = cp_arena_tok_cap(m->cfg.width, m->cfg.ffn, m->cfg.max_pos);
     *out = r;
     return CP_OK;
 }
@@ -188,31 +184,10 @@ void cp_minilm_cpu_free(cp_minilm_cpu *r) {
 size_t cp_minilm_cpu_arena_bytes(const cp_minilm_cpu *r) { return r->arena_bytes; }
 
 static int arena_reserve(cp_minilm_cpu *r, int64_t T) {
-    if (T <= r->arena_tokens) return CP_OK;
-    const cp_minilm_config *c = &r->m->cfg;
-    const int64_t W = c->width, big = 3 * W > c->ffn ? 3 * W : c->ffn;
-    size_t floats, bytes;
-    CP_CHECK(cp_mul_size((size_t)T, (size_t)(2 * W + big), &floats));
-    CP_CHECK(cp_mul_size(floats, sizeof(float), &bytes));
-    float *a = cp_malloc_aligned(bytes);
-    int64_t *s = malloc((size_t)T * 3 * sizeof(int64_t));
-    if (!a || !s) {
-        cp_free_aligned(a);
-        free(s);
-        CP_FAIL(CP_ERR_NOMEM, "cannot allocate the %zu-byte activation arena", bytes);
-    }
-    cp_free_aligned(r->arena);
-    free(r->seg);
-    r->arena = a, r->seg = s, r->arena_tokens = T, r->arena_bytes = bytes + (size_t)T * 3 * sizeof(int64_t);
-    return CP_OK;
+    return cp_arena_reserve(T, r->m->cfg.width, r->m->cfg.ffn, &r->arena, &r->seg, &r->arena_tokens, &r->arena_bytes);
 }
 
-int cp_minilm_cpu_encode(cp_minilm_cpu *r, const int32_t *ids, const int32_t *mask, int64_t B, int64_t L,
-                         int normalize, float *out) {
-    const cp_minilm_model *m = r->m;
-    const cp_minilm_config *c = &m->cfg;
-    const int64_t W = c->width, F = c->ffn, H = c->heads, dh = W / H;
-    if (B <= 0) return CP_OK;
+int cp_minilm_check_input(const cp_minilm_config *c, const int32_t *ids, const int32_t *mask, int64_t B, int64_t L) {
     if (L <= 0 || L > c->max_pos)
         CP_FAIL(CP_ERR_INVALID_ARG, "input has %lld columns; this model takes at most %lld", (long long)L,
                 (long long)c->max_pos);
@@ -224,6 +199,16 @@ int cp_minilm_cpu_encode(cp_minilm_cpu *r, const int32_t *ids, const int32_t *ma
             CP_FAIL(CP_ERR_INVALID_ARG, "token id %d at [%lld, %lld] is outside the vocabulary (0..%lld)", ids[i],
                     (long long)(i / L), (long long)(i % L), (long long)c->vocab_size - 1);
     }
+    return CP_OK;
+}
+
+int cp_minilm_cpu_encode(cp_minilm_cpu *r, const int32_t *ids, const int32_t *mask, int64_t B, int64_t L,
+                         int normalize, float *out) {
+    const cp_minilm_model *m = r->m;
+    const cp_minilm_config *c = &m->cfg;
+    const int64_t W = c->width, F = c->ffn, H = c->heads, dh = W / H;
+    if (B <= 0) return CP_OK;
+    CP_CHECK(cp_minilm_check_input(c, ids, mask, B, L));
     pthread_mutex_lock(&r->lock);
     int rc = CP_OK;
     int64_t b0 = 0;

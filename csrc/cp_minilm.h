@@ -62,6 +62,10 @@ size_t cp_minilm_cpu_arena_bytes(const cp_minilm_cpu *r);
 int cp_minilm_cpu_encode(cp_minilm_cpu *r, const int32_t *ids, const int32_t *mask, int64_t B, int64_t L,
                          int normalize, float *out);
 
+/** CP_ERR_INVALID_ARG unless 0 < L <= max_pos, the mask is 0/1 and every masked-in id is inside the vocabulary
+ *  (shared with the CUDA runner). */
+int cp_minilm_check_input(const cp_minilm_config *c, const int32_t *ids, const int32_t *mask, int64_t B, int64_t L);
+
 #ifdef __cplusplus
 }
 #endif

@@ -16,15 +16,10 @@
 #ifdef CP_WITH_CUDA
 #include "cp_device_ctx.h"
 
-typedef struct {
-    void *qkv_w, *o_w, *fc1_w, *fc2_w; /* dtype */
-    float *qkv_b, *o_b, *fc1_b, *fc2_b, *ln1_g, *ln1_b, *ln2_g, *ln2_b;
-} dev_layer;
-
 struct cp_minilm_cuda {
     const cp_minilm_model *m;
     cp_dev_ctx c;
-    dev_layer *L;
+    cp_dev_layer *L;
     float *word_emb, *pos_emb, *type_row, *emb_g, *emb_b;
     int64_t tok_cap, arena_tokens;
     float *x, *y, *out;
@@ -40,31 +35,16 @@ static int bind(cp_minilm_cuda *r) {
     const cp_minilm_config *cf = &m->cfg;
     cp_dev_ctx *c = &r->c;
     const int64_t W = cf->width, F = cf->ffn, V = cf->vocab_size, P = cf->max_pos;
-    const size_t es = cp_cuda_dtype_size(c->dt);
     for (int pass = 0; pass < 2; pass++) {
         r->word_emb = cp_dev_place(c, (size_t)(V * W) * 4);
         r->pos_emb = cp_dev_place(c, (size_t)(P * W) * 4);
         r->type_row = cp_dev_place(c, (size_t)W * 4);
         r->emb_g = cp_dev_place(c, (size_t)W * 4);
         r->emb_b = cp_dev_place(c, (size_t)W * 4);
-        for (int64_t l = 0; l < cf->layers; l++) {
-            dev_layer *d = &r->L[l];
-            d->qkv_w = cp_dev_place(c, (size_t)(3 * W * W) * es);
-            d->qkv_b = cp_dev_place(c, (size_t)(3 * W) * 4);
-            d->o_w = cp_dev_place(c, (size_t)(W * W) * es);
-            d->o_b = cp_dev_place(c, (size_t)W * 4);
-            d->fc1_w = cp_dev_place(c, (size_t)(F * W) * es);
-            d->fc1_b = cp_dev_place(c, (size_t)F * 4);
-            d->fc2_w = cp_dev_place(c, (size_t)(W * F) * es);
-            d->fc2_b = cp_dev_place(c, (size_t)W * 4);
-            d->ln1_g = cp_dev_place(c, (size_t)W * 4);
-            d->ln1_b = cp_dev_place(c, (size_t)W * 4);
-            d->ln2_g = cp_dev_place(c, (size_t)W * 4);
-            d->ln2_b = cp_dev_place(c, (size_t)W * 4);
-        }
+        for (int64_t l = 0; l < cf->layers; l++) cp_dev_layer_place(c, &r->L[l], W, F);
         if (pass == 0) CP_CHECK(cp_dev_weights_alloc(c, (size_t)(F * W > W * W ? F * W : W * W)));
     }
-    const int dt = c->dt, F32 = CP_DEVICE_FLOAT32;
+    const int F32 = CP_DEVICE_FLOAT32;
     CP_CHECK(cp_dev_upload(c, r->word_emb, m->w.word_emb, V * W, F32));
     CP_CHECK(cp_dev_upload(c, r->pos_emb, m->w.pos_emb, P * W, F32));
     CP_CHECK(cp_dev_upload(c, r->type_row, m->w.type_emb, W, F32)); /* token type 0 */
@@ -72,43 +52,18 @@ static int bind(cp_minilm_cuda *r) {
     CP_CHECK(cp_dev_upload(c, r->emb_b, m->w.emb_ln_b, W, F32));
     for (int64_t l = 0; l < cf->layers; l++) {
         const cp_minilm_layer *s = &m->w.layers[l];
-        dev_layer *d = &r->L[l];
-        unsigned char *qkv = d->qkv_w;
-        CP_CHECK(cp_dev_upload(c, qkv, s->q_w, W * W, dt));
-        CP_CHECK(cp_dev_upload(c, qkv + (size_t)(W * W) * es, s->k_w, W * W, dt));
-        CP_CHECK(cp_dev_upload(c, qkv + (size_t)(2 * W * W) * es, s->v_w, W * W, dt));
-        CP_CHECK(cp_dev_upload(c, d->qkv_b, s->q_b, W, F32));
-        CP_CHECK(cp_dev_upload(c, d->qkv_b + W, s->k_b, W, F32));
-        CP_CHECK(cp_dev_upload(c, d->qkv_b + 2 * W, s->v_b, W, F32));
-        CP_CHECK(cp_dev_upload(c, d->o_w, s->o_w, W * W, dt));
-        CP_CHECK(cp_dev_upload(c, d->o_b, s->o_b, W, F32));
-        CP_CHECK(cp_dev_upload(c, d->fc1_w, s->fc1_w, F * W, dt));
-        CP_CHECK(cp_dev_upload(c, d->fc1_b, s->fc1_b, F, F32));
-        CP_CHECK(cp_dev_upload(c, d->fc2_w, s->fc2_w, W * F, dt));
-        CP_CHECK(cp_dev_upload(c, d->fc2_b, s->fc2_b, W, F32));
-        CP_CHECK(cp_dev_upload(c, d->ln1_g, s->ln1_g, W, F32));
-        CP_CHECK(cp_dev_upload(c, d->ln1_b, s->ln1_b, W, F32));
-        CP_CHECK(cp_dev_upload(c, d->ln2_g, s->ln2_g, W, F32));
-        CP_CHECK(cp_dev_upload(c, d->ln2_b, s->ln2_b, W, F32));
+        const cp_dev_layer_src src = CP_DEV_LAYER_SRC(s, 0);
+        CP_CHECK(cp_dev_layer_upload(c, &r->L[l], &src, W, F));
     }
     return cp_dev_weights_done(c);
 }
 
 int cp_minilm_cuda_create(const cp_minilm_model *m, const cp_device_options *opt, cp_minilm_cuda **out) {
     *out = NULL;
-    cp_device_options o;
-    if (opt) o = *opt;
-    else cp_device_options_init(&o);
     cp_minilm_cuda *r = calloc(1, sizeof *r);
     if (!r) CP_FAIL(CP_ERR_NOMEM, "out of memory");
     r->m = m;
-    r->tok_cap = o.max_tokens > 0 ? o.max_tokens : 32768;
-    if (r->tok_cap < m->cfg.max_pos) r->tok_cap = m->cfg.max_pos;
-    int rc = cp_dev_ctx_init(&r->c, &o);
-    if (rc == CP_OK) {
-        r->L = calloc((size_t)m->cfg.layers, sizeof *r->L);
-        if (!r->L) rc = cp_fail(CP_ERR_NOMEM, "out of memory");
-    }
+    int rc = cp_dev_runner_init(&r->c, opt, m->cfg.max_pos, m->cfg.layers, &r->L, &r->tok_cap);
     if (rc == CP_OK) rc = bind(r);
     if (rc != CP_OK) {
         cp_minilm_cuda_free(r);
@@ -131,9 +86,7 @@ int cp_minilm_cuda_graphs(const cp_minilm_cuda *r) { return r->c.ngraphs; }
 
 static int arena_for(cp_minilm_cuda *r, int64_t T) {
     if (T <= r->arena_tokens && r->c.arena) return CP_OK;
-    int64_t want = r->arena_tokens * 2 < r->tok_cap ? r->arena_tokens * 2 : r->tok_cap;
-    T = T > want ? T : want;
-    if (T < 256) T = 256;
+    T = cp_dev_arena_grow(T, r->arena_tokens, r->tok_cap);
     const cp_minilm_config *cf = &r->m->cfg;
     const int64_t W = cf->width, F = cf->ffn, big = 3 * W > F ? 3 * W : F;
     const size_t es = cp_cuda_dtype_size(r->c.dt);
@@ -166,7 +119,7 @@ static int forward(void *arg) {
     CP_CHECK(cp_cuda_embed(r->word_emb, r->pos_emb, r->type_row, r->d_tok, r->d_pos, T, W, r->x, s));
     CP_CHECK(cp_cuda_layernorm(r->x, T, W, r->emb_g, r->emb_b, eps, r->x, r->h, dt, s));
     for (int64_t l = 0; l < cf->layers; l++) {
-        const dev_layer *d = &r->L[l];
+        const cp_dev_layer *d = &r->L[l];
         CP_CHECK(cp_cuda_gemm(blas, dt, dt, r->h, W, T, W, d->qkv_w, 0, 3 * W, r->big, 3 * W, 0.0f));
         CP_CHECK(cp_cuda_attention(r->big, d->qkv_b, r->h, dt, r->d_start, r->d_len, r->nseg, r->max_len, H, dh, 0, s));
         CP_CHECK(cp_cuda_gemm(blas, dt, F32, r->h, W, T, W, d->o_w, 0, W, r->y, W, 0.0f));
@@ -186,17 +139,7 @@ int cp_minilm_cuda_encode(cp_minilm_cuda *r, const int32_t *ids, const int32_t *
     const cp_minilm_config *cf = &r->m->cfg;
     const int64_t W = cf->width;
     if (B <= 0) return CP_OK;
-    if (L <= 0 || L > cf->max_pos)
-        CP_FAIL(CP_ERR_INVALID_ARG, "input has %lld columns; this model takes at most %lld", (long long)L,
-                (long long)cf->max_pos);
-    for (int64_t i = 0; i < B * L; i++) {
-        if (mask[i] != 0 && mask[i] != 1)
-            CP_FAIL(CP_ERR_INVALID_ARG, "attention_mask must be 0/1, found %d at [%lld, %lld]", mask[i],
-                    (long long)(i / L), (long long)(i % L));
-        if (mask[i] && (ids[i] < 0 || ids[i] >= cf->vocab_size))
-            CP_FAIL(CP_ERR_INVALID_ARG, "token id %d at [%lld, %lld] is outside the vocabulary (0..%lld)", ids[i],
-                    (long long)(i / L), (long long)(i % L), (long long)cf->vocab_size - 1);
-    }
+    CP_CHECK(cp_minilm_check_input(cf, ids, mask, B, L));
     pthread_mutex_lock(&r->c.lock);
     int rc = cp_cuda_set_device(r->c.device);
     const int64_t lim = rc == CP_OK ? cp_cuda_attention_max_len(W / cf->heads, r->c.dt) : 0;

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cp_common.h"
+
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(CP_SANITIZE)
 #define CP_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
@@ -294,4 +296,34 @@ void cp_l2_normalize_rows(float *x, int64_t M, int64_t N) {
             for (int64_t j = 0; j < N; j++) r[j] *= inv;
         }
     }
+}
+
+/* ---- activation arenas ---------------------------------------------------------------------------- */
+
+int64_t cp_arena_tok_cap(int64_t W, int64_t F, int64_t min_tokens) {
+    const int64_t big = 3 * W > F ? 3 * W : F;
+    int64_t cap = (int64_t)(16 << 20) / (2 * W + big);
+    if (cap > 8192) cap = 8192;
+    if (cap < min_tokens) cap = min_tokens;
+    return cap;
+}
+
+int cp_arena_reserve(int64_t T, int64_t W, int64_t F, float **arena, int64_t **seg, int64_t *tokens,
+                     size_t *bytes_out) {
+    if (T <= *tokens) return CP_OK;
+    const int64_t big = 3 * W > F ? 3 * W : F;
+    size_t floats, bytes;
+    CP_CHECK(cp_mul_size((size_t)T, (size_t)(2 * W + big), &floats));
+    CP_CHECK(cp_mul_size(floats, sizeof(float), &bytes));
+    float *a = cp_malloc_aligned(bytes);
+    int64_t *s = malloc((size_t)T * 3 * sizeof(int64_t));
+    if (!a || !s) {
+        cp_free_aligned(a);
+        free(s);
+        CP_FAIL(CP_ERR_NOMEM, "cannot allocate the %zu-byte activation arena", bytes);
+    }
+    cp_free_aligned(*arena);
+    free(*seg);
+    *arena = a, *seg = s, *tokens = T, *bytes_out = bytes + (size_t)T * 3 * sizeof(int64_t);
+    return CP_OK;
 }

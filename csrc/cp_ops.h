@@ -47,6 +47,16 @@ void cp_l2_normalize_rows(float *x, int64_t M, int64_t N);
 /** Add b[N] to each row of x[M,N] (stride ldx). */
 void cp_add_bias_rows(float *x, int64_t ldx, int64_t M, int64_t N, const float *b);
 
+/* ---- activation arenas of the CPU encoder runners (cp_clip_cpu.c, cp_minilm.c) ---- */
+
+/** Most packed tokens per chunk for width W and FFN size F: the arena near 64 MiB (16M floats over (2W + max(3W, F))
+ *  floats per token), at most 8192, at least min_tokens (one full context). */
+int64_t cp_arena_tok_cap(int64_t W, int64_t F, int64_t min_tokens);
+
+/** Grow an arena (floats x | h | big: T * (2W + max(3W, F)); int64 seg: 3T) to hold T tokens when *tokens < T.
+ *  On failure (CP_ERR_NOMEM) the old arena is kept. *bytes: both allocations together. */
+int cp_arena_reserve(int64_t T, int64_t W, int64_t F, float **arena, int64_t **seg, int64_t *tokens, size_t *bytes);
+
 #ifdef __cplusplus
 }
 #endif

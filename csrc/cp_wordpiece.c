@@ -11,6 +11,7 @@
 #include <utf8proc.h>
 
 #include "cp_common.h"
+#include "cp_textutil.h"
 #include "cp_tokenizer_tables.h"
 
 #define CP_WP_MAX_WORD_CHARS 100
@@ -463,16 +464,6 @@ static int cp_wp_row(const cp_wordpiece *t, const char *s, size_t n, size_t L, c
     return CP_OK;
 }
 
-static void cp_wp_prefix(const char *s, size_t n, char *dst, size_t cap) {
-    size_t k = n < 40 ? n : 40;
-    while (k > 0 && k < n && ((uint8_t)s[k] & 0xC0) == 0x80) k--;
-    if (k >= cap - 4) k = cap - 4;
-    size_t j = 0;
-    for (size_t i = 0; i < k; i++) dst[j++] = (s[i] == '\n' || s[i] == '\r' || s[i] == '\t') ? ' ' : s[i];
-    if (k < n) dst[j++] = '.', dst[j++] = '.', dst[j++] = '.';
-    dst[j] = '\0';
-}
-
 int cp_wordpiece_encode_batch(const cp_wordpiece *t, const char *const *texts, const size_t *lens, size_t n,
                               size_t max_length, int32_t *out, int32_t *lengths) {
     if (max_length < 2) CP_FAIL(CP_ERR_INVALID_ARG, "max_length must be at least 2 ([CLS] and [SEP]), got %zu", max_length);
@@ -503,7 +494,7 @@ int cp_wordpiece_encode_batch(const cp_wordpiece *t, const char *const *texts, c
     if (first_bad == SIZE_MAX) return CP_OK;
     size_t i = first_bad;
     char prefix[64], inner[512];
-    cp_wp_prefix(texts[i], lens[i], prefix, sizeof prefix);
+    cp_prompt_prefix(texts[i], lens[i], prefix, sizeof prefix);
     cp_wp_ws ws = {0};
     int rc = cp_wp_encode_ws(t, texts[i], lens[i], &ws);
     cp_wp_ws_free(&ws);

@@ -2,14 +2,11 @@
  * over an already loaded ClipTextModel / MiniLMModel, which they keep alive), the device-string parser shared with
  * FlatIPIndex, and _cuda_device(i) for benchmarks. Compiles without CUDA: the constructors then raise DeviceError.
  * Every forward pass releases the GIL. */
-#include "py_common.h"
+#include "py_encoder_common.h"
 
 #include <string.h>
 
 #include "../cp_device.h"
-
-const cp_clip_model *cp_py_clip_model_of(PyObject *obj);     /* py_encoder.c */
-const cp_minilm_model *cp_py_minilm_model_of(PyObject *obj); /* py_encoder.c */
 
 /* "cpu" -> 0; "cuda" / "cuda:N" / an int N -> 1 with *index. Anything else: InvalidArgumentError, -1. */
 int cp_py_parse_device(PyObject *obj, int *index) {
@@ -67,13 +64,30 @@ static int parse_options(PyObject *device, const char *dtype, const char *attent
     return 0;
 }
 
-static PyArrayObject *ids_arg(PyObject *o, const char *what) {
-    PyArrayObject *a = (PyArrayObject *)PyArray_FROMANY(o, NPY_INT32, 2, 2, NPY_ARRAY_CARRAY_RO);
-    if (a == NULL) {
-        PyErr_Clear();
-        PyErr_Format(cp_py_InvalidArgumentError, "%s must be a 2-D int32 array (batch, length)", what);
-    }
-    return a;
+/* The constructor arguments of both runners: (model, device, dtype, attention, graph_max_batch, max_tokens).
+ * Returns the loaded model inside `model_obj` (a ClipTextModel when `clip`, else a MiniLMModel; borrowed) and fills
+ * `o`; NULL with an exception set on error. */
+static const void *runner_args(PyObject *args, PyObject *kw, int clip, PyObject **model_obj, cp_device_options *o) {
+    static char *kwlist[] = {"model", "device", "dtype", "attention", "graph_max_batch", "max_tokens", NULL};
+    PyObject *device = NULL;
+    const char *dtype = "float32", *attention = "fused";
+    int gmb = 64;
+    long long max_tokens = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, clip ? "O|Ossil:ClipTextModelCUDA" : "O|Ossil:MiniLMModelCUDA", kwlist,
+                                     model_obj, &device, &dtype, &attention, &gmb, &max_tokens))
+        return NULL;
+    const void *m =
+        clip ? (const void *)cp_py_clip_model_of(*model_obj) : (const void *)cp_py_minilm_model_of(*model_obj);
+    if (m == NULL) return NULL;
+    if (parse_options(device, dtype, attention, gmb, max_tokens, o) < 0) return NULL;
+    return m;
+}
+
+static PyObject *runner_info(const cp_device_options *opt, size_t weight_bytes, size_t arena_bytes, int graphs) {
+    return Py_BuildValue("{s:i,s:s,s:s,s:i,s:n,s:n,s:i}", "device", opt->device, "dtype",
+                         cp_device_dtype_name(opt->dtype), "attention", "fused", "graph_max_batch",
+                         opt->graph_max_batch, "weight_bytes", (Py_ssize_t)weight_bytes, "arena_bytes",
+                         (Py_ssize_t)arena_bytes, "graphs", graphs);
 }
 
 /* ---- ClipTextModelCUDA ---------------------------------------------------------------------------- */
@@ -99,18 +113,10 @@ static void ClipCuda_dealloc(ClipCudaObject *self) {
 }
 
 static PyObject *ClipCuda_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"model", "device", "dtype", "attention", "graph_max_batch", "max_tokens", NULL};
-    PyObject *model_obj, *device = NULL;
-    const char *dtype = "float32", *attention = "fused";
-    int gmb = 64;
-    long long max_tokens = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|Ossil:ClipTextModelCUDA", kwlist, &model_obj, &device, &dtype,
-                                     &attention, &gmb, &max_tokens))
-        return NULL;
-    const cp_clip_model *m = cp_py_clip_model_of(model_obj);
-    if (m == NULL) return NULL;
+    PyObject *model_obj;
     cp_device_options o;
-    if (parse_options(device, dtype, attention, gmb, max_tokens, &o) < 0) return NULL;
+    const cp_clip_model *m = runner_args(args, kw, 1, &model_obj, &o);
+    if (m == NULL) return NULL;
     ClipCudaObject *self = (ClipCudaObject *)type->tp_alloc(type, 0);
     if (self == NULL) return NULL;
     self->model_obj = Py_NewRef(model_obj);
@@ -128,69 +134,27 @@ static PyObject *ClipCuda_new(PyTypeObject *type, PyObject *args, PyObject *kw) 
 }
 
 static PyObject *ClipCuda_encode(ClipCudaObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"ids", "normalize", NULL};
-    PyObject *ids_obj;
-    int normalize = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|p:encode", kwlist, &ids_obj, &normalize)) return NULL;
-    PyArrayObject *ids = ids_arg(ids_obj, "ids");
-    if (ids == NULL) return NULL;
-    const cp_clip_config *c = &self->model->cfg;
-    npy_intp B = PyArray_DIM(ids, 0), L = PyArray_DIM(ids, 1);
-    npy_intp dims[2] = {B, c->proj_dim > 0 ? c->proj_dim : c->width};
-    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
-    if (out == NULL) {
-        Py_DECREF(ids);
-        return NULL;
-    }
-    int rc;
-    const int32_t *ip = PyArray_DATA(ids);
-    float *op = PyArray_DATA(out);
+    cp_py_enc_call c;
+    if (cp_py_enc_begin(&c, args, kw, CP_PY_ENC_CLIP_ENCODE, cp_py_clip_out_width(&self->model->cfg)) < 0) return NULL;
     Py_BEGIN_ALLOW_THREADS
-    rc = cp_clip_cuda_encode(self->run, ip, B, L, normalize, op);
+    c.rc = cp_clip_cuda_encode(self->run, c.ip, c.B, c.L, c.flag, c.op);
     Py_END_ALLOW_THREADS
-    Py_DECREF(ids);
-    if (rc != CP_OK) {
-        Py_DECREF(out);
-        return cp_py_raise(rc);
-    }
-    return (PyObject *)out;
+    return cp_py_enc_end(&c);
 }
 
 static PyObject *ClipCuda_hidden_states(ClipCudaObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"ids", "layer", NULL};
-    PyObject *ids_obj;
-    int layer = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|i:hidden_states", kwlist, &ids_obj, &layer)) return NULL;
-    PyArrayObject *ids = ids_arg(ids_obj, "ids");
-    if (ids == NULL) return NULL;
-    npy_intp B = PyArray_DIM(ids, 0), L = PyArray_DIM(ids, 1);
-    npy_intp dims[3] = {B, L, self->model->cfg.width};
-    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(3, dims, NPY_FLOAT32);
-    if (out == NULL) {
-        Py_DECREF(ids);
-        return NULL;
-    }
-    int rc;
-    const int32_t *ip = PyArray_DATA(ids);
-    float *op = PyArray_DATA(out);
+    cp_py_enc_call c;
+    if (cp_py_enc_begin(&c, args, kw, CP_PY_ENC_CLIP_HIDDEN, self->model->cfg.width) < 0) return NULL;
     Py_BEGIN_ALLOW_THREADS
-    rc = cp_clip_cuda_hidden_states(self->run, ip, B, L, layer, op);
+    c.rc = cp_clip_cuda_hidden_states(self->run, c.ip, c.B, c.L, c.flag, c.op);
     Py_END_ALLOW_THREADS
-    Py_DECREF(ids);
-    if (rc != CP_OK) {
-        Py_DECREF(out);
-        return cp_py_raise(rc);
-    }
-    return (PyObject *)out;
+    return cp_py_enc_end(&c);
 }
 
 static PyObject *ClipCuda_info(ClipCudaObject *self, void *closure) {
     (void)closure;
-    return Py_BuildValue("{s:i,s:s,s:s,s:i,s:n,s:n,s:i}", "device", self->opt.device, "dtype",
-                         cp_device_dtype_name(self->opt.dtype), "attention", "fused", "graph_max_batch",
-                         self->opt.graph_max_batch, "weight_bytes", (Py_ssize_t)cp_clip_cuda_weight_bytes(self->run),
-                         "arena_bytes", (Py_ssize_t)cp_clip_cuda_arena_bytes(self->run), "graphs",
-                         cp_clip_cuda_graphs(self->run));
+    return runner_info(&self->opt, cp_clip_cuda_weight_bytes(self->run), cp_clip_cuda_arena_bytes(self->run),
+                       cp_clip_cuda_graphs(self->run));
 }
 
 static PyMethodDef ClipCuda_methods[] = {
@@ -239,18 +203,10 @@ static void MiniCuda_dealloc(MiniCudaObject *self) {
 }
 
 static PyObject *MiniCuda_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"model", "device", "dtype", "attention", "graph_max_batch", "max_tokens", NULL};
-    PyObject *model_obj, *device = NULL;
-    const char *dtype = "float32", *attention = "fused";
-    int gmb = 64;
-    long long max_tokens = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|Ossil:MiniLMModelCUDA", kwlist, &model_obj, &device, &dtype,
-                                     &attention, &gmb, &max_tokens))
-        return NULL;
-    const cp_minilm_model *m = cp_py_minilm_model_of(model_obj);
-    if (m == NULL) return NULL;
+    PyObject *model_obj;
     cp_device_options o;
-    if (parse_options(device, dtype, attention, gmb, max_tokens, &o) < 0) return NULL;
+    const cp_minilm_model *m = runner_args(args, kw, 0, &model_obj, &o);
+    if (m == NULL) return NULL;
     MiniCudaObject *self = (MiniCudaObject *)type->tp_alloc(type, 0);
     if (self == NULL) return NULL;
     self->model_obj = Py_NewRef(model_obj);
@@ -268,53 +224,18 @@ static PyObject *MiniCuda_new(PyTypeObject *type, PyObject *args, PyObject *kw) 
 }
 
 static PyObject *MiniCuda_encode(MiniCudaObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"ids", "mask", "normalize", NULL};
-    PyObject *ids_obj, *mask_obj;
-    int normalize = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|p:encode", kwlist, &ids_obj, &mask_obj, &normalize)) return NULL;
-    PyArrayObject *ids = ids_arg(ids_obj, "ids");
-    if (ids == NULL) return NULL;
-    PyArrayObject *mask = ids_arg(mask_obj, "mask");
-    if (mask == NULL) {
-        Py_DECREF(ids);
-        return NULL;
-    }
-    npy_intp B = PyArray_DIM(ids, 0), L = PyArray_DIM(ids, 1);
-    if (PyArray_DIM(mask, 0) != B || PyArray_DIM(mask, 1) != L) {
-        Py_DECREF(ids);
-        Py_DECREF(mask);
-        PyErr_SetString(cp_py_DimensionMismatchError, "ids and mask must have the same shape");
-        return NULL;
-    }
-    npy_intp dims[2] = {B, self->model->cfg.width};
-    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
-    if (out == NULL) {
-        Py_DECREF(ids);
-        Py_DECREF(mask);
-        return NULL;
-    }
-    int rc;
-    const int32_t *ip = PyArray_DATA(ids), *mp = PyArray_DATA(mask);
-    float *op = PyArray_DATA(out);
+    cp_py_enc_call c;
+    if (cp_py_enc_begin(&c, args, kw, CP_PY_ENC_MINI_ENCODE, self->model->cfg.width) < 0) return NULL;
     Py_BEGIN_ALLOW_THREADS
-    rc = cp_minilm_cuda_encode(self->run, ip, mp, B, L, normalize, op);
+    c.rc = cp_minilm_cuda_encode(self->run, c.ip, c.mp, c.B, c.L, c.flag, c.op);
     Py_END_ALLOW_THREADS
-    Py_DECREF(ids);
-    Py_DECREF(mask);
-    if (rc != CP_OK) {
-        Py_DECREF(out);
-        return cp_py_raise(rc);
-    }
-    return (PyObject *)out;
+    return cp_py_enc_end(&c);
 }
 
 static PyObject *MiniCuda_info(MiniCudaObject *self, void *closure) {
     (void)closure;
-    return Py_BuildValue("{s:i,s:s,s:s,s:i,s:n,s:n,s:i}", "device", self->opt.device, "dtype",
-                         cp_device_dtype_name(self->opt.dtype), "attention", "fused", "graph_max_batch",
-                         self->opt.graph_max_batch, "weight_bytes", (Py_ssize_t)cp_minilm_cuda_weight_bytes(self->run),
-                         "arena_bytes", (Py_ssize_t)cp_minilm_cuda_arena_bytes(self->run), "graphs",
-                         cp_minilm_cuda_graphs(self->run));
+    return runner_info(&self->opt, cp_minilm_cuda_weight_bytes(self->run), cp_minilm_cuda_arena_bytes(self->run),
+                       cp_minilm_cuda_graphs(self->run));
 }
 
 static PyMethodDef MiniCuda_methods[] = {
@@ -390,16 +311,9 @@ static PyMethodDef cuda_functions[] = {
     {NULL, NULL, 0, NULL}};
 
 int cp_py_add_cuda(PyObject *m) {
-    PyObject *t = PyType_FromSpec(&ClipCuda_spec);
-    if (t == NULL || PyModule_AddObject(m, "ClipTextModelCUDA", t) < 0) {
-        Py_XDECREF(t);
+    if (cp_py_add_type(m, &ClipCuda_spec, "ClipTextModelCUDA") < 0 ||
+        cp_py_add_type(m, &MiniCuda_spec, "MiniLMModelCUDA") < 0)
         return -1;
-    }
-    t = PyType_FromSpec(&MiniCuda_spec);
-    if (t == NULL || PyModule_AddObject(m, "MiniLMModelCUDA", t) < 0) {
-        Py_XDECREF(t);
-        return -1;
-    }
     if (PyModule_AddIntConstant(m, "CUDA_TOPK_MAX", (long)cp_index_cuda_max_k()) < 0) return -1;
     return PyModule_AddFunctions(m, cuda_functions);
 }

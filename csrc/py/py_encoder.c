@@ -3,10 +3,7 @@
  * They take token ids (int32 C arrays); clipprompt/encoders.py wraps them with tokenization, batching, progress
  * and the public ClipTextEncoder / MiniLMEncoder classes. Loading and every forward pass release the GIL.
  */
-#include "py_common.h"
-
-#include "../cp_clip.h"
-#include "../cp_minilm.h"
+#include "py_encoder_common.h"
 
 static const char *act_name(cp_act a) {
     switch (a) {
@@ -35,16 +32,6 @@ static int act_parse(PyObject *o, int *out) {
         return -1;
     }
     return 0;
-}
-
-/* int32 (B, L) C-contiguous view of an array argument. */
-static PyArrayObject *ids_arg(PyObject *o, const char *what) {
-    PyArrayObject *a = (PyArrayObject *)PyArray_FROMANY(o, NPY_INT32, 2, 2, NPY_ARRAY_CARRAY_RO);
-    if (a == NULL) {
-        PyErr_Clear();
-        PyErr_Format(cp_py_InvalidArgumentError, "%s must be a 2-D int32 array (batch, length)", what);
-    }
-    return a;
 }
 
 /* ---- ClipTextModel -------------------------------------------------------------------------------- */
@@ -95,61 +82,21 @@ static PyObject *Clip_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
 }
 
 static PyObject *Clip_encode(ClipObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"ids", "normalize", NULL};
-    PyObject *ids_obj;
-    int normalize = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|p:encode", kwlist, &ids_obj, &normalize)) return NULL;
-    PyArrayObject *ids = ids_arg(ids_obj, "ids");
-    if (ids == NULL) return NULL;
-    const cp_clip_config *c = &self->model->cfg;
-    npy_intp B = PyArray_DIM(ids, 0), L = PyArray_DIM(ids, 1);
-    npy_intp dims[2] = {B, c->proj_dim > 0 ? c->proj_dim : c->width};
-    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
-    if (out == NULL) {
-        Py_DECREF(ids);
-        return NULL;
-    }
-    int rc;
-    const int32_t *ip = PyArray_DATA(ids);
-    float *op = PyArray_DATA(out);
+    cp_py_enc_call c;
+    if (cp_py_enc_begin(&c, args, kw, CP_PY_ENC_CLIP_ENCODE, cp_py_clip_out_width(&self->model->cfg)) < 0) return NULL;
     Py_BEGIN_ALLOW_THREADS
-    rc = cp_clip_cpu_encode(self->cpu, ip, B, L, normalize, op);
+    c.rc = cp_clip_cpu_encode(self->cpu, c.ip, c.B, c.L, c.flag, c.op);
     Py_END_ALLOW_THREADS
-    Py_DECREF(ids);
-    if (rc != CP_OK) {
-        Py_DECREF(out);
-        return cp_py_raise(rc);
-    }
-    return (PyObject *)out;
+    return cp_py_enc_end(&c);
 }
 
 static PyObject *Clip_hidden_states(ClipObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"ids", "layer", NULL};
-    PyObject *ids_obj;
-    int layer = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|i:hidden_states", kwlist, &ids_obj, &layer)) return NULL;
-    PyArrayObject *ids = ids_arg(ids_obj, "ids");
-    if (ids == NULL) return NULL;
-    const cp_clip_config *c = &self->model->cfg;
-    npy_intp B = PyArray_DIM(ids, 0), L = PyArray_DIM(ids, 1);
-    npy_intp dims[3] = {B, L, c->width};
-    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(3, dims, NPY_FLOAT32);
-    if (out == NULL) {
-        Py_DECREF(ids);
-        return NULL;
-    }
-    int rc;
-    const int32_t *ip = PyArray_DATA(ids);
-    float *op = PyArray_DATA(out);
+    cp_py_enc_call c;
+    if (cp_py_enc_begin(&c, args, kw, CP_PY_ENC_CLIP_HIDDEN, self->model->cfg.width) < 0) return NULL;
     Py_BEGIN_ALLOW_THREADS
-    rc = cp_clip_cpu_hidden_states(self->cpu, ip, B, L, layer, op);
+    c.rc = cp_clip_cpu_hidden_states(self->cpu, c.ip, c.B, c.L, c.flag, c.op);
     Py_END_ALLOW_THREADS
-    Py_DECREF(ids);
-    if (rc != CP_OK) {
-        Py_DECREF(out);
-        return cp_py_raise(rc);
-    }
-    return (PyObject *)out;
+    return cp_py_enc_end(&c);
 }
 
 static PyObject *Clip_get_config(ClipObject *self, void *closure) {
@@ -238,44 +185,12 @@ static PyObject *Mini_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
 }
 
 static PyObject *Mini_encode(MiniObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"ids", "mask", "normalize", NULL};
-    PyObject *ids_obj, *mask_obj;
-    int normalize = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|p:encode", kwlist, &ids_obj, &mask_obj, &normalize)) return NULL;
-    PyArrayObject *ids = ids_arg(ids_obj, "ids");
-    if (ids == NULL) return NULL;
-    PyArrayObject *mask = ids_arg(mask_obj, "mask");
-    if (mask == NULL) {
-        Py_DECREF(ids);
-        return NULL;
-    }
-    npy_intp B = PyArray_DIM(ids, 0), L = PyArray_DIM(ids, 1);
-    if (PyArray_DIM(mask, 0) != B || PyArray_DIM(mask, 1) != L) {
-        Py_DECREF(ids);
-        Py_DECREF(mask);
-        PyErr_SetString(cp_py_DimensionMismatchError, "ids and mask must have the same shape");
-        return NULL;
-    }
-    npy_intp dims[2] = {B, self->model->cfg.width};
-    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
-    if (out == NULL) {
-        Py_DECREF(ids);
-        Py_DECREF(mask);
-        return NULL;
-    }
-    int rc;
-    const int32_t *ip = PyArray_DATA(ids), *mp = PyArray_DATA(mask);
-    float *op = PyArray_DATA(out);
+    cp_py_enc_call c;
+    if (cp_py_enc_begin(&c, args, kw, CP_PY_ENC_MINI_ENCODE, self->model->cfg.width) < 0) return NULL;
     Py_BEGIN_ALLOW_THREADS
-    rc = cp_minilm_cpu_encode(self->cpu, ip, mp, B, L, normalize, op);
+    c.rc = cp_minilm_cpu_encode(self->cpu, c.ip, c.mp, c.B, c.L, c.flag, c.op);
     Py_END_ALLOW_THREADS
-    Py_DECREF(ids);
-    Py_DECREF(mask);
-    if (rc != CP_OK) {
-        Py_DECREF(out);
-        return cp_py_raise(rc);
-    }
-    return (PyObject *)out;
+    return cp_py_enc_end(&c);
 }
 
 static PyObject *Mini_get_config(MiniObject *self, void *closure) {
@@ -374,15 +289,7 @@ static PyMethodDef encoder_functions[] = {
     {NULL, NULL, 0, NULL}};
 
 int cp_py_add_encoder(PyObject *m) {
-    PyObject *t = PyType_FromSpec(&Clip_spec);
-    if (t == NULL || PyModule_AddObject(m, "ClipTextModel", t) < 0) {
-        Py_XDECREF(t);
+    if (cp_py_add_type(m, &Clip_spec, "ClipTextModel") < 0 || cp_py_add_type(m, &Mini_spec, "MiniLMModel") < 0)
         return -1;
-    }
-    t = PyType_FromSpec(&Mini_spec);
-    if (t == NULL || PyModule_AddObject(m, "MiniLMModel", t) < 0) {
-        Py_XDECREF(t);
-        return -1;
-    }
     return PyModule_AddFunctions(m, encoder_functions);
 }

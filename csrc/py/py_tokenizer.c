@@ -3,21 +3,11 @@
  * The merges file is read here with Python's gzip module (zlib underneath) and handed to C as bytes: the C core then
  * needs no zlib link, accepts a plain .txt just as well, and the one-off ~60 ms load is not a hot path.
  */
-#include "py_common.h"
+#include "py_file_common.h"
 
 #include <string.h>
 
 #include "../cp_bpe.h"
-
-/* The pending exception's value (normalized), cleared; new reference (or NULL). Python 3.10+ compatible. */
-static PyObject *cp_py_take_exc(void) {
-    PyObject *t, *v, *tb;
-    PyErr_Fetch(&t, &v, &tb);
-    PyErr_NormalizeException(&t, &v, &tb);
-    Py_XDECREF(t);
-    Py_XDECREF(tb);
-    return v;
-}
 
 #define CP_CLIP_DEFAULT_CACHE 16384
 #define CP_CLIP_BUNDLED "bpe_simple_vocab_16e6.txt.gz"
@@ -51,25 +41,8 @@ static PyObject *cp_py_data_path(const char *name) {
 
 /* Read a whole file as bytes; gunzip when it starts with the gzip magic. OSError -> FileAccessError. */
 static PyObject *cp_py_read_maybe_gz(PyObject *path) {
-    PyObject *io = PyImport_ImportModule("io");
-    if (!io) return NULL;
-    PyObject *f = PyObject_CallMethod(io, "open", "Os", path, "rb");
-    Py_DECREF(io);
-    PyObject *data = NULL;
-    if (f) {
-        data = PyObject_CallMethod(f, "read", NULL);
-        PyObject *r = PyObject_CallMethod(f, "close", NULL);
-        Py_XDECREF(r);
-        Py_DECREF(f);
-    }
-    if (!data) {
-        if (PyErr_ExceptionMatches(PyExc_OSError)) {
-            PyObject *exc = cp_py_take_exc();
-            PyErr_Format(cp_py_FileAccessError, "cannot read %R: %S", path, exc);
-            Py_XDECREF(exc);
-        }
-        return NULL;
-    }
+    PyObject *data = cp_py_read_file(path, "");
+    if (!data) return NULL;
     if (PyBytes_GET_SIZE(data) >= 2 && memcmp(PyBytes_AS_STRING(data), "\x1f\x8b", 2) == 0) {
         PyObject *gz = PyImport_ImportModule("gzip");
         PyObject *raw = gz ? PyObject_CallMethod(gz, "decompress", "O", data) : NULL;

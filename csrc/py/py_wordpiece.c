@@ -1,5 +1,5 @@
 /* py_wordpiece.c — clipprompt._C.WordPieceTokenizer over cp_wordpiece (csrc/cp_wordpiece.h). */
-#include "py_common.h"
+#include "py_file_common.h"
 
 #include <string.h>
 
@@ -58,25 +58,7 @@ done:
 }
 
 static PyObject *cp_wp_read(PyObject *path) {
-    PyObject *io = PyImport_ImportModule("io");
-    if (!io) return NULL;
-    PyObject *f = PyObject_CallMethod(io, "open", "Os", path, "rb");
-    Py_DECREF(io);
-    PyObject *data = NULL;
-    if (f) {
-        data = PyObject_CallMethod(f, "read", NULL);
-        PyObject *r = PyObject_CallMethod(f, "close", NULL);
-        Py_XDECREF(r);
-        Py_DECREF(f);
-    }
-    if (!data && PyErr_ExceptionMatches(PyExc_OSError)) {
-        PyObject *t, *v, *tb;
-        PyErr_Fetch(&t, &v, &tb);
-        PyErr_NormalizeException(&t, &v, &tb);
-        PyErr_Format(cp_py_FileAccessError, "cannot read the WordPiece vocabulary %R: %S", path, v);
-        Py_XDECREF(t), Py_XDECREF(v), Py_XDECREF(tb);
-    }
-    return data;
+    return cp_py_read_file(path, "the WordPiece vocabulary ");
 }
 
 static PyObject *WP_new(PyTypeObject *type, PyObject *args, PyObject *kw) {

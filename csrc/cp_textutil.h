@@ -1,0 +1,11 @@
+/* cp_textutil.h — small text helpers shared by the tokenizers (cp_bpe.c, cp_wordpiece.c). */
+#ifndef CP_TEXTUTIL_H
+#define CP_TEXTUTIL_H
+
+#include <stddef.h>
+
+/** A short printable prefix of a prompt for error messages into dst (cap bytes, cap >= 8): whole UTF-8 characters,
+ *  at most ~40 bytes, newlines and tabs as spaces, "..." when cut. */
+void cp_prompt_prefix(const char *s, size_t n, char *dst, size_t cap);
+
+#endif
