@@ -1,4 +1,4 @@
-"""Build clipprompt._C: csrc/*.c + csrc/py/*.c (CPython + NumPy C API), utf8proc, OpenBLAS, OpenMP, and, when
+"""Build clipprompt._C: the layers of csrc/ (base, text, model, store, device, py: selected by folder), utf8proc, OpenBLAS, OpenMP, and, when
 nvcc is available, kernels/*.cu with cuBLAS and cuDNN.
 
 Environment knobs:
@@ -78,6 +78,15 @@ def find_lib(names, header, extra_roots):
     return None
 
 
+# The layer rules of csrc/ (lower layers never include higher ones; no include cycles): a violation stops the build.
+sys.path.insert(0, os.path.join(ROOT, "csrc", "tools"))
+import check_layers  # noqa: E402
+
+_layer_errors = check_layers.check(ROOT)
+if _layer_errors:
+    sys.exit("csrc/ breaks its layer rules (csrc/tools/check_layers.py):\n  " + "\n  ".join(_layer_errors))
+sys.path.pop(0)
+
 SANITIZE = bool(_env_flag("CLIPPROMPT_SANITIZE"))
 DEBUG = bool(_env_flag("CLIPPROMPT_DEBUG"))
 want_cuda = _env_flag("CLIPPROMPT_CUDA")
@@ -86,7 +95,10 @@ if want_cuda and not NVCC:
     sys.exit("CLIPPROMPT_CUDA=1 but nvcc was not found (set CUDA_HOME)")
 WITH_CUDA = NVCC is not None
 
-sources = sorted(glob.glob("csrc/*.c")) + sorted(glob.glob("csrc/py/*.c"))
+# csrc/ is layered (see README, "Layout"): every layer folder joins the extension; the device layer's C files
+# compile to stubs that fail with CP_ERR_DEVICE when CUDA is off.
+LAYERS = ("base", "text", "model", "store", "device", "py")
+sources = [p for layer in LAYERS for p in sorted(glob.glob(os.path.join("csrc", layer, "*.c")))]
 cflags = ["-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers", "-Wno-psabi",
           "-fopenmp", "-fvisibility=hidden"]
 if SANITIZE:
@@ -101,7 +113,7 @@ if SANITIZE:
 define_macros = [("CP_OPENBLAS", "1")]
 if SANITIZE:
     define_macros.append(("CP_SANITIZE", "1"))
-include_dirs = [numpy.get_include(), "csrc", "/usr/include/x86_64-linux-gnu/openblas-pthread"]
+include_dirs = [numpy.get_include(), "csrc", ".", "/usr/include/x86_64-linux-gnu/openblas-pthread"]
 libraries = ["utf8proc", "openblas", "m"]
 library_dirs = []
 extra_objects = []
@@ -156,7 +168,7 @@ class BuildExt(build_ext):
                 if not os.path.exists(obj) or os.path.getmtime(obj) < max(
                         os.path.getmtime(p) for p in [src] + glob.glob("kernels/*.h") + glob.glob("csrc/*.h")):
                     cmd = [NVCC, "-O3", "-std=c++17", "-Xcompiler", "-fPIC,-fvisibility=hidden", "-lineinfo",
-                           "--expt-relaxed-constexpr", "-Icsrc", "-Ikernels"]
+                           "--expt-relaxed-constexpr", "-Icsrc", "-I."]
                     cmd += ["-I" + d for d in include_dirs if d != numpy.get_include()]
                     cmd += gencode + ["-c", src, "-o", obj]
                     print(" ".join(cmd))
@@ -177,7 +189,7 @@ ext = Extension(
     extra_compile_args=cflags,
     extra_link_args=ldflags,
     extra_objects=extra_objects,
-    depends=glob.glob("csrc/*.h") + glob.glob("csrc/py/*.h") + glob.glob("kernels/*.h"),
+    depends=glob.glob("csrc/*/*.h") + glob.glob("csrc/*/*.inc") + glob.glob("kernels/*.h"),
 )
 
 setup(ext_modules=[ext], cmdclass={"build_ext": BuildExt})

@@ -4,7 +4,7 @@
 // nvcc -O3 -std=c++17 -Xcompiler -fPIC -c kernels/cp_bias_act.cu
 // CPU reference: cp_linear's bias + cp_activation (csrc/cp_ops.c).
 #include "cp_cuda_dev.cuh"
-#include "../csrc/cp_ops.h"
+#include "model/cp_ops.h"
 
 template <typename T, int ACT>
 static __global__ void cp_bias_act_v1(T *y, int64_t M, int64_t N, const float *__restrict__ b) {

@@ -6,7 +6,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include "../csrc/cp_common.h"
+#include "base/cp_common.h"
 #include "cp_cuda.h"
 
 namespace cp {

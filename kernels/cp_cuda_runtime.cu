@@ -8,7 +8,7 @@
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
-#include "../csrc/cp_common.h"
+#include "base/cp_common.h"
 #include "cp_cuda.h"
 
 #define CP_CUDA_TRY(call, what)                                                                                   \

@@ -7,7 +7,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
-#include "../csrc/cp_common.h"
+#include "base/cp_common.h"
 #include "cp_cuda.h"
 
 #define CP_BLAS_TRY(call, what)                                                                                   \

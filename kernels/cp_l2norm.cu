@@ -4,7 +4,7 @@
 // CPU reference: cp_l2_normalize_rows (csrc/). Rows of norm 0 stay 0 (as torch.nn.functional.normalize with eps).
 #include <cuda_runtime.h>
 
-#include "../csrc/cp_common.h"
+#include "base/cp_common.h"
 #include "cp_cuda.h"
 
 static __global__ void cp_l2norm_rows_v1(float *x, int64_t d) {

@@ -26,7 +26,7 @@ EXPECTED = {
     "fuzz_store": ["cp_cache.c", "cp_index.c", "cp_persist.c"],
 }
 PRESENT = sorted(t for t, files in EXPECTED.items()
-                 if all(os.path.exists(os.path.join(fuzz_build.ROOT, "csrc", f)) for f in files))
+                 if all(fuzz_build.core_has(f) for f in files))
 
 
 @pytest.fixture(scope="module")
@@ -57,5 +57,5 @@ def test_every_core_part_has_a_fuzz_target():
     each have a target whenever their source is in the tree."""
     assert "fuzz_normalize" in PRESENT and "fuzz_segment" in PRESENT
     for t, files in EXPECTED.items():
-        if all(os.path.exists(os.path.join(fuzz_build.ROOT, "csrc", f)) for f in files):
+        if all(fuzz_build.core_has(f) for f in files):
             assert os.path.exists(os.path.join(HERE, t + ".c"))

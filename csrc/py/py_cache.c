@@ -4,7 +4,7 @@
  * InvalidArgumentError. Keys: fingerprint, text and kind are str (or UTF-8 bytes), stored exactly as given. */
 #include "py_common.h"
 
-#include "../cp_cache.h"
+#include "store/cp_cache.h"
 
 #include <math.h>
 #include <string.h>

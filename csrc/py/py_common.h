@@ -17,7 +17,7 @@
 #endif
 #include <numpy/arrayobject.h>
 
-#include "../cp_common.h"
+#include "base/cp_common.h"
 
 /* Exception classes, created once in py_module.c. */
 extern PyObject *cp_py_ClipPromptError, *cp_py_EmptyPromptError, *cp_py_TokenizerError,

@@ -6,7 +6,7 @@
 
 #include <string.h>
 
-#include "../cp_device.h"
+#include "device/cp_device.h"
 
 /* "cpu" -> 0; "cuda" / "cuda:N" / an int N -> 1 with *index. Anything else: InvalidArgumentError, -1. */
 int cp_py_parse_device(PyObject *obj, int *index) {
@@ -262,7 +262,7 @@ static PyType_Spec MiniCuda_spec = {"clipprompt._C.MiniLMModelCUDA", sizeof(Mini
 /* ---- module hook ---------------------------------------------------------------------------------- */
 
 #ifdef CP_WITH_CUDA
-#include "../../kernels/cp_cuda.h"
+#include "kernels/cp_cuda.h"
 #endif
 
 static PyObject *py_cuda_device(PyObject *self, PyObject *arg) {

@@ -5,8 +5,8 @@
 
 #include "py_common.h"
 
-#include "../cp_clip.h"
-#include "../cp_minilm.h"
+#include "model/cp_clip.h"
+#include "model/cp_minilm.h"
 
 /* The loaded model inside a ClipTextModel / MiniLMModel object (py_encoder.c). */
 const cp_clip_model *cp_py_clip_model_of(PyObject *obj);

@@ -4,8 +4,8 @@
  * ndim -> InvalidArgumentError (a ValueError); wrong d -> DimensionMismatchError. */
 #include "py_common.h"
 
-#include "../cp_device.h"
-#include "../cp_index.h"
+#include "device/cp_device.h"
+#include "store/cp_index.h"
 
 int cp_py_parse_device(PyObject *obj, int *index); /* py_cuda.c */
 

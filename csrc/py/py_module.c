@@ -8,7 +8,7 @@
 #include <utf8proc.h>
 
 #ifdef CP_WITH_CUDA
-#include "../../kernels/cp_cuda.h"
+#include "kernels/cp_cuda.h"
 #endif
 
 PyObject *cp_py_ClipPromptError, *cp_py_EmptyPromptError, *cp_py_TokenizerError, *cp_py_ModelFormatError,
@@ -270,7 +270,9 @@ static PyMethodDef cp_methods[] = {
 /* ---- parts ---------------------------------------------------------------------------------------- */
 
 /* Weak hooks: a part that is not linked in leaves its hook NULL. Adding csrc/py/py_<part>.c adds the part. */
-#define CP_PY_PARTS(X) X(normalize) X(segment) X(tokenizer) X(wordpiece) X(encoder) X(cache) X(index) X(cuda) X(extra)
+#define CP_PY_PARTS(X)                                                                                             \
+    X(normalize) X(segment) X(tokenizer) X(wordpiece) X(sentencepiece) X(encoder) X(multilingual) X(safetensors)    \
+    X(cache) X(index) X(cuda) X(sd) X(serve) X(lowp) X(extra)
 #define CP_DECLARE_PART(name) __attribute__((weak)) int cp_py_add_##name(PyObject *m);
 CP_PY_PARTS(CP_DECLARE_PART)
 

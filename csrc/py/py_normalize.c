@@ -6,9 +6,9 @@
  */
 #include "py_common.h"
 
-#include "../cp_mojibake.h"
-#include "../cp_normalize.h"
-#include "../cp_segment.h"
+#include "text/cp_mojibake.h"
+#include "text/cp_normalize.h"
+#include "text/cp_segment.h"
 
 #include <stdlib.h>
 #include <string.h>

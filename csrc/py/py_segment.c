@@ -8,9 +8,9 @@
  */
 #include "py_common.h"
 
-#include "../cp_jieba.h"
-#include "../cp_mecab.h"
-#include "../cp_segment.h"
+#include "text/cp_jieba.h"
+#include "text/cp_mecab.h"
+#include "text/cp_segment.h"
 
 static int parse_lang(PyObject *obj, cp_lang *lang) {
     if (obj == NULL || obj == Py_None) {

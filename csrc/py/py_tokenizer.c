@@ -7,7 +7,7 @@
 
 #include <string.h>
 
-#include "../cp_bpe.h"
+#include "text/cp_bpe.h"
 
 #define CP_CLIP_DEFAULT_CACHE 16384
 #define CP_CLIP_BUNDLED "bpe_simple_vocab_16e6.txt.gz"

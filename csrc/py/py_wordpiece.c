@@ -3,7 +3,7 @@
 
 #include <string.h>
 
-#include "../cp_wordpiece.h"
+#include "text/cp_wordpiece.h"
 
 typedef struct {
     PyObject_HEAD

@@ -1,6 +1,6 @@
 """Builds the libFuzzer targets of tests/fuzz/fuzz_*.c with clang (libFuzzer + ASan + UBSan).
 
-The C core (csrc/*.c, no Python, no CUDA) is compiled once into build/fuzz/obj/ (objects are rebuilt only when a
+The C core (the layers csrc/base, text, model and store: no Python binding, no device layer) is compiled once into build/fuzz/obj/ (objects are rebuilt only when a
 source or any header is newer) and archived into libcp_fuzz.a; every target links only the objects it needs. OpenMP
 pragmas are ignored (clang-14 on Debian has no libomp): the fuzzers run the serial paths, one input at a time.
 
@@ -22,8 +22,8 @@ CFLAGS = ["-std=c11", "-g", "-O1", "-D__builtin_cpu_supports(x)=0", "-DCP_OPENBL
           "-Wno-unused-command-line-argument", "-I" + os.path.join(ROOT, "csrc"),
           "-I/usr/include/x86_64-linux-gnu/openblas-pthread"]
 LIBS = ["-lutf8proc", "-lopenblas", "-lpthread", "-ldl", "-lm"]
-# CUDA-only sources never join the fuzz build.
-EXCLUDE = ("_cuda.c", "cp_device")
+# The layers that join the fuzz build (selected by folder: csrc/device and csrc/py never do).
+CORE_LAYERS = ("base", "text", "model", "store")
 
 # clang-14 has no libomp here: a serial stand-in for the few OpenMP calls and for <omp.h> itself.
 OMP_SHIM = """#ifndef CP_FUZZ_OMP_SHIM_H
@@ -47,8 +47,12 @@ def clang():
 
 
 def core_sources():
-    return [p for p in sorted(glob.glob(os.path.join(ROOT, "csrc", "*.c")))
-            if not any(x in os.path.basename(p) for x in EXCLUDE)]
+    return [p for layer in CORE_LAYERS for p in sorted(glob.glob(os.path.join(ROOT, "csrc", layer, "*.c")))]
+
+
+def core_has(name):
+    """Is the core source file `name` (e.g. "cp_bpe.c") in some layer folder of this tree?"""
+    return bool(glob.glob(os.path.join(ROOT, "csrc", "*", name)))
 
 
 def targets():
@@ -61,7 +65,7 @@ def targets():
                 if line.startswith("// needs:"):
                     needs = line.split(":", 1)[1].split()
                     break
-        if all(os.path.exists(os.path.join(ROOT, "csrc", n)) for n in needs):
+        if all(core_has(n) for n in needs):
             out[os.path.basename(h)[:-2]] = h
     return out
 
@@ -83,7 +87,7 @@ def build(out, names=None, verbose=False):
     if not os.path.exists(shim_h) or open(shim_h).read() != OMP_SHIM:
         with open(shim_h, "w") as f:
             f.write(OMP_SHIM)
-    headers = glob.glob(os.path.join(ROOT, "csrc", "*.h")) + glob.glob(os.path.join(ROOT, "csrc", "*.inc"))
+    headers = glob.glob(os.path.join(ROOT, "csrc", "*", "*.h")) + glob.glob(os.path.join(ROOT, "csrc", "*", "*.inc"))
     flags = CFLAGS + ["-I" + shim] + SAN + ["-fsanitize=fuzzer-no-link"]
 
     def compile_one(src):

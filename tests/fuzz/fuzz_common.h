@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cp_common.h"
+#include "base/cp_common.h"
 
 static char fuzz_tmpdir[256];
 

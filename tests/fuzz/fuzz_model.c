@@ -6,10 +6,10 @@
  * config.json + model.safetensors, written by tests/fuzz/seeds.py). */
 #include <math.h>
 
-#include "cp_clip.h"
-#include "cp_json.h"
-#include "cp_minilm.h"
-#include "cp_safetensors.h"
+#include "model/cp_clip.h"
+#include "base/cp_json.h"
+#include "model/cp_minilm.h"
+#include "model/cp_safetensors.h"
 #include "fuzz_common.h"
 
 static const char *clip_dir, *minilm_dir;

@@ -2,7 +2,7 @@
 /* fuzz_normalize — cp_normalize under every option combination, cp_clip_clean, and the batch forms.
  * Input: byte 0 = option bits, byte 1 = more bits, the rest = text (any bytes: invalid UTF-8 must be rejected).
  * Invariants: only documented statuses; output valid UTF-8, NUL-terminated at out_len; batch == single. */
-#include "cp_normalize.h"
+#include "text/cp_normalize.h"
 #include "fuzz_common.h"
 
 static void check_out(const char *out, size_t len, const char *what) {

@@ -4,9 +4,9 @@
  * Input: byte 0 = mode, the rest = text / user dictionary.
  * Invariants: documented statuses only; spans increasing, inside the text, on UTF-8 boundaries, non-empty;
  * join == the spans joined by single spaces. Environment: CP_FUZZ_JIEBA_DIR (dict.txt + hmm_model.txt). */
-#include "cp_jieba.h"
-#include "cp_mecab.h"
-#include "cp_segment.h"
+#include "text/cp_jieba.h"
+#include "text/cp_mecab.h"
+#include "text/cp_segment.h"
 #include "fuzz_common.h"
 
 static char small_dict[512], hmm_path[512];

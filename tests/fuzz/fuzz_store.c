@@ -6,9 +6,9 @@
  * and the saved copy loads back with the same contents. */
 #include <math.h>
 
-#include "cp_cache.h"
-#include "cp_index.h"
-#include "cp_persist.h"
+#include "store/cp_cache.h"
+#include "store/cp_index.h"
+#include "base/cp_persist.h"
 #include "fuzz_common.h"
 
 struct walk_ctx {

@@ -5,8 +5,8 @@
  * Invariants: documented statuses only; ids inside the vocabulary; batch rows = SOT ids.. EOT / [CLS] .. [SEP] with
  * the padding the contract gives; decode(encode(x)) succeeds. Environment: CP_FUZZ_BPE (decompressed
  * bpe_simple_vocab_16e6.txt), CP_FUZZ_VOCAB (a BERT vocab.txt). */
-#include "cp_bpe.h"
-#include "cp_wordpiece.h"
+#include "text/cp_bpe.h"
+#include "text/cp_wordpiece.h"
 #include "fuzz_common.h"
 
 static cp_bpe *g_bpe;

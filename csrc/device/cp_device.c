@@ -1,0 +1,285 @@
+/* cp_device.c — options, dtype names and the shared runner context of the CUDA backend (see cp_device.h and
+ * cp_device_ctx.h). Everything CUDA-specific is behind kernels/cp_cuda.h; this file compiles without CUDA. */
+#include "device/cp_device.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/cp_common.h"
+#include "device/cp_device_ctx.h"
+
+void cp_device_options_init(cp_device_options *o) {
+    memset(o, 0, sizeof *o);
+    o->device = 0;
+    o->dtype = CP_DEVICE_FLOAT32;
+    o->attention = CP_DEVICE_ATTN_FUSED;
+    o->graph_max_batch = 64;
+    o->max_tokens = 32768;
+}
+
+int cp_device_parse_dtype(const char *s, int *dtype) {
+    if (s == NULL) CP_FAIL(CP_ERR_INVALID_ARG, "dtype must be float32, float16 or bfloat16");
+    if (strcmp(s, "float32") == 0 || strcmp(s, "fp32") == 0) *dtype = CP_DEVICE_FLOAT32;
+    else if (strcmp(s, "float16") == 0 || strcmp(s, "fp16") == 0 || strcmp(s, "half") == 0) *dtype = CP_DEVICE_FLOAT16;
+    else if (strcmp(s, "bfloat16") == 0 || strcmp(s, "bf16") == 0) *dtype = CP_DEVICE_BFLOAT16;
+    else CP_FAIL(CP_ERR_INVALID_ARG, "dtype \"%s\" is not one of float32, float16, bfloat16", s);
+    return CP_OK;
+}
+
+const char *cp_device_dtype_name(int dtype) {
+    return dtype == CP_DEVICE_FLOAT16 ? "float16" : dtype == CP_DEVICE_BFLOAT16 ? "bfloat16" : "float32";
+}
+
+int cp_device_check_options(const cp_device_options *o) {
+    if (o->dtype < CP_DEVICE_FLOAT32 || o->dtype > CP_DEVICE_BFLOAT16)
+        CP_FAIL(CP_ERR_INVALID_ARG, "unknown device dtype code %d", o->dtype);
+    if (o->attention == CP_DEVICE_ATTN_CUDNN)
+        CP_FAIL(CP_ERR_DEVICE,
+                "attention=\"cudnn\" is not available in this build: cuDNN's fused scaled-dot-product attention is "
+                "exposed through the cuDNN frontend (a C++ graph API that is not installed here); the backend "
+                "descriptor API would need the whole SDPA operation graph assembled by hand and could not be "
+                "verified without a GPU. Use attention=\"fused\" (the hand-written kernel)");
+    if (o->attention != CP_DEVICE_ATTN_FUSED) CP_FAIL(CP_ERR_INVALID_ARG, "unknown attention code %d", o->attention);
+    return CP_OK;
+}
+
+#ifdef CP_WITH_CUDA
+
+int cp_device_compiled(void) { return 1; }
+
+int cp_dev_ctx_init(cp_dev_ctx *c, const cp_device_options *o) {
+    memset(c, 0, sizeof *c);
+    c->device = o->device;
+    c->dt = o->dtype;
+    c->graphs_off = o->graph_max_batch <= 0;
+    c->graph_max = o->graph_max_batch;
+    CP_CHECK(cp_device_check_options(o));
+    CP_CHECK(cp_cuda_set_device(o->device));
+    if (pthread_mutex_init(&c->lock, NULL) != 0) CP_FAIL(CP_ERR_INTERNAL, "pthread_mutex_init failed");
+    c->lock_ok = 1;
+    int rc = cp_cuda_stream_create(&c->stream);
+    if (rc == CP_OK) rc = cp_cuda_malloc(&c->workspace, CP_DEV_WS_BYTES, "the cuBLAS workspace");
+    if (rc == CP_OK) rc = cp_cuda_blas_create(&c->blas, c->stream, c->workspace, CP_DEV_WS_BYTES);
+    return rc; /* on failure the caller releases */
+}
+
+void cp_dev_graphs_clear(cp_dev_ctx *c) {
+    for (int i = 0; i < c->ngraphs; i++) cp_cuda_graph_free(c->graphs[i].exec);
+    c->ngraphs = 0;
+}
+
+void cp_dev_ctx_release(cp_dev_ctx *c) {
+    /* keep the caller's error message: release often runs on a constructor's failure path */
+    char saved[1024];
+    snprintf(saved, sizeof saved, "%s", cp_last_error());
+    if (c->stream) cp_cuda_stream_sync(c->stream);
+    cp_dev_graphs_clear(c);
+    cp_cuda_blas_free(c->blas);
+    cp_cuda_free(c->workspace);
+    cp_cuda_free(c->wbase);
+    cp_cuda_free(c->stage);
+    cp_cuda_free(c->arena);
+    cp_cuda_host_free(c->host);
+    cp_cuda_stream_free(c->stream);
+    if (c->lock_ok) pthread_mutex_destroy(&c->lock);
+    memset(c, 0, sizeof *c);
+    if (saved[0]) cp_fail(CP_ERR_DEVICE, "%s", saved);
+    else cp_clear_error();
+}
+
+void *cp_dev_place(cp_dev_ctx *c, size_t bytes) {
+    size_t off = c->wused;
+    c->wused += cp_dev_align(bytes);
+    return c->wbase ? c->wbase + off : NULL;
+}
+
+int cp_dev_weights_alloc(cp_dev_ctx *c, size_t max_stage_floats) {
+    c->wsize = c->wused;
+    c->wused = 0;
+    CP_CHECK(cp_cuda_malloc((void **)&c->wbase, c->wsize, "the model weights"));
+    c->stage_floats = max_stage_floats;
+    if (c->dt != CP_DEVICE_FLOAT32 && max_stage_floats)
+        CP_CHECK(cp_cuda_malloc((void **)&c->stage, max_stage_floats * sizeof(float), "weight conversion staging"));
+    return CP_OK;
+}
+
+int cp_dev_upload(cp_dev_ctx *c, void *dst, const float *src, int64_t n, int dt) {
+    if (n <= 0 || dst == NULL) return CP_OK;
+    if (dt == CP_DEVICE_FLOAT32) return cp_cuda_memcpy_h2d(dst, src, (size_t)n * sizeof(float), c->stream);
+    if ((size_t)n > c->stage_floats)
+        CP_FAIL(CP_ERR_INTERNAL, "weight upload of %lld values exceeds the %zu-value staging buffer", (long long)n,
+                c->stage_floats);
+    /* stream order: this copy waits for the previous conversion to finish reading the staging buffer */
+    CP_CHECK(cp_cuda_memcpy_h2d(c->stage, src, (size_t)n * sizeof(float), c->stream));
+    return cp_cuda_convert(c->stage, dst, dt, n, c->stream);
+}
+
+int cp_dev_weights_done(cp_dev_ctx *c) {
+    CP_CHECK(cp_cuda_stream_sync(c->stream));
+    cp_cuda_free(c->stage);
+    c->stage = NULL, c->stage_floats = 0;
+    return CP_OK;
+}
+
+int cp_dev_arena_reserve(cp_dev_ctx *c, size_t bytes, size_t host_bytes) {
+    if (bytes <= c->arena_bytes && host_bytes <= c->host_bytes) return CP_OK;
+    if (bytes < c->arena_bytes) bytes = c->arena_bytes;
+    if (host_bytes < c->host_bytes) host_bytes = c->host_bytes;
+    CP_CHECK(cp_cuda_stream_sync(c->stream)); /* nothing may still use the old arena */
+    void *a = NULL, *h = NULL;
+    int rc = cp_cuda_malloc(&a, bytes, "the activation arena");
+    if (rc == CP_ERR_DEVICE_OOM && c->arena) {
+        /* maybe only both together do not fit: retry without the old one, restore it if that fails too */
+        cp_dev_graphs_clear(c);
+        const size_t old = c->arena_bytes;
+        cp_cuda_free(c->arena);
+        c->arena = NULL, c->arena_bytes = 0;
+        cp_clear_error();
+        rc = cp_cuda_malloc(&a, bytes, "the activation arena");
+        if (rc != CP_OK) {
+            char msg[512];
+            strncpy(msg, cp_last_error(), sizeof msg - 1);
+            msg[sizeof msg - 1] = '\0';
+            if (cp_cuda_malloc((void **)&c->arena, old, "the activation arena") == CP_OK) c->arena_bytes = old;
+            return cp_fail(rc, "%s", msg);
+        }
+    }
+    if (rc != CP_OK) return rc;
+    if (host_bytes > c->host_bytes) {
+        rc = cp_cuda_host_malloc(&h, host_bytes);
+        if (rc != CP_OK) {
+            cp_cuda_free(a);
+            return rc;
+        }
+    }
+    /* zeroed once so that padding rows of graph buckets start finite; CLIPPROMPT_CUDA_POISON=1 (tests) fills it
+     * with NaN bit patterns instead, so any output element a kernel fails to write shows up */
+    const char *poison = getenv("CLIPPROMPT_CUDA_POISON");
+    rc = cp_cuda_memset(a, poison && poison[0] == '1' ? 0xff : 0, bytes, c->stream);
+    if (rc == CP_OK) rc = cp_cuda_stream_sync(c->stream);
+    if (rc != CP_OK) {
+        cp_cuda_free(a);
+        cp_cuda_host_free(h);
+        return rc;
+    }
+    cp_dev_graphs_clear(c);
+    cp_cuda_free(c->arena);
+    c->arena = a, c->arena_bytes = bytes;
+    if (h) {
+        cp_cuda_host_free(c->host);
+        c->host = h, c->host_bytes = host_bytes;
+    }
+    return CP_OK;
+}
+
+void *cp_dev_graph_find(cp_dev_ctx *c, const int64_t key[6]) {
+    for (int i = 0; i < c->ngraphs; i++)
+        if (memcmp(c->graphs[i].key, key, sizeof c->graphs[i].key) == 0) {
+            c->graphs[i].used = ++c->clock;
+            return c->graphs[i].exec;
+        }
+    return NULL;
+}
+
+void cp_dev_graph_add(cp_dev_ctx *c, const int64_t key[6], void *exec) {
+    int slot = c->ngraphs;
+    if (slot == CP_DEV_GRAPHS) {
+        slot = 0;
+        for (int i = 1; i < c->ngraphs; i++)
+            if (c->graphs[i].used < c->graphs[slot].used) slot = i;
+        cp_cuda_graph_free(c->graphs[slot].exec);
+    } else {
+        c->ngraphs++;
+    }
+    memcpy(c->graphs[slot].key, key, sizeof c->graphs[slot].key);
+    c->graphs[slot].exec = exec;
+    c->graphs[slot].used = ++c->clock;
+}
+
+int cp_dev_run(cp_dev_ctx *c, int use_graph, const int64_t key[6], int (*fn)(void *), void *arg) {
+    if (!use_graph || c->graphs_off) return fn(arg);
+    void *exec = cp_dev_graph_find(c, key);
+    if (exec == NULL) {
+        if (cp_cuda_capture_begin(c->stream) != CP_OK) {
+            cp_clear_error();
+            c->graphs_off = 1;
+            return fn(arg);
+        }
+        int rc = fn(arg);
+        void *made = NULL;
+        int rc2 = cp_cuda_capture_end(c->stream, &made); /* always end the capture, even after a failure */
+        if (rc != CP_OK || rc2 != CP_OK) {
+            cp_cuda_graph_free(made);
+            cp_clear_error();
+            c->graphs_off = 1; /* something on this path cannot be captured: run without graphs from now on */
+            return fn(arg);
+        }
+        cp_dev_graph_add(c, key, made);
+        exec = made;
+    }
+    return cp_cuda_graph_launch(exec, c->stream);
+}
+
+void cp_dev_layer_place(cp_dev_ctx *c, cp_dev_layer *d, int64_t W, int64_t F) {
+    const size_t es = cp_cuda_dtype_size(c->dt);
+    d->qkv_w = cp_dev_place(c, (size_t)(3 * W * W) * es);
+    d->qkv_b = cp_dev_place(c, (size_t)(3 * W) * 4);
+    d->o_w = cp_dev_place(c, (size_t)(W * W) * es);
+    d->o_b = cp_dev_place(c, (size_t)W * 4);
+    d->fc1_w = cp_dev_place(c, (size_t)(F * W) * es);
+    d->fc1_b = cp_dev_place(c, (size_t)F * 4);
+    d->fc2_w = cp_dev_place(c, (size_t)(W * F) * es);
+    d->fc2_b = cp_dev_place(c, (size_t)W * 4);
+    d->ln1_g = cp_dev_place(c, (size_t)W * 4);
+    d->ln1_b = cp_dev_place(c, (size_t)W * 4);
+    d->ln2_g = cp_dev_place(c, (size_t)W * 4);
+    d->ln2_b = cp_dev_place(c, (size_t)W * 4);
+}
+
+int cp_dev_layer_upload(cp_dev_ctx *c, cp_dev_layer *d, const cp_dev_layer_src *s, int64_t W, int64_t F) {
+    const int dt = c->dt, F32 = CP_DEVICE_FLOAT32;
+    const size_t es = cp_cuda_dtype_size(dt);
+    unsigned char *qkv = d->qkv_w;
+    if (s->qkv_fused) {
+        CP_CHECK(cp_dev_upload(c, qkv, s->q_w, 3 * W * W, dt));
+        CP_CHECK(cp_dev_upload(c, d->qkv_b, s->q_b, 3 * W, F32));
+    } else {
+        CP_CHECK(cp_dev_upload(c, qkv, s->q_w, W * W, dt));
+        CP_CHECK(cp_dev_upload(c, qkv + (size_t)(W * W) * es, s->k_w, W * W, dt));
+        CP_CHECK(cp_dev_upload(c, qkv + (size_t)(2 * W * W) * es, s->v_w, W * W, dt));
+        CP_CHECK(cp_dev_upload(c, d->qkv_b, s->q_b, W, F32));
+        CP_CHECK(cp_dev_upload(c, d->qkv_b + W, s->k_b, W, F32));
+        CP_CHECK(cp_dev_upload(c, d->qkv_b + 2 * W, s->v_b, W, F32));
+    }
+    CP_CHECK(cp_dev_upload(c, d->o_w, s->o_w, W * W, dt));
+    CP_CHECK(cp_dev_upload(c, d->o_b, s->o_b, W, F32));
+    CP_CHECK(cp_dev_upload(c, d->fc1_w, s->fc1_w, F * W, dt));
+    CP_CHECK(cp_dev_upload(c, d->fc1_b, s->fc1_b, F, F32));
+    CP_CHECK(cp_dev_upload(c, d->fc2_w, s->fc2_w, W * F, dt));
+    CP_CHECK(cp_dev_upload(c, d->fc2_b, s->fc2_b, W, F32));
+    CP_CHECK(cp_dev_upload(c, d->ln1_g, s->ln1_g, W, F32));
+    CP_CHECK(cp_dev_upload(c, d->ln1_b, s->ln1_b, W, F32));
+    CP_CHECK(cp_dev_upload(c, d->ln2_g, s->ln2_g, W, F32));
+    CP_CHECK(cp_dev_upload(c, d->ln2_b, s->ln2_b, W, F32));
+    return CP_OK;
+}
+
+int cp_dev_runner_init(cp_dev_ctx *c, const cp_device_options *opt, int64_t min_tokens, int64_t layers,
+                       cp_dev_layer **L, int64_t *tok_cap) {
+    cp_device_options o;
+    if (opt) o = *opt;
+    else cp_device_options_init(&o);
+    *tok_cap = o.max_tokens > 0 ? o.max_tokens : 32768;
+    if (*tok_cap < min_tokens) *tok_cap = min_tokens;
+    CP_CHECK(cp_dev_ctx_init(c, &o));
+    *L = calloc((size_t)layers, sizeof **L);
+    if (!*L) CP_FAIL(CP_ERR_NOMEM, "out of memory");
+    return CP_OK;
+}
+
+#else /* !CP_WITH_CUDA */
+
+int cp_device_compiled(void) { return 0; }
+
+#endif
