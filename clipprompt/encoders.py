@@ -1,7 +1,7 @@
 """The text encoders: ``ClipTextEncoder`` (CLIP text tower) and ``MiniLMEncoder`` (BERT sentence encoder).
 
-Thin Python over the C models in ``clipprompt._C`` (one engine type, ``EncoderModel``, for every text tower): path resolution,
-tokenization, batching, progress bars and the fingerprint. The forward passes run in C with the GIL released.
+Thin Python over the C engine in ``clipprompt._C`` (one type, ``EncoderModel``, for every text tower): path
+resolution, tokenization, batching, progress bars and the fingerprint. The forward passes run in C with the GIL released.
 """
 from __future__ import annotations
 
