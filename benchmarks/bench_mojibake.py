@@ -33,9 +33,9 @@ import ftfy
 import ftfy.bad_codecs  # registers the sloppy-windows-* and utf-8-variants codecs
 from bench_normalize import stsb_cjk
 from conftest import all_text_lines
+from normalize_ref import normalize_reference  # tests/: the test oracle
 
 import clipprompt as cp
-from clipprompt.normalize_ref import normalize_reference
 
 
 def datasets() -> list[tuple[str, list[str]]]:

@@ -42,7 +42,7 @@ def _check_device(device: Any, dtype: str) -> str | None:
     return _DTYPES[str(dtype)]
 
 
-def _fingerprint(kind: str, config: dict, weights_hash: int) -> str:
+def _fingerprint(kind: str, config: dict[str, Any], weights_hash: int) -> str:
     """kind + sha256 over the canonical JSON of the config and the 64-bit weight sample hash (names, shapes, dtypes
     and the first/middle/last 64 bytes of every tensor the model binds). 16 hex digits after the kind."""
     h = hashlib.sha256()
@@ -117,7 +117,7 @@ class ClipTextEncoder:
         self.fingerprint = _fingerprint(kind, self.config, model.weights_hash)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, device: str = "cpu", dtype: str = "float32", *,
+    def from_pretrained(cls, path: str | os.PathLike[str], device: str = "cpu", dtype: str = "float32", *,
                         hidden_act: str | None = None, heads: int | None = None,
                         tokenizer: Any = None, attention: str = "fused") -> ClipTextEncoder:
         """Load the text tower from ``path``.
@@ -145,7 +145,7 @@ class ClipTextEncoder:
         return cls(model, p, device, dtype, tokenizer, runner)
 
     # -- inputs -------------------------------------------------------------------------------------------------
-    def _tokenize(self, texts: Sequence[str]) -> np.ndarray:
+    def _tokenize(self, texts: Sequence[str | bytes]) -> np.ndarray:
         tok = self._tokenizer
         if tok is None:
             if not hasattr(_C, "ClipTokenizer"):
@@ -219,7 +219,7 @@ class MiniLMEncoder:
         self.fingerprint = _fingerprint(kind, self.config, model.weights_hash)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike | None = None, device: str = "cpu", dtype: str = "float32", *,
+    def from_pretrained(cls, path: str | os.PathLike[str] | None = None, device: str = "cpu", dtype: str = "float32", *,
                         tokenizer: Any = None, attention: str = "fused") -> MiniLMEncoder:
         """device="cuda[:N]" (dtype float32 | float16 | bfloat16) runs the encoder on a GPU; no GPU -> DeviceError."""
         gpu_dtype = _check_device(device, dtype)
@@ -237,7 +237,7 @@ class MiniLMEncoder:
         except (OSError, ValueError):
             return True
 
-    def _tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def _tokenize(self, texts: Sequence[str | bytes]) -> tuple[np.ndarray, np.ndarray]:
         tok = self._tokenizer
         if tok is None:
             if not hasattr(_C, "WordPieceTokenizer"):

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import clipprompt as cp
-from clipprompt.normalize_ref import clip_clean_reference
+from normalize_ref import clip_clean_reference
 
 clip_clean = cp._C.clip_clean
 ftfy_is_bad = cp._C._ftfy_is_bad

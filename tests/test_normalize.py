@@ -1,4 +1,4 @@
-"""cp.normalize / cp.clip_clean against their Python references (clipprompt/normalize_ref.py: ftfy.fix_text,
+"""cp.normalize / cp.clip_clean against their Python references (tests/normalize_ref.py: ftfy.fix_text,
 html.unescape, unicodedata, re, str.lower), on every line of tests/data and on Hypothesis-generated Unicode."""
 import os
 import threading
@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import clipprompt as cp
-from clipprompt.normalize_ref import clip_clean_reference, normalize_reference
+from normalize_ref import clip_clean_reference, normalize_reference
 from conftest import all_text_lines
 
 clip_clean = cp._C.clip_clean

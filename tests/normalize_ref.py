@@ -6,7 +6,7 @@ clip_clean_reference(text)  OpenAI CLIP SimpleTokenizer's cleaning, verbatim:
 normalize_reference(text)   what cp.normalize does, spelled with ftfy, html, unicodedata and re.
 
 fix_encoding=True (the default) runs ftfy's mojibake repair too, as CLIP does; the C code reproduces it
-(csrc/cp_mojibake.c), and fix_encoding=False is the twin of cp.normalize(..., fix_encoding=False).
+(csrc/text/cp_mojibake.c), and fix_encoding=False is the twin of cp.normalize(..., fix_encoding=False).
 """
 from __future__ import annotations
 
