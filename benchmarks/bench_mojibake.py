@@ -77,10 +77,11 @@ def main() -> int:
                     fn()
                     times[what].append(clock() - t0)
             base = None
-            for what, fn, is_base in configs:
+            for what, _fn, is_base in configs:
                 med = statistics.median(times[what])
                 base = med if is_base else base
-                rows.append({"data": dname, "what": what, "prompts": n, "median_s": med, "runs": args.runs, "warmup": args.warmup,
+                rows.append({"data": dname, "what": what, "prompts": n, "median_s": med, "runs": args.runs,
+                             "warmup": args.warmup,
                                  "prompts_per_s": n / med, "x_baseline": base / med})
         finally:
             cp.set_num_threads(0)

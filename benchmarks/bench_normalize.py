@@ -23,7 +23,7 @@ from _bench import ROOT, captions, cpu_name, print_table_head, stsb_rows, timeit
 import clipprompt as cp
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))  # the test oracles live beside the tests
-from normalize_ref import clip_clean_reference, normalize_reference  # noqa: E402
+from normalize_ref import clip_clean_reference, normalize_reference
 
 
 def stsb_cjk() -> list[str]:
@@ -82,7 +82,8 @@ def main() -> int:
     head = dict(date=utc_now(),
                 machine=f"{cpu_name()}, {os.cpu_count()} CPUs", python=platform.python_version(),
                 ftfy=ftfy.__version__, clipprompt=cp.__version__, utf8proc_pkgconfig=info.get("utf8proc"),
-                threads=threads, data=f"captions = COCO+F30K dev captions; stsb-zh+ja = STS-B dev zh+ja sentences; {n} lines")
+                threads=threads,
+                data=f"captions = COCO+F30K dev captions; stsb-zh+ja = STS-B dev zh+ja sentences; {n} lines")
     if args.json:
         print(json.dumps(dict(header=head, rows=rows), indent=2))
         return 0

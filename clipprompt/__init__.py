@@ -49,9 +49,8 @@ def build_info() -> dict[str, Any]:
 
 
 # Text encoders over the C models, then the prompt tools (Python over the parts above; they import this package).
-from .encoders import ClipTextEncoder, MiniLMEncoder  # noqa: E402
-
 from . import sd  # noqa: E402
+from .encoders import ClipTextEncoder, MiniLMEncoder  # noqa: E402
 from .expand import Expansion, PromptExpander  # noqa: E402
 from .pipeline import PromptPipeline  # noqa: E402
 from .strategies import template_names, templates  # noqa: E402

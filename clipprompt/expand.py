@@ -38,7 +38,7 @@ DEFAULT_POOL = "pool_google_product_taxonomy_en.txt"
 
 def default_pool_path() -> str:
     """Path of the shipped default pool (Google product taxonomy, en-US; see data/SOURCES-strategies.md)."""
-    return str(resources.files("clipprompt").joinpath("data", DEFAULT_POOL))
+    return str(resources.files("clipprompt").joinpath("data").joinpath(DEFAULT_POOL))
 
 
 def read_pool(pool: Pool) -> list[str]:

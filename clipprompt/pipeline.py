@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .expand import PromptExpander
     from .protocols import TextEncoder
 
-__all__ = ["PromptPipeline", "STAGES"]
+__all__ = ["STAGES", "PromptPipeline"]
 
 STAGES = ("normalize", "segment", "strategy", "encode", "index")
 

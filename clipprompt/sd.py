@@ -30,8 +30,16 @@ from .words import CJK_CHAR
 if TYPE_CHECKING:
     from .protocols import HiddenStateEncoder
 
-__all__ = ["chunk_prompt", "chunk_ids", "chunked_hidden_states", "negative_prompt", "encode_pair",
-           "NEGATIVE_PRESETS", "SOT", "EOT"]
+__all__ = [
+    "EOT",
+    "NEGATIVE_PRESETS",
+    "SOT",
+    "chunk_ids",
+    "chunk_prompt",
+    "chunked_hidden_states",
+    "encode_pair",
+    "negative_prompt",
+]
 
 SOT, EOT = 49406, 49407
 CONTEXT = 77
@@ -95,7 +103,7 @@ def chunk_prompt(text: str, tokenizer: cp.ClipTokenizer | None = None, *, window
     chunks: list[str] = []
     cur: list[tuple[str, str]] = []
     for unit in units:
-        if ntok(cur + [unit]) <= window:
+        if ntok([*cur, unit]) <= window:
             cur.append(unit)
             continue
         # Prefer to break after the last punctuation if that carries over at most `lookback` tokens.
@@ -106,7 +114,7 @@ def chunk_prompt(text: str, tokenizer: cp.ClipTokenizer | None = None, *, window
                     cut = j
                 break
         chunks.append(_join(cur[:cut]))
-        cur = cur[cut:] + [unit]
+        cur = [*cur[cut:], unit]
         cur[0] = ("", cur[0][1])
         while ntok(cur) > window:  # the carried tail plus the unit may still overflow: flush the tail
             chunks.append(_join(cur[:-1]))

@@ -34,9 +34,21 @@ if TYPE_CHECKING:
 Words = Sequence[Sequence[str] | None]  # per prompt: its segmentation (cp.segment output), or None
 
 __all__ = [
-    "content_words", "keywords", "stopwords", "templates", "template_names", "fill_templates", "pool_vectors",
-    "encode_texts", "Strategy", "RawStrategy", "KeywordStrategy", "TemplateStrategy", "ExpandStrategy",
-    "get_strategy", "STRATEGIES",
+    "STRATEGIES",
+    "ExpandStrategy",
+    "KeywordStrategy",
+    "RawStrategy",
+    "Strategy",
+    "TemplateStrategy",
+    "content_words",
+    "encode_texts",
+    "fill_templates",
+    "get_strategy",
+    "keywords",
+    "pool_vectors",
+    "stopwords",
+    "template_names",
+    "templates",
 ]
 
 STRATEGIES = ("raw", "keywords", "templates", "expand")

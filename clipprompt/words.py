@@ -22,7 +22,7 @@ CJK_CHAR = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf
 
 def data_text(name: str) -> str:
     """The text of a file shipped in ``clipprompt/data/``."""
-    return resources.files("clipprompt").joinpath("data", name).read_text(encoding="utf-8")
+    return resources.files("clipprompt").joinpath("data").joinpath(name).read_text(encoding="utf-8")
 
 
 @functools.cache

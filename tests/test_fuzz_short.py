@@ -12,8 +12,9 @@ import pytest
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fuzz")
 sys.path.insert(0, HERE)
-import build as fuzz_build  # noqa: E402
 import run as fuzz_run  # noqa: E402
+
+import build as fuzz_build  # noqa: E402
 
 SECONDS = int(os.environ.get("CLIPPROMPT_FUZZ_SECONDS", "15"))
 OUT = os.path.join(fuzz_build.ROOT, "build", "fuzz")

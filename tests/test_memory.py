@@ -15,9 +15,9 @@ import tempfile
 
 import numpy as np
 import pytest
+from hardening_util import SANITIZED, requires, rss_bytes, write_tiny_clip
 
 import clipprompt as cp
-from hardening_util import SANITIZED, requires, rss_bytes, write_tiny_clip
 
 MB = 1 << 20
 SLACK = 48 * MB if SANITIZED else 0
