@@ -130,7 +130,7 @@ class ClipTextEncoder:
 
         device="cuda[:N]" runs the tower on a GPU (weights uploaded once; dtype "float32" | "float16" |
         "bfloat16" for the GEMMs, fp32 accumulation, LayerNorm and softmax); no GPU -> DeviceError here.
-        attention: "fused" (our kernel) or "cudnn" (refused in this build, see README "gpu").
+        attention: "fused" (our kernel) or "cudnn" (refused in this build, see docs/cuda.md).
         """
         gpu_dtype = _check_device(device, dtype)
         p = os.path.expanduser(os.fspath(path))

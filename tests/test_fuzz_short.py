@@ -2,7 +2,7 @@
 CLIPPROMPT_FUZZ_SECONDS (default 15 s) from seeds made of tests/data lines and small valid files, two targets at a
 time, after replaying the committed regression inputs (tests/fuzz/regressions/<target>/*). Any crash, sanitizer
 report, leak, timeout or out-of-memory input fails the test and is kept in build/fuzz/findings/<target>/.
-The long form is `python tests/fuzz/run.py --seconds 1800 --jobs 2` (README, Reliability)."""
+The long form is `python tests/fuzz/run.py --seconds 1800 --jobs 2` (docs/reliability.md)."""
 import concurrent.futures
 import os
 import shutil

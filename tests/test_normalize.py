@@ -156,7 +156,7 @@ PIECES = [
     "вЂ™", "â€\ufffd", "\xc3\x80", "Ã\x80", "ÃƒÂ©",
 ]
 
-CHARS = st.characters(blacklist_categories=("Cs", "Cn"))  # Cn: see README (utf8proc knows a newer Unicode)
+CHARS = st.characters(blacklist_categories=("Cs", "Cn"))  # Cn: see docs/text.md (utf8proc knows a newer Unicode)
 TEXT = st.lists(st.one_of(st.sampled_from(PIECES), st.text(alphabet=CHARS, max_size=6)), max_size=12).map("".join)
 
 # CP_HYPOTHESIS_EXAMPLES=20000 for a deeper run than the default 400.
