@@ -143,7 +143,7 @@ def test_cache_from_8_threads_equal_serial(texts, clip, tmp_path):
                 p = str(tmp_path / f"cache_{i}_{rep}.cpc")
                 cache.save(p)
                 snap = cp.PromptCache.load(p)
-                for fp, text, *_ in snap:
+                for fp, text, *_ in snap.keys():  # noqa: SIM118 (a PromptCache is not iterable)
                     np.testing.assert_allclose(snap.get(fp, text), expected[text], rtol=0, atol=2e-6)
 
     run_threads(hammer, N_THREADS)
