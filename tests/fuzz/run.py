@@ -55,9 +55,9 @@ def fuzz(name, exe, env, seeds, out, seconds, jobs=1, _retry=True):
     os.makedirs(corpus, exist_ok=True)
     os.makedirs(findings, exist_ok=True)
     before = set(os.listdir(findings))
-    cmd = [exe, *LIMITS, f"-max_total_time={seconds:d}", "-artifact_prefix=" + findings + "/"]
+    cmd = [exe, *LIMITS, f"-max_total_time={int(seconds)}", "-artifact_prefix=" + findings + "/"]
     if jobs > 1:
-        cmd += [f"-fork={jobs:d}", "-ignore_crashes=1", "-ignore_timeouts=1", "-ignore_ooms=1"]
+        cmd += [f"-fork={int(jobs)}", "-ignore_crashes=1", "-ignore_timeouts=1", "-ignore_ooms=1"]
     seed_dir = os.path.join(seeds, name)
     cmd += [corpus] + ([seed_dir] if os.path.isdir(seed_dir) else [])
     t0 = time.time()
@@ -116,8 +116,8 @@ def main(argv=None):
         res = fuzz(name, exe, env, seeds, a.out, a.seconds, a.jobs)
         status = "ok" if res["rc"] == 0 and not res["new_findings"] else "FINDINGS"
         found = " ".join(os.path.join(res["findings_dir"], f) for f in res["new_findings"])
-        print(f"{name:<16s} {status}  {res['seconds']}s  runs {res['runs']}  corpus {res['corpus']:d}  "
-              f"rc {res['rc']:d}  {found}")
+        print(f"{name:<16s} {status}  {res['seconds']}s  runs {res['runs']}  corpus {int(res['corpus'])}  "
+              f"rc {int(res['rc'])}  {found}")
         if status != "ok":
             print(res["tail"])
             bad += 1
