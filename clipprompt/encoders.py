@@ -1,7 +1,8 @@
 """The text encoders: ``ClipTextEncoder`` (CLIP text tower) and ``MiniLMEncoder`` (BERT sentence encoder).
 
 Thin Python over the C engine in ``clipprompt._C`` (one type, ``EncoderModel``, for every text tower): path
-resolution, tokenization, batching, progress bars and the fingerprint. The forward passes run in C with the GIL released.
+resolution, tokenization, batching, progress bars and the fingerprint. The forward passes run in C with the GIL
+released.
 """
 from __future__ import annotations
 

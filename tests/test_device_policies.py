@@ -4,6 +4,8 @@ logic over host fakes of its memory / graph operations (csrc/device/cp_device_se
 Faults each check guards against: an out-of-memory retry that moved the arena while runners kept views into the
 freed one; graph capture without a warm-up run; one failed capture switching graphs off for good; an unbounded graph
 cache keyed by exact batch shapes; float16 queries converted without a range check."""
+import pathlib
+
 from clipprompt import _C
 
 EXPECTED = {"arena_retry_without_old", "arena_oom_restores_old_size", "arena_usable_after_oom",
@@ -22,7 +24,6 @@ def test_device_policies_over_host_fakes():
 def test_runner_lays_views_out_per_pass():
     """The encoder runner derives every arena pointer from the context's current arena at each pass (views()),
     and never keeps a token count of its own that could outlive an arena that moved."""
-    import os
-    src = open(os.path.join(os.path.dirname(__file__), "..", "csrc", "device", "cp_runner_cuda.c")).read()
+    src = (pathlib.Path(__file__).parent.parent / "csrc" / "device" / "cp_runner_cuda.c").read_text()
     assert "arena_tokens(r)" in src and "r->arena_tokens" not in src
     assert src.count("CP_CHECK(views(r,") == 1

@@ -12,11 +12,6 @@ import clipprompt._C as C
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STUB = os.path.join(ROOT, "clipprompt", "_C.pyi")
 
-# The model rewrite replaces four per-architecture classes by two. Until it lands, the stub declares the two new
-# classes ahead of the module; the four old ones are declared only while the module still has them (so this test
-# fails, and the stub's TRANSITIONAL block must go, once they are gone). Nothing else may differ.
-NEW_MODEL_CLASSES = {"EncoderModel", "EncoderModelCUDA"}
-OLD_MODEL_CLASSES = {"ClipTextModel", "MiniLMModel", "ClipTextModelCUDA", "MiniLMModelCUDA"}
 
 
 def _stub_members(body):
@@ -58,9 +53,7 @@ def test_every_export_of_the_extension_is_in_the_stub_and_back():
     missing = mod - set(stub)
     assert not missing, f"exported by clipprompt._C but not declared in _C.pyi: {sorted(missing)}"
     extra = set(stub) - mod
-    assert extra <= NEW_MODEL_CLASSES, f"declared in _C.pyi but not exported by clipprompt._C: {sorted(extra)}"
-    for name in OLD_MODEL_CLASSES - mod:
-        assert name not in stub, f"{name} is gone from the module: remove the TRANSITIONAL block of _C.pyi"
+    assert not extra, f"declared in _C.pyi but not exported by clipprompt._C: {sorted(extra)}"
 
 
 def test_every_class_member_is_in_the_stub_and_back():
