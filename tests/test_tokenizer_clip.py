@@ -16,6 +16,7 @@ import json
 import random
 import sys
 import threading
+import unicodedata
 from pathlib import Path
 
 import ftfy
@@ -286,8 +287,11 @@ def test_hypothesis_hf_agrees_where_cleaning_is_equal(tok, hf, text):
         return
     hf_clean = regex.sub(r"\s+", " ", hf.backend_tokenizer.normalizer.normalize_str(text))
     hf_clean = regex.sub(r"^ | $", "", hf_clean)  # not str.strip(): that also strips \x1c-\x1f
-    # OpenAI's pattern is IGNORECASE (U+0345 then matches no alternative; 'ſ is a contraction), HF's is not
-    if openai_clean(text) == hf_clean and "\u0345" not in text and "ſ" not in text:
+    # OpenAI's pattern is IGNORECASE (U+0345 then matches no alternative; 'ſ is a contraction), HF's is not.
+    # Code points Python's Unicode 14 database leaves unassigned (e.g. CJK Ext. H, U+31350..U+323AF, new in 15.0)
+    # are letters to HF's newer Rust regex tables but not to OpenAI's `regex`: the references disagree there.
+    newer = any(unicodedata.category(ch) == "Cn" for ch in text)
+    if openai_clean(text) == hf_clean and "\u0345" not in text and "ſ" not in text and not newer:
         assert hf(text, add_special_tokens=False)["input_ids"] == ours
 
 
