@@ -39,7 +39,8 @@ def _export(name: str) -> None:
 
 # Parts of the C core that later modules add (each present once its csrc/py/py_<part>.c is built).
 for _name in ("normalize", "normalize_batch", "clip_clean", "clip_clean_batch", "segment", "segment_batch",
-              "segment_join", "add_word", "load_userdict", "ClipTokenizer", "WordPieceTokenizer", "PromptCache",
+              "segment_join", "add_word", "load_userdict", "ClipTokenizer", "WordPieceTokenizer", "SentencePieceTokenizer",
+              "PromptCache",
               "FlatIPIndex"):
     _export(_name)
 del _name
