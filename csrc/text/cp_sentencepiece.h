@@ -8,7 +8,7 @@
  * Encoding follows the library: Normalizer::Normalize (longest-match charsmap rules or user-defined symbols passed
  * through unnormalised, invalid UTF-8 -> U+FFFD per byte, leading/trailing/repeated whitespace removed, dummy prefix,
  * ' ' -> U+2581), then unigram::Model::EncodeOptimized (Viterbi over a byte trie of the NORMAL/USER_DEFINED/UNUSED
- * pieces, its float/double score arithmetic and tie-breaking, an unknown character = min NORMAL score - 10), then
+ * pieces, path scores in double, first-wins tie-breaking, an unknown character = min NORMAL score - 10), then
  * the processor's post-pass (consecutive unknowns merged into one id; with byte_fallback each unknown byte becomes
  * its <0xXX> piece). Only unigram models are accepted.
  * Thread safety: immutable after create; every function may run concurrently on one tokenizer.
