@@ -46,7 +46,7 @@ for _name in ("normalize", "normalize_batch", "clip_clean", "clip_clean_batch", 
 del _name
 
 from .encoders import ClipTextEncoder, MiniLMEncoder  # noqa: E402,F401  (issue 4: text encoders over _C models)
-from .multilingual import E5Encoder  # noqa: E402,F401  (multilingual-e5 over the same engine, 4-bit weights)
+from .multilingual import E5Encoder, USEEncoder  # noqa: E402,F401  (multilingual-e5 over the same engine, 4-bit weights)
 
 # Prompt strategies, expansion, the pipeline and SD helpers: Python over the parts above (issue 6).
 from . import sd  # noqa: E402,F401

