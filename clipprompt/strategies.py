@@ -5,7 +5,8 @@ vector is the mean of those texts' L2-normalised embeddings, renormalised (for o
 That single rule covers the four strategies the pipeline and the evaluation compare:
 
 - ``raw``        the prompt as given (after normalisation);
-- ``keywords``   content words only, what people type into a search box (stopwords from ``data/stopwords_*.txt``);
+- ``keywords``   content words only, what people type into a search box (per-language stop lists
+                 ``data/stopwords_{en,zh,ja}.txt``: English for Latin words, Japanese or Chinese for CJK words);
 - ``templates``  CLIP's zero-shot templates ("a photo of a {}.") with template ensembling, as in the CLIP paper;
 - ``expand``     the prompt plus related phrases from a pool (:class:`clipprompt.expand.PromptExpander`).
 
@@ -39,16 +40,33 @@ def _data_text(name: str) -> str:
     return resources.files("clipprompt").joinpath("data", name).read_text(encoding="utf-8")
 
 
+_KANA = re.compile(r"[\u3040-\u30ff\uff66-\uff9f]")
+_HAN_OR_HANGUL = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
+
+
 @functools.lru_cache(maxsize=None)
-def stopwords() -> frozenset:
-    """The shipped stopword set (English + Chinese function words), lower case."""
+def stopwords(lang: str | None = None) -> frozenset:
+    """The shipped stopwords of one language ("en", "zh", "ja"), lower case; ``None``: English + Chinese (the union
+    the keyword strategy used before it was language-aware)."""
+    names = {"en": ("stopwords_en.txt",), "zh": ("stopwords_zh.txt",), "ja": ("stopwords_ja.txt",),
+             None: ("stopwords_en.txt", "stopwords_zh.txt")}
+    if lang not in names:
+        cp._C._raise_status(-9, f"stopwords: lang must be 'en', 'zh' or 'ja', got {lang!r}")
     words = set()
-    for name in ("stopwords_en.txt", "stopwords_zh.txt"):
+    for name in names[lang]:
         for line in _data_text(name).splitlines():
             line = line.strip()
             if line and not line.startswith("#"):
                 words.add(line)
     return frozenset(words)
+
+
+def _cjk_lang(text: str, lang: str) -> str:
+    """The language whose stop list applies to the CJK words of ``text``: ``lang`` when given, else "ja" when the
+    text has kana, else "zh"."""
+    if lang in ("zh", "ja"):
+        return lang
+    return "ja" if _KANA.search(text) else "zh"
 
 
 def _segments(text: str, lang: str) -> list[str]:
@@ -69,10 +87,13 @@ def content_words(text: str, *, lang: str = "auto", normalized: bool = False, wo
     else:
         text = text.lower()
     segs = words if words is not None else _segments(text, lang)
-    stop = stopwords()
+    # per-language stop lists: English for Latin-script words, the text's CJK language (kana -> ja, else zh) for
+    # words with Han / kana / Hangul (so Japanese keeps 着 of 着物 and drops its particles)
+    stop_en, stop_cjk = stopwords("en"), stopwords(_cjk_lang(text, lang))
     out, seen = [], set()
     for seg in segs:
         for w in _WORD.findall(seg.lower()):
+            stop = stop_cjk if (_HAN_OR_HANGUL.search(w) or _KANA.search(w)) else stop_en
             if w in stop or w in seen:
                 continue
             seen.add(w)

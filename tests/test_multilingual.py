@@ -338,3 +338,37 @@ def test_use_repeated_encode_does_not_grow_memory(use):
     for _ in range(20):
         use.encode(texts)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 20 * 1024
+
+
+# ---- language-aware strategies ---------------------------------------------------------------------------------
+def test_keywords_use_per_language_stop_lists():
+    # Japanese: particles and the past/auxiliary endings go, 着 (to wear) stays; Chinese: 的 goes
+    assert cp.keywords("着物を着た女性の写真").split() == ["着物", "着", "女性", "写真"]
+    kw = cp.keywords("她穿着红色的裙子").split()
+    assert "的" not in kw and "红色" in kw and "裙子" in kw
+    assert cp.keywords("shirt 白色 短袖 for the summer").split() == ["shirt", "白色", "短袖", "summer"]
+    from clipprompt import strategies as st
+
+    assert "の" in st.stopwords("ja") and "着" in st.stopwords("zh") and "着" not in st.stopwords("ja")
+    with pytest.raises(cp.InvalidArgumentError):
+        st.stopwords("fr")
+
+
+def test_encoders_by_name_and_the_multilingual_default(e5):
+    from conftest import read_lines
+
+    from clipprompt.multilingual import resolve_encoder
+
+    assert resolve_encoder(e5) is e5
+    with pytest.raises(cp.InvalidArgumentError):
+        resolve_encoder("bert-large")
+    pool = read_lines("pool/google_product_taxonomy_en.txt")
+    dress = [p for p in pool if "Dress" in p or "Shirt" in p or "Hat" in p]
+    rng = np.random.default_rng(0)
+    pool = sorted(set(dress[:40] + list(rng.choice(pool, 260, replace=False))))
+    exp = cp.PromptExpander(pool, e5)
+    for prompt, want in (("红色连衣裙 女 夏季", "Dress"), ("白色 短袖 シャツ", "Shirt"), ("麦わら帽子", "Hat")):
+        e = exp.expand(prompt, top_k=3, min_score=0.0)
+        assert any(want in p for p, _ in e.added), (prompt, e.added)
+    pipe = cp.PromptPipeline("e5", expander=exp, strategy="keywords")
+    assert isinstance(pipe.encoder, E5Encoder) and pipe.encode(["红色连衣裙"]).shape == (1, 384)
