@@ -11,4 +11,14 @@ PyObject *cp_py_take_exc(void);
  *  "cannot read <what><path!r>: <error>" (`what` is "" or ends with a space). New reference or NULL. */
 PyObject *cp_py_read_file(PyObject *path, const char *what);
 
+/** A list of Python ints from ids[0..n). New reference or NULL. */
+PyObject *cp_py_int_list(const int32_t *ids, size_t n);
+
+/** padding "longest" -> 0, "max_length" -> 1, else InvalidArgumentError and -1. */
+int cp_py_padding_mode(const char *padding);
+
+/** (input_ids, attention_mask) int32 [n, W] from rows buf[i*L .. i*L+L) of which lens[i] are tokens: W = L when
+ *  pad_max, else the longest row. New reference (a tuple) or NULL. */
+PyObject *cp_py_ids_mask(const int32_t *buf, const int32_t *lens, size_t n, size_t L, int pad_max);
+
 #endif

@@ -114,15 +114,7 @@ static PyObject *SP_encode(SPObject *self, PyObject *arg) {
     Py_BEGIN_ALLOW_THREADS rc = cp_sp_encode(self->sp, t.data, (size_t)t.len, &ids, &n);
     Py_END_ALLOW_THREADS cp_py_text_release(&t);
     if (rc != CP_OK) return cp_py_raise(rc);
-    PyObject *l = PyList_New((Py_ssize_t)n);
-    for (size_t i = 0; l && i < n; i++) {
-        PyObject *v = PyLong_FromLong(ids[i]);
-        if (!v) {
-            Py_CLEAR(l);
-            break;
-        }
-        PyList_SET_ITEM(l, (Py_ssize_t)i, v);
-    }
+    PyObject *l = cp_py_int_list(ids, n);
     free(ids);
     return l;
 }
@@ -185,13 +177,8 @@ static PyObject *SP_call(SPObject *self, PyObject *args, PyObject *kw) {
     if (!PyArg_ParseTupleAndKeywords(args, kw, "O|ns:SentencePieceTokenizer.__call__", kwlist, &texts, &max_length,
                                      &padding))
         return NULL;
-    int pad_max;
-    if (strcmp(padding, "longest") == 0) pad_max = 0;
-    else if (strcmp(padding, "max_length") == 0) pad_max = 1;
-    else {
-        PyErr_Format(cp_py_InvalidArgumentError, "padding must be \"longest\" or \"max_length\", got \"%s\"", padding);
-        return NULL;
-    }
+    int pad_max = cp_py_padding_mode(padding);
+    if (pad_max < 0) return NULL;
     int32_t bos, eos;
     cp_sp_special_ids(self->sp, NULL, &bos, &eos, NULL);
     Py_ssize_t need = 1 + (bos >= 0) + (eos >= 0);
@@ -204,7 +191,6 @@ static PyObject *SP_call(SPObject *self, PyObject *args, PyObject *kw) {
     if (cp_py_texts_get(texts, &tx, "texts") < 0) return NULL;
     size_t n = (size_t)tx.n, L = (size_t)max_length, total;
     PyObject *res = NULL;
-    PyArrayObject *ids = NULL, *mask = NULL;
     int32_t *lens = PyMem_Malloc(sizeof(int32_t) * (n ? n : 1)), *buf = NULL;
     if (cp_mul_size(n, L, &total) != CP_OK || total > PY_SSIZE_T_MAX / 4) {
         cp_py_raise(CP_ERR_INVALID_ARG);
@@ -221,25 +207,8 @@ static PyObject *SP_call(SPObject *self, PyObject *args, PyObject *kw) {
         cp_py_raise(rc);
         goto error;
     }
-    size_t width = L;
-    if (!pad_max) {
-        width = 0;
-        for (size_t i = 0; i < n; i++)
-            if ((size_t)lens[i] > width) width = (size_t)lens[i];
-    }
-    npy_intp dims[2] = {(npy_intp)n, (npy_intp)width};
-    ids = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_INT32);
-    mask = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_INT32);
-    if (!ids || !mask) goto error;
-    int32_t *di = (int32_t *)PyArray_DATA(ids), *dm = (int32_t *)PyArray_DATA(mask);
-    for (size_t i = 0; i < n; i++) {
-        memcpy(di + i * width, buf + i * L, sizeof(int32_t) * width);
-        for (size_t k = 0; k < width; k++) dm[i * width + k] = (int32_t)k < lens[i];
-    }
-    res = PyTuple_Pack(2, (PyObject *)ids, (PyObject *)mask);
+    res = cp_py_ids_mask(buf, lens, n, L, pad_max);
 error:
-    Py_XDECREF(ids);
-    Py_XDECREF(mask);
     PyMem_Free(lens);
     PyMem_Free(buf);
     cp_py_texts_release(&tx);
