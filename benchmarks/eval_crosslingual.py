@@ -57,9 +57,11 @@ def main():
     if args.json:
         print(json.dumps(res, indent=2))
         return
-    print(f"# cross-lingual STS-B dev: {res['queries']} zh/ja sentence1 queries -> {res['candidates']} distinct English "
-          f"sentence1s | {platform.machine()} | threads {res['threads']} | {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    print(f"{'encoder':<8} | {'zh->en R@1':>10} | {'zh->en R@5':>10} | {'ja->en R@1':>10} | {'ja->en R@5':>10} | seconds")
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print(f"# cross-lingual STS-B dev: {res['queries']} zh/ja sentence1 queries -> {res['candidates']} distinct "
+          f"English sentence1s | {platform.machine()} | threads {res['threads']} | {when} | load {os.getloadavg()}")
+    cols = " | ".join(f"{c:>10}" for c in ("zh->en R@1", "zh->en R@5", "ja->en R@1", "ja->en R@5"))
+    print(f"{'encoder':<8} | {cols} | seconds")
     for name, r in res["results"].items():
         print(f"{name:<8} | {100 * r['zh->en']['R@1']:10.1f} | {100 * r['zh->en']['R@5']:10.1f} | "
               f"{100 * r['ja->en']['R@1']:10.1f} | {100 * r['ja->en']['R@5']:10.1f} | {r['seconds']:.1f}")

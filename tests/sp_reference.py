@@ -79,9 +79,9 @@ def pb_fields(b):
 
 
 def charsmap_of(model_bytes):
-    for f, w, v in pb_fields(model_bytes):
+    for f, _w, v in pb_fields(model_bytes):
         if f == 3:
-            for ff, ww, vv in pb_fields(v):
+            for ff, _ww, vv in pb_fields(v):
                 if ff == 2:
                     return vv
     return b""
@@ -103,7 +103,8 @@ def build_model(pieces, charsmap=b"", name=b"user_defined", byte_fallback=False,
     norm = pb_bytes(1, name)
     if charsmap:
         norm += pb_bytes(2, charsmap)
-    norm += pb_int(3, int(add_dummy_prefix)) + pb_int(4, int(remove_extra_whitespaces)) + pb_int(5, int(escape_whitespaces))
+    norm += pb_int(3, int(add_dummy_prefix)) + pb_int(4, int(remove_extra_whitespaces))
+    norm += pb_int(5, int(escape_whitespaces))
     out += pb_bytes(3, norm)
     return bytes(out)
 
@@ -143,7 +144,7 @@ def compile_rules(rules):
         tsv = os.path.join(d, "rules.tsv")
         with open(tsv, "w", encoding="ascii") as f:
             for cp in sorted(rules):
-                f.write("%X\t%s\n" % (cp, " ".join("%X" % c for c in rules[cp])))
+                f.write("{:X}\t{}\n".format(cp, " ".join(f"{c:X}" for c in rules[cp])))
         text = ["abc def ghi jkl mno pqr stu vwx yz"] * 20
         m = io.BytesIO()
         spm.SentencePieceTrainer.train(sentence_iterator=iter(text), model_writer=m, vocab_size=30,
@@ -194,7 +195,8 @@ def tiny_e5_file(seed=0, H=64, layers=2, heads=4, ffn=128, pieces=None, maxp=32)
 
     rng = np.random.default_rng(seed)
     if pieces is None:
-        words = ["\u2581a", "\u2581photo", "\u2581of", "\u2581cat", "\u2581dog", "s", "\u2581", "猫", "犬", "の", "写真",
+        words = ["\u2581a", "\u2581photo", "\u2581of", "\u2581cat", "\u2581dog", "s", "\u2581", "猫", "犬", "の",
+                 "写真",
                  ".", ",", "\u2581red", "\u2581dress"]
         pieces = [(b"<s>", 0.0), (b"<pad>", 0.0), (b"</s>", 0.0), (b"<unk>", 0.0)]
         pieces += [(p.encode(), -float(i + 1)) for i, p in enumerate(words)] + [(b"<mask>", 0.0)]
@@ -213,7 +215,8 @@ def tiny_e5_file(seed=0, H=64, layers=2, heads=4, ffn=128, pieces=None, maxp=32)
                "emb.type": (0, rng.standard_normal((2, H)) * 0.1), "emb.ln.w": (0, 1 + 0.1 * rng.standard_normal(H)),
                "emb.ln.b": (0, 0.1 * rng.standard_normal(H))}
     for layer in range(layers):
-        for nm, shape in (("q", (H, H)), ("k", (H, H)), ("v", (H, H)), ("ao", (H, H)), ("fi", (ffn, H)), ("fo", (H, ffn))):
+        shapes = (("q", (H, H)), ("k", (H, H)), ("v", (H, H)), ("ao", (H, H)), ("fi", (ffn, H)), ("fo", (H, ffn)))
+        for nm, shape in shapes:
             tensors[f"l{layer}.{nm}.w"] = (1, rng.standard_normal(shape) / np.sqrt(shape[1]))
             tensors[f"l{layer}.{nm}.b"] = (0, 0.05 * rng.standard_normal(shape[0]))
         for nm in ("aln", "oln"):
@@ -222,8 +225,8 @@ def tiny_e5_file(seed=0, H=64, layers=2, heads=4, ffn=128, pieces=None, maxp=32)
     dir_len = 4 + sum(2 + len(n) + 1 + 4 + 8 + 8 for n in tensors)
     off = len(head) + len(tok) + dir_len
     directory, data = struct.pack("<i", len(tensors)), bytearray()
-    for name, (dt, arr) in tensors.items():
-        arr = np.asarray(arr, np.float32)
+    for name, (dt, raw) in tensors.items():
+        arr = np.asarray(raw, np.float32)
         payload = _q4_blocks(arr) if dt == 1 else arr.astype("<f4").tobytes()
         directory += struct.pack("<H", len(name)) + name.encode() + struct.pack("<BIQQ", dt, arr.size, off + len(data),
                                                                                  len(payload))

