@@ -671,7 +671,7 @@ int cp_sp_normalize(const cp_sp *t, const char *s, size_t n, char **out, size_t 
 
 typedef struct {
     int32_t id;    /* piece id (unk for an unknown character) */
-    double score;  /* best path score ending here */
+    float score;   /* best path score ending here */
     int32_t start; /* where the last piece starts, -1 = not reached */
 } sp_best;
 
@@ -687,7 +687,7 @@ static int sp_viterbi(const cp_sp *t, const char *str, size_t n, int32_t **ids, 
     const float unk_score = t->min_score - 10.0f;
     size_t start = 0;
     while (start < n) {
-        const double till = best[start].score;
+        const float till = best[start].score;
         int has_single = 0;
         size_t mblen = sp_one_char_len(s[start]);
         if (mblen > n - start) mblen = n - start;
@@ -699,17 +699,17 @@ static int sp_viterbi(const cp_sp *t, const char *str, size_t n, int32_t **ids, 
             int32_t id = t->node_id[node];
             if (id < 0 || t->type[id] == CP_SP_UNUSED) continue;
             size_t length = key - start;
-            /* path scores in double, as the installed library computes them: ties between equal-score paths and
-             * near-ties in long texts depend on it (float sums pick other paths past ~10^5; tests pin this) */
-            const double score = t->type[id] == CP_SP_USER_DEFINED ? (double)((float)length * t->max_score) - 0.1
-                                                                   : (double)t->score[id];
-            const double cand = score + till;
+            /* path scores in float (the library's best_path_score): ties between equal-score paths then break by
+             * float rounding exactly as the library's do; see the header for the one known divergence */
+            const float score = t->type[id] == CP_SP_USER_DEFINED ? (float)((double)((float)length * t->max_score) - 0.1)
+                                                                  : t->score[id];
+            const float cand = score + till;
             sp_best *tg = &best[key];
             if (tg->start == -1 || cand > tg->score) tg->score = cand, tg->start = (int32_t)start, tg->id = id;
             if (!has_single && length == mblen) has_single = 1;
         }
         if (!has_single) {
-            const double cand = (double)unk_score + till;
+            const float cand = unk_score + till;
             sp_best *tg = &best[start + mblen];
             if (tg->start == -1 || cand > tg->score) tg->score = cand, tg->start = (int32_t)start, tg->id = t->unk;
         }
