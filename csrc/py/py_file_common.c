@@ -75,3 +75,32 @@ PyObject *cp_py_ids_mask(const int32_t *buf, const int32_t *lens, size_t n, size
     Py_XDECREF(mask);
     return res;
 }
+
+PyObject *cp_py_encode_rows(cp_py_batch_fn fn, const void *tok, PyObject *texts, size_t max_length, int pad_max) {
+    cp_py_texts tx;
+    if (cp_py_texts_get(texts, &tx, "texts") < 0) return NULL;
+    size_t n = (size_t)tx.n, L = max_length, total;
+    PyObject *res = NULL;
+    int32_t *lens = PyMem_Malloc(sizeof(int32_t) * (n ? n : 1)), *buf = NULL;
+    if (cp_mul_size(n, L, &total) != CP_OK || total > PY_SSIZE_T_MAX / 4) {
+        cp_py_raise(CP_ERR_INVALID_ARG);
+        goto error;
+    }
+    buf = PyMem_Malloc(sizeof(int32_t) * (total ? total : 1));
+    if (!lens || !buf) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    int rc;
+    Py_BEGIN_ALLOW_THREADS rc = fn(tok, tx.data, tx.len, n, L, buf, lens);
+    Py_END_ALLOW_THREADS if (rc != CP_OK) {
+        cp_py_raise(rc);
+        goto error;
+    }
+    res = cp_py_ids_mask(buf, lens, n, L, pad_max);
+error:
+    PyMem_Free(lens);
+    PyMem_Free(buf);
+    cp_py_texts_release(&tx);
+    return res;
+}

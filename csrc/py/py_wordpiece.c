@@ -150,6 +150,11 @@ static PyObject *WP_tokenize(WPObject *self, PyObject *arg) {
     return r;
 }
 
+static int batch_wp(const void *tok, const char *const *texts, const size_t *lens, size_t n, size_t max_length,
+                    int32_t *out, int32_t *lengths) {
+    return cp_wordpiece_encode_batch((const cp_wordpiece *)tok, texts, lens, n, max_length, out, lengths);
+}
+
 static PyObject *WP_call(WPObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"texts", "max_length", "padding", NULL};
     PyObject *texts;
@@ -173,32 +178,7 @@ static PyObject *WP_call(WPObject *self, PyObject *args, PyObject *kw) {
                      max_length);
         return NULL;
     }
-    cp_py_texts tx;
-    if (cp_py_texts_get(texts, &tx, "texts") < 0) return NULL;
-    size_t n = (size_t)tx.n, L = (size_t)max_length, total;
-    PyObject *res = NULL;
-    int32_t *lens = PyMem_Malloc(sizeof(int32_t) * (n ? n : 1)), *buf = NULL;
-    if (cp_mul_size(n, L, &total) != CP_OK || total > PY_SSIZE_T_MAX / 4) {
-        cp_py_raise(CP_ERR_INVALID_ARG);
-        goto error;
-    }
-    buf = PyMem_Malloc(sizeof(int32_t) * (total ? total : 1));
-    if (!lens || !buf) {
-        PyErr_NoMemory();
-        goto error;
-    }
-    int rc;
-    Py_BEGIN_ALLOW_THREADS rc = cp_wordpiece_encode_batch(self->wp, tx.data, tx.len, n, L, buf, lens);
-    Py_END_ALLOW_THREADS if (rc != CP_OK) {
-        cp_py_raise(rc);
-        goto error;
-    }
-    res = cp_py_ids_mask(buf, lens, n, L, pad_max);
-error:
-    PyMem_Free(lens);
-    PyMem_Free(buf);
-    cp_py_texts_release(&tx);
-    return res;
+    return cp_py_encode_rows(batch_wp, self->wp, texts, (size_t)max_length, pad_max);
 }
 
 static PyObject *WP_repr(WPObject *self) {
