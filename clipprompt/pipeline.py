@@ -31,8 +31,10 @@ STAGES = ("normalize", "segment", "strategy", "encode", "index")
 class PromptPipeline:
     """Prompts in, vectors (or neighbours) out.
 
-    encoder     a ``cp.ClipTextEncoder`` or ``cp.MiniLMEncoder`` (anything with encode/dim/fingerprint)
-    expander    a ``cp.PromptExpander`` for strategy="expand" (default: the shipped pool, embedded with MiniLM)
+    encoder     a ``cp.ClipTextEncoder``, ``cp.MiniLMEncoder``, ``cp.E5Encoder``, ``cp.USEEncoder`` (anything with
+                encode/dim/fingerprint), or a name: "minilm", "e5", "use"
+    expander    a ``cp.PromptExpander`` for strategy="expand" (default: the shipped pool, embedded with the
+                multilingual default encoder, e5)
     cache       a ``cp.PromptCache`` (default: a new one; pass ``False`` to encode without caching)
     index       a ``cp.FlatIPIndex`` of ``encoder.dim`` (default: created on first ``add``)
     strategy    "expand" | "keywords" | "templates" | "raw", or a Strategy object
@@ -42,11 +44,13 @@ class PromptPipeline:
     expand_kwargs  forwarded to ``expander.expand_batch`` (top_k, min_score, max_tokens, mmr)
     """
 
-    def __init__(self, encoder: TextEncoder, expander: PromptExpander | None = None,
+    def __init__(self, encoder: TextEncoder | str, expander: PromptExpander | None = None,
                  cache: cp.PromptCache | Literal[False] | None = None, index: cp.FlatIPIndex | None = None,
                  strategy: str | Strategy = "expand", *, template: str | list[str] = "imagenet", lang: str = "auto",
                  batch_size: int = 256, **expand_kwargs: Any) -> None:
-        self.encoder = encoder
+        from .multilingual import resolve_encoder
+
+        self.encoder: TextEncoder = resolve_encoder(encoder)
         if cache is None:
             cache = cp.PromptCache()
         self.cache: cp.PromptCache | None = None if cache is False else cache

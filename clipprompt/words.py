@@ -1,4 +1,4 @@
-"""Words of a prompt: the shipped stopwords, content words and the keyword form.
+"""Words of a prompt: the shipped per-language stopwords (en, zh, ja), content words and the keyword form.
 
 The lowest Python layer above ``clipprompt._C``: the strategies (``strategies.py``), the expander's guards
 (``expand.py``), the pipeline and the SD windowing import from here, and this module imports none of them.
@@ -25,16 +25,35 @@ def data_text(name: str) -> str:
     return resources.files("clipprompt").joinpath("data").joinpath(name).read_text(encoding="utf-8")
 
 
+_KANA = re.compile(r"[\u3040-\u30ff\uff66-\uff9f]")
+_HAN_OR_HANGUL = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
+_STOP_FILES: dict[str | None, tuple[str, ...]] = {
+    "en": ("stopwords_en.txt",), "zh": ("stopwords_zh.txt",), "ja": ("stopwords_ja.txt",),
+    None: ("stopwords_en.txt", "stopwords_zh.txt"),
+}
+
+
 @functools.cache
-def stopwords() -> frozenset[str]:
-    """The shipped stopword set (English + Chinese function words), lower case."""
+def stopwords(lang: str | None = None) -> frozenset[str]:
+    """The shipped stopwords of one language ("en", "zh", "ja"), lower case; ``None``: English + Chinese (the union
+    used before the keyword strategy became language-aware)."""
+    if lang not in _STOP_FILES:
+        raise cp.InvalidArgumentError(f"stopwords: lang must be 'en', 'zh' or 'ja', got {lang!r}")
     words = set()
-    for name in ("stopwords_en.txt", "stopwords_zh.txt"):
+    for name in _STOP_FILES[lang]:
         for line in data_text(name).splitlines():
             word = line.strip()
             if word and not word.startswith("#"):
                 words.add(word)
     return frozenset(words)
+
+
+def _cjk_lang(text: str, lang: str) -> str:
+    """The stop list for the CJK words of ``text``: ``lang`` when it is "zh"/"ja", else "ja" when the text has
+    kana, else "zh"."""
+    if lang in ("zh", "ja"):
+        return lang
+    return "ja" if _KANA.search(text) else "zh"
 
 
 def _segments(text: str, lang: str) -> list[str]:
@@ -53,11 +72,14 @@ def content_words(text: str, *, lang: str = "auto", normalized: bool = False,
     """
     text = text.lower() if normalized else cp.normalize(text, lowercase=True)
     segs = words if words is not None else _segments(text, lang)
-    stop = stopwords()
+    # per-language stop lists: English for Latin-script words, the text's CJK language (kana -> ja, else zh) for
+    # words with Han / kana / Hangul (so Japanese keeps 着 of 着物 and drops its particles)
+    stop_en, stop_cjk = stopwords("en"), stopwords(_cjk_lang(text, lang))
     out: list[str] = []
     seen: set[str] = set()
     for seg in segs:
         for w in _WORD.findall(seg.lower()):
+            stop = stop_cjk if (_HAN_OR_HANGUL.search(w) or _KANA.search(w)) else stop_en
             if w in stop or w in seen:
                 continue
             seen.add(w)

@@ -25,6 +25,7 @@ EXPECTED = {
     "fuzz_tokenizers": ["cp_bpe.c", "cp_wordpiece.c"],
     "fuzz_model": ["cp_json.c", "cp_safetensors.c", "cp_encoder.c", "cp_arch_clip.c", "cp_arch_bert.c"],
     "fuzz_store": ["cp_cache.c", "cp_index.c", "cp_persist.c"],
+    "fuzz_sentencepiece": ["cp_sentencepiece.c", "cp_q4.c"],
 }
 PRESENT = sorted(t for t, files in EXPECTED.items()
                  if all(fuzz_build.core_has(f) for f in files))

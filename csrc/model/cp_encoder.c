@@ -209,8 +209,10 @@ int cp_encoder_load(const char *path, const cp_encoder_options *opt, cp_encoder_
 }
 
 /* The families this build knows, tried in this order by "auto" (adding a model family = one line here). */
-extern const cp_encoder_family cp_encoder_family_clip, cp_encoder_family_bert;
-const cp_encoder_family *const cp_encoder_families[] = {&cp_encoder_family_clip, &cp_encoder_family_bert, NULL};
+extern const cp_encoder_family cp_encoder_family_clip, cp_encoder_family_bert, cp_encoder_family_e5,
+    cp_encoder_family_e5_f32;
+const cp_encoder_family *const cp_encoder_families[] = {&cp_encoder_family_clip, &cp_encoder_family_bert,
+                                                         &cp_encoder_family_e5, &cp_encoder_family_e5_f32, NULL};
 
 /* ---- inputs and packing ----------------------------------------------------------------------------- */
 

@@ -11,4 +11,22 @@ PyObject *cp_py_take_exc(void);
  *  "cannot read <what><path!r>: <error>" (`what` is "" or ends with a space). New reference or NULL. */
 PyObject *cp_py_read_file(PyObject *path, const char *what);
 
+/** A list of Python ints from ids[0..n). New reference or NULL. */
+PyObject *cp_py_int_list(const int32_t *ids, size_t n);
+
+/** padding "longest" -> 0, "max_length" -> 1, else InvalidArgumentError and -1. */
+int cp_py_padding_mode(const char *padding);
+
+/** (input_ids, attention_mask) int32 [n, W] from rows buf[i*L .. i*L+L) of which lens[i] are tokens: W = L when
+ *  pad_max, else the longest row. New reference (a tuple) or NULL. */
+PyObject *cp_py_ids_mask(const int32_t *buf, const int32_t *lens, size_t n, size_t L, int pad_max);
+
+/** A tokenizer's batch call: rows of max_length ids into out, lengths per row (the cp_*_encode_batch shape). */
+typedef int (*cp_py_batch_fn)(const void *tok, const char *const *texts, const size_t *lens, size_t n,
+                              size_t max_length, int32_t *out, int32_t *lengths);
+
+/** tok's rows for `texts` (str/bytes or a sequence of them) as (input_ids, attention_mask) via cp_py_ids_mask; the
+ *  batch runs with the GIL released. New reference or NULL. */
+PyObject *cp_py_encode_rows(cp_py_batch_fn fn, const void *tok, PyObject *texts, size_t max_length, int pad_max);
+
 #endif

@@ -109,15 +109,7 @@ static PyObject *WP_encode(WPObject *self, PyObject *arg) {
     int rc = cp_wordpiece_encode(self->wp, t.data, (size_t)t.len, &ids, &n);
     cp_py_text_release(&t);
     if (rc != CP_OK) return cp_py_raise(rc);
-    PyObject *l = PyList_New((Py_ssize_t)n);
-    for (size_t i = 0; l && i < n; i++) {
-        PyObject *v = PyLong_FromLong(ids[i]);
-        if (!v) {
-            Py_CLEAR(l);
-            break;
-        }
-        PyList_SET_ITEM(l, (Py_ssize_t)i, v);
-    }
+    PyObject *l = cp_py_int_list(ids, n);
     free(ids);
     return l;
 }
@@ -158,6 +150,11 @@ static PyObject *WP_tokenize(WPObject *self, PyObject *arg) {
     return r;
 }
 
+static int batch_wp(const void *tok, const char *const *texts, const size_t *lens, size_t n, size_t max_length,
+                    int32_t *out, int32_t *lengths) {
+    return cp_wordpiece_encode_batch((const cp_wordpiece *)tok, texts, lens, n, max_length, out, lengths);
+}
+
 static PyObject *WP_call(WPObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"texts", "max_length", "padding", NULL};
     PyObject *texts;
@@ -181,50 +178,7 @@ static PyObject *WP_call(WPObject *self, PyObject *args, PyObject *kw) {
                      max_length);
         return NULL;
     }
-    cp_py_texts tx;
-    if (cp_py_texts_get(texts, &tx, "texts") < 0) return NULL;
-    size_t n = (size_t)tx.n, L = (size_t)max_length, total;
-    PyObject *res = NULL;
-    PyArrayObject *ids = NULL, *mask = NULL;
-    int32_t *lens = PyMem_Malloc(sizeof(int32_t) * (n ? n : 1)), *buf = NULL;
-    if (cp_mul_size(n, L, &total) != CP_OK || total > PY_SSIZE_T_MAX / 4) {
-        cp_py_raise(CP_ERR_INVALID_ARG);
-        goto error;
-    }
-    buf = PyMem_Malloc(sizeof(int32_t) * (total ? total : 1));
-    if (!lens || !buf) {
-        PyErr_NoMemory();
-        goto error;
-    }
-    int rc;
-    Py_BEGIN_ALLOW_THREADS rc = cp_wordpiece_encode_batch(self->wp, tx.data, tx.len, n, L, buf, lens);
-    Py_END_ALLOW_THREADS if (rc != CP_OK) {
-        cp_py_raise(rc);
-        goto error;
-    }
-    size_t width = L;
-    if (!pad_max) {
-        width = 0;
-        for (size_t i = 0; i < n; i++)
-            if ((size_t)lens[i] > width) width = (size_t)lens[i];
-    }
-    npy_intp dims[2] = {(npy_intp)n, (npy_intp)width};
-    ids = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_INT32);
-    mask = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_INT32);
-    if (!ids || !mask) goto error;
-    int32_t *di = (int32_t *)PyArray_DATA(ids), *dm = (int32_t *)PyArray_DATA(mask);
-    for (size_t i = 0; i < n; i++) {
-        memcpy(di + i * width, buf + i * L, sizeof(int32_t) * width);
-        for (size_t k = 0; k < width; k++) dm[i * width + k] = (int32_t)k < lens[i];
-    }
-    res = PyTuple_Pack(2, (PyObject *)ids, (PyObject *)mask);
-error:
-    Py_XDECREF(ids);
-    Py_XDECREF(mask);
-    PyMem_Free(lens);
-    PyMem_Free(buf);
-    cp_py_texts_release(&tx);
-    return res;
+    return cp_py_encode_rows(batch_wp, self->wp, texts, (size_t)max_length, pad_max);
 }
 
 static PyObject *WP_repr(WPObject *self) {

