@@ -5,8 +5,9 @@ MiniLM through a PromptCache into a FlatIPIndex. ``expand`` embeds the prompt, t
 keeps the best ``top_k`` that pass every guard:
 
 1. score floor  — cosine similarity >= ``min_score``;
-2. present      — the phrase is already in the prompt: exactly, after normalisation (NFKC + lower case), or all of
-                  its content words already appear in the prompt (or in phrases already added);
+2. present      — the phrase is already in the prompt as whole words, after normalisation (NFKC + lower case; so
+                  "Chaps" is not present in "chapstick"), or all of its content words already appear in the prompt
+                  (or in phrases already added);
 3. MMR          — with ``mmr=λ``, greedy maximal marginal relevance ``λ·sim(q, p) − (1−λ)·max sim(p, chosen)``;
 4. budget       — the expanded text never exceeds ``max_tokens`` CLIP tokens (SOT/EOT included, counted with
                   ClipTokenizer); the lowest-scored phrases are dropped first until it fits.
@@ -21,9 +22,9 @@ import numpy as np
 
 import clipprompt as cp
 
-from .strategies import content_words
+from .strategies import _CJK, content_words
 
-__all__ = ["Expansion", "PromptExpander", "default_pool_path", "read_pool"]
+__all__ = ["Expansion", "PromptExpander", "contains_phrase", "default_pool_path", "read_pool"]
 
 DEFAULT_POOL = "pool_google_product_taxonomy_en.txt"
 
@@ -59,6 +60,31 @@ def read_pool(pool) -> list[str]:
     if not out:
         raise cp.InvalidArgumentError("PromptExpander: the pool is empty")
     return out
+
+
+def _is_cjk(ch: str) -> bool:
+    return _CJK.match(ch) is not None
+
+
+def _edge_ok(outer: str, inner: str) -> bool:
+    # A match edge is a word boundary when the outside character is not a letter/digit, or either side is CJK
+    # (written without spaces: "T恤" is present in "白色T恤").
+    return not outer.isalnum() or _is_cjk(outer) or _is_cjk(inner)
+
+
+def contains_phrase(text: str, phrase: str) -> bool:
+    """True when ``phrase`` occurs in ``text`` as whole words ("chaps" is not in "chapstick", "red" not in
+    "bored"); next to CJK characters any position counts. Both are compared as given (lower-case them first)."""
+    if not phrase:
+        return False
+    start = text.find(phrase)
+    while start >= 0:
+        end = start + len(phrase)
+        if (start == 0 or _edge_ok(text[start - 1], phrase[0])) and \
+                (end == len(text) or _edge_ok(text[end], phrase[-1])):
+            return True
+        start = text.find(phrase, start + 1)
+    return False
 
 
 def _stem(w: str) -> str:
@@ -178,7 +204,7 @@ class PromptExpander:
                 dropped.append((phrase, s, "score"))
                 continue
             pw = self._words[i]
-            if phrase in prompt or self._lower[i] in lower or (pw and pw <= prompt_words):
+            if contains_phrase(lower, self._lower[i]) or (pw and pw <= prompt_words):
                 dropped.append((phrase, s, "present"))
                 continue
             cand.append((s, i))

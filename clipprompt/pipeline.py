@@ -131,7 +131,7 @@ class PromptPipeline:
                 vecs = self.cache.get_or_encode(self.encoder, flat)
             else:
                 vecs = self.encoder.encode(flat, normalize=True)
-            out = pool_vectors(np.asarray(vecs, np.float32), [len(g) for g in groups])
+            out = pool_vectors(np.asarray(vecs, np.float32), [len(g) for g in groups], self.strategy.weights(groups))
         self._counts["prompts"] += len(groups)
         self._counts["texts"] += len(flat)
         self._counts["batches"] += 1

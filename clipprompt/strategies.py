@@ -131,14 +131,18 @@ def encode_texts(encoder, texts: list[str], cache=None, *, batch_size=None, prog
     return np.ascontiguousarray(vecs, dtype=np.float32)
 
 
-def pool_vectors(vecs: np.ndarray, counts) -> np.ndarray:
-    """Mean of normalised rows per group (``counts[i]`` consecutive rows each), renormalised: template ensembling."""
+def pool_vectors(vecs: np.ndarray, counts, weights=None) -> np.ndarray:
+    """Mean of normalised rows per group (``counts[i]`` consecutive rows each), renormalised: template ensembling.
+
+    ``weights``: one weight per row (flat, aligned with ``vecs``) for a weighted mean instead (embedding blending)."""
     vecs = np.asarray(vecs, np.float32)
     counts = np.asarray(counts, np.int64)
     if np.all(counts == 1):
         return vecs
     norms = np.linalg.norm(vecs, axis=1, keepdims=True)
     unit = vecs / np.maximum(norms, 1e-12)
+    if weights is not None:
+        unit = unit * np.asarray(weights, np.float32).reshape(-1, 1)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     sums = np.add.reduceat(unit, starts, axis=0) if len(unit) else unit
     out = sums / counts[:, None]
@@ -154,6 +158,10 @@ class Strategy:
 
     def texts(self, prompts: list[str], words=None) -> list[list[str]]:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def weights(self, groups: list[list[str]]):
+        """Per text of the last ``texts`` call, its weight in the prompt's vector (flat); None: a plain mean."""
+        return None
 
     def __repr__(self):
         return f"{type(self).__name__}()"
@@ -209,21 +217,43 @@ class TemplateStrategy(Strategy):
 
 
 class ExpandStrategy(Strategy):
-    """The prompt grown with related pool phrases by a :class:`~clipprompt.expand.PromptExpander`."""
+    """The prompt grown with related pool phrases by a :class:`~clipprompt.expand.PromptExpander`.
+
+    ``blend=None``: the prompt and its phrases concatenated into one text ("prompt, phrase, phrase").
+    ``blend=w`` (0 < w <= 1): embedding-space blending — the prompt and each accepted phrase are encoded separately
+    and the prompt's vector is ``w·prompt + (1−w)·mean(phrases)`` (normalised vectors, renormalised), the way CLIP's
+    prompt ensembles average templates. A prompt with no accepted phrase is just its own embedding.
+    Other keyword arguments (top_k, min_score, max_tokens, mmr) go to ``expander.expand_batch``.
+    """
 
     name = "expand"
 
-    def __init__(self, expander, **expand_kwargs):
+    def __init__(self, expander, *, blend=None, **expand_kwargs):
+        if blend is not None and not (isinstance(blend, (int, float)) and 0.0 < float(blend) <= 1.0):
+            raise cp.InvalidArgumentError(f"ExpandStrategy: blend must be None or in (0, 1], got {blend!r}")
         self.expander = expander
+        self.blend = None if blend is None else float(blend)
         self.expand_kwargs = expand_kwargs
         self.last = []  # the Expansion objects of the last batch (for inspection)
 
     def texts(self, prompts, words=None):
         self.last = self.expander.expand_batch(prompts, words=words, **self.expand_kwargs)
-        return [[e.text] for e in self.last]
+        if self.blend is None:
+            return [[e.text] for e in self.last]
+        return [[e.prompt] + [p for p, _ in e.added] for e in self.last]
+
+    def weights(self, groups):
+        if self.blend is None:
+            return None
+        w = []
+        for g in groups:
+            n = len(g) - 1
+            # pool_vectors divides each group's sum by its size: scale so the group's weights sum to its size.
+            w += [float(len(g))] if n == 0 else [self.blend * len(g)] + [(1.0 - self.blend) * len(g) / n] * n
+        return w
 
     def __repr__(self):
-        return f"ExpandStrategy({self.expander!r}, {self.expand_kwargs})"
+        return f"ExpandStrategy({self.expander!r}, blend={self.blend}, {self.expand_kwargs})"
 
 
 def get_strategy(strategy, *, expander=None, template="imagenet", **expand_kwargs) -> Strategy:
