@@ -9,6 +9,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -145,6 +146,12 @@ class ClipTextEncoder:
         return cls(model, p, device, dtype, tokenizer, runner)
 
     # -- inputs -------------------------------------------------------------------------------------------------
+    #: What text input longer than ``context_length`` tokens does: "warn" (cut, and a UserWarning saying how many),
+    #: "ignore" (cut silently) or "error" (TokenizerError naming the prompt). Set it per encoder.
+    on_truncate: str = "warn"
+    #: Indices (into the last call's texts) of the prompts that were cut; ``()`` when none or for token-id input.
+    last_truncated: tuple[int, ...] = ()
+
     def _tokenize(self, texts: Sequence[str]) -> np.ndarray:
         tok = self._tokenizer
         if tok is None:
@@ -152,9 +159,20 @@ class ClipTextEncoder:
                 _C._raise_status(-11, "text input needs clipprompt.ClipTokenizer, which this build lacks; "
                                       "pass int32 token ids (B, 77) or tokenizer=")
             tok = self._tokenizer = _C.ClipTokenizer()
-        return _as_int32_2d(tok(list(texts), context_length=self.context_length, truncate=True), "token ids")
+        if self.on_truncate not in ("warn", "ignore", "error"):
+            raise _C.InvalidArgumentError(f"ClipTextEncoder.on_truncate must be 'warn', 'ignore' or 'error', "
+                                          f"got {self.on_truncate!r}")
+        ids = tok(list(texts), context_length=self.context_length, truncate=self.on_truncate != "error")
+        self.last_truncated = tuple(i for i, d in enumerate(getattr(tok, "last_truncated", None) or ()) if d)
+        if self.last_truncated and self.on_truncate == "warn":
+            warnings.warn(f"ClipTextEncoder: {len(self.last_truncated)} of {len(texts)} prompts were longer than "
+                          f"{self.context_length} tokens and were truncated (indices in .last_truncated; "
+                          "clipprompt.sd chunks long prompts; on_truncate='ignore' silences this)",
+                          UserWarning, stacklevel=4)
+        return _as_int32_2d(ids, "token ids")
 
     def _ids(self, texts_or_ids: Any) -> np.ndarray:
+        self.last_truncated = ()
         if isinstance(texts_or_ids, (str, bytes)):
             return self._tokenize([texts_or_ids])
         if isinstance(texts_or_ids, np.ndarray) or _is_ids(texts_or_ids):
