@@ -88,7 +88,11 @@ def _cmd_encode(args) -> int:
 def _cmd_expand(args) -> int:
     from .expand import PromptExpander
 
-    exp = PromptExpander(args.pool)
+    path = _pool_cache_file(args, args.pool)
+    cache, _ = _open_cache(path)
+    exp = PromptExpander(args.pool, cache=cache)
+    if path and cache.stats()["misses"]:
+        _save_cache(cache, path)
     outs = exp.expand_batch(_read_inputs(args), top_k=args.top_k, min_score=args.min_score,
                             max_tokens=args.max_tokens, mmr=args.mmr)
     if args.json:
@@ -112,9 +116,12 @@ def _cmd_search(args) -> int:
 
     corpus = _read_corpus(args.corpus)
     enc = _load_encoder(args)
-    cache = cp.PromptCache()
+    path = _pool_cache_file(args, args.corpus)
+    cache, _ = _open_cache(path)
     indexer = PromptPipeline(enc, cache=cache, strategy="raw")
     indexer.add(corpus, progress=args.progress)
+    if path and cache.stats()["misses"]:
+        _save_cache(cache, path)
     pipe = PromptPipeline(enc, cache=cache, index=indexer.index, strategy=args.strategy, template=args.template)
     queries = _read_inputs(args)
     D, I = pipe.search(queries, args.k)
@@ -178,11 +185,29 @@ def _cmd_bench(args) -> int:
     return 0
 
 
-def _default_cache_file() -> str:
+def cache_dir() -> str:
+    """Where the CLI keeps its cache files: ``$CLIPPROMPT_CACHE_DIR``, else ``$XDG_CACHE_HOME/clipprompt`` (when
+    set to an absolute path, per the XDG base-directory spec), else ``~/.cache/clipprompt``."""
     import os
 
-    base = os.environ.get("CLIPPROMPT_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "clipprompt")
-    return os.path.join(base, "demo-cache.cpc")
+    if os.environ.get("CLIPPROMPT_CACHE_DIR"):
+        return os.environ["CLIPPROMPT_CACHE_DIR"]
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = xdg if os.path.isabs(xdg) else os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "clipprompt")
+
+
+def _default_cache_file(name: str = "demo-cache.cpc") -> str:
+    import os
+
+    return os.path.join(cache_dir(), name)
+
+
+def _pool_cache_file(args, given_pool) -> str:
+    """The persistent cache for the shipped pool (expand / search without a pool of their own); '' for none."""
+    if given_pool or args.cache_file == "":
+        return ""
+    return args.cache_file or _default_cache_file("pool-cache.cpc")
 
 
 def _open_cache(path):
@@ -200,10 +225,14 @@ def _open_cache(path):
 def _save_cache(cache, path):
     import os
 
+    tmp = f"{path}.tmp{os.getpid()}"
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        cache.save(path)
+        cache.save(tmp)
+        os.replace(tmp, path)  # atomic: a concurrent run reads the old file or the new one, never half of one
     except (OSError, cp.ClipPromptError) as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
         print(f"   (could not write the cache file {path}: {e})", file=sys.stderr)
 
 
@@ -281,7 +310,13 @@ def main(argv=None) -> int:
 
     def strategy_args(sp, default="raw"):
         sp.add_argument("--strategy", default=default, choices=["raw", "keywords", "templates", "expand"])
-        sp.add_argument("--template", default="imagenet", help="template set for --strategy templates")
+        sp.add_argument("--template", default="imagenet7",
+                        help="template set for --strategy templates (imagenet7: 7 encodes per prompt; imagenet: 80)")
+
+    def pool_cache_arg(sp):
+        sp.add_argument("--cache-file", default=None,
+                        help="PromptCache file that keeps the shipped pool's embeddings between runs (used when no "
+                             f"pool/corpus is given; default: {_default_cache_file('pool-cache.cpc')}; '' for none)")
 
     sub.add_parser("info", help="print build_info() as JSON").set_defaults(fn=_cmd_info)
 
@@ -322,6 +357,7 @@ def main(argv=None) -> int:
     x.add_argument("--max-tokens", type=int, default=77)
     x.add_argument("--mmr", type=float)
     x.add_argument("--json", action="store_true")
+    pool_cache_arg(x)
     x.set_defaults(fn=_cmd_expand)
 
     s = sub.add_parser("search", help="search a corpus (one text per line) with query prompts")
@@ -331,6 +367,7 @@ def main(argv=None) -> int:
     model_args(s)
     strategy_args(s)
     s.add_argument("--progress", action="store_true")
+    pool_cache_arg(s)
     s.set_defaults(fn=_cmd_search)
 
     b = sub.add_parser("bench", help="stage timings on the shipped pool phrases")

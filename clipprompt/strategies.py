@@ -195,7 +195,7 @@ class TemplateStrategy(Strategy):
 
     name = "templates"
 
-    def __init__(self, template: str | list = "imagenet", keywords: bool = False):
+    def __init__(self, template: str | list = "imagenet7", keywords: bool = False):
         self.template = template
         self.tmpl = templates(template) if isinstance(template, str) else list(template)
         if not self.tmpl or any("{}" not in t for t in self.tmpl):
@@ -256,7 +256,7 @@ class ExpandStrategy(Strategy):
         return f"ExpandStrategy({self.expander!r}, blend={self.blend}, {self.expand_kwargs})"
 
 
-def get_strategy(strategy, *, expander=None, template="imagenet", **expand_kwargs) -> Strategy:
+def get_strategy(strategy, *, expander=None, template="imagenet7", **expand_kwargs) -> Strategy:
     """A Strategy from a name in STRATEGIES (or a Strategy, returned as is)."""
     if isinstance(strategy, Strategy):
         return strategy

@@ -108,3 +108,43 @@ def test_demo(capsys, pool_file, tmp_path):
     again = _run(capsys, "demo", "--pool", pool_file, "--cache-file", str(cache_file))
     assert f"{len(POOL)} from the cache file, 0 encoded" in again  # the pool is embedded once, across runs
     assert any("中" in p or "色" in p for p in DEMO_PROMPTS) and any(p.isascii() for p in DEMO_PROMPTS)
+
+
+def test_cache_dir_follows_xdg(monkeypatch, tmp_path):
+    from clipprompt.cli import cache_dir
+
+    monkeypatch.delenv("CLIPPROMPT_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == str(tmp_path / "xdg" / "clipprompt")
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")  # the spec: relative paths are invalid
+    assert cache_dir() == os.path.join(os.path.expanduser("~"), ".cache", "clipprompt")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert cache_dir() == os.path.join(os.path.expanduser("~"), ".cache", "clipprompt")
+    monkeypatch.setenv("CLIPPROMPT_CACHE_DIR", str(tmp_path / "own"))
+    assert cache_dir() == str(tmp_path / "own")
+
+
+def test_expand_and_search_keep_the_default_pool_cache(capsys, monkeypatch, tmp_path, pool_file):
+    import clipprompt.expand as ex
+
+    monkeypatch.delenv("CLIPPROMPT_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(ex, "default_pool_path", lambda: pool_file)  # a small "shipped" pool: fast
+    f = tmp_path / "xdg" / "clipprompt" / "pool-cache.cpc"
+    rows = json.loads(_run(capsys, "expand", "--json", "--top-k", "2", "straw hat for the beach"))
+    assert len(rows[0]["added"]) == 2 and f.exists()
+    assert len(cp.PromptCache.load(str(f))) == len(POOL)  # the pool only: queries are not written
+    stamp = f.stat().st_mtime_ns
+    encoded = []
+    real = cp.MiniLMEncoder.encode
+    monkeypatch.setattr(cp.MiniLMEncoder, "encode", lambda self, texts, *a, **k: encoded.append(len(texts)) or
+                        real(self, texts, *a, **k))
+    _run(capsys, "expand", "--json", "--top-k", "2", "red summer dress")
+    out = _run(capsys, "search", "-k", "1", "cat bowl")  # the default corpus is the pool: served from the file
+    assert "Cat Food" in out or "Cat Beds" in out
+    assert encoded == [1, 1]  # only the two queries were encoded
+    assert f.stat().st_mtime_ns == stamp  # nothing new: not rewritten
+    _run(capsys, "expand", "--json", "--cache-file", "", "red summer dress")  # '' = no cache file
+    assert encoded[2:] == [len(POOL), 1]  # the pool again, then the query
+    out = _run(capsys, "demo", "--pool", pool_file, "--top-k", "1")  # the demo's file also follows XDG
+    assert (tmp_path / "xdg" / "clipprompt" / "demo-cache.cpc").exists()
