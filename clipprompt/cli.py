@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 import clipprompt as cp
+from clipprompt.strategies import EXPAND_DEFAULTS
 
 # Real messy prompts: curly quotes, entities, full-width letters, ligatures, mixed scripts, runs of spaces.
 DEMO_PROMPTS = [
@@ -353,7 +354,9 @@ def main(argv=None) -> int:
     x.add_argument("text", nargs="*")
     x.add_argument("--pool", help="phrase pool file (default: the shipped product taxonomy)")
     x.add_argument("--top-k", type=int, default=5)
-    x.add_argument("--min-score", type=float)
+    x.add_argument("--min-score", type=float, default=EXPAND_DEFAULTS["min_score"],
+                   help="cosine floor for an added phrase (default: %(default)s, the floor measured on COCO / "
+                        "Flickr30K dev; -1 keeps every candidate)")
     x.add_argument("--max-tokens", type=int, default=77)
     x.add_argument("--mmr", type=float)
     x.add_argument("--json", action="store_true")

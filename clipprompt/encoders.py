@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import _C
+from ._limits import size_arg
 
 __all__ = ["ClipTextEncoder", "MiniLMEncoder", "default_minilm_path"]
 
@@ -77,8 +78,7 @@ def _as_int32_2d(x: Any, what: str) -> np.ndarray:
 
 
 def _batches(n: int, batch_size: int, progress: bool, desc: str) -> Iterable[tuple[int, int]]:
-    if batch_size <= 0:
-        _C._raise_status(-9, f"batch_size must be positive, got {batch_size}")
+    batch_size = size_arg("batch_size", batch_size)
     starts = range(0, n, batch_size)
     if progress:
         from tqdm.auto import tqdm

@@ -22,6 +22,7 @@ import numpy as np
 
 import clipprompt as cp
 
+from ._limits import MAX_SEQ, size_arg
 from .strategies import _CJK, content_words
 
 __all__ = ["Expansion", "PromptExpander", "contains_phrase", "default_pool_path", "read_pool"]
@@ -174,8 +175,10 @@ class PromptExpander:
         if isinstance(raws, str):
             raise cp.InvalidArgumentError("expand_batch: expected a list of prompts, got a str")
         raws = list(raws)
-        if top_k < 0 or max_tokens < 2:
-            raise cp.InvalidArgumentError(f"expand: need top_k >= 0 and max_tokens >= 2 (got {top_k}, {max_tokens})")
+        top_k = size_arg("expand: top_k", top_k, 0)
+        max_tokens = size_arg("expand: max_tokens", max_tokens, 2, MAX_SEQ)
+        if candidates is not None:
+            candidates = size_arg("expand: candidates", candidates, 1)
         if mmr is not None and not (0.0 <= float(mmr) <= 1.0):
             raise cp.InvalidArgumentError(f"expand: mmr must be in [0, 1], got {mmr}")
         if not raws:

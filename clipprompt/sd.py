@@ -22,6 +22,7 @@ import numpy as np
 
 import clipprompt as cp
 
+from ._limits import MAX_SEQ, size_arg
 from .strategies import _CJK
 
 __all__ = ["chunk_prompt", "chunk_ids", "chunked_hidden_states", "negative_prompt", "encode_pair",
@@ -68,8 +69,8 @@ def chunk_prompt(text: str, tokenizer=None, *, window: int = WINDOW, lookback: i
     Returns ``[""]`` for an empty prompt (SD's unconditional input).
     """
     tok = tokenizer if tokenizer is not None else cp.ClipTokenizer()
-    if window < 1:
-        raise cp.InvalidArgumentError(f"chunk_prompt: window must be >= 1, got {window}")
+    window = size_arg("chunk_prompt: window", window, 1, MAX_SEQ - 2)
+    lookback = size_arg("chunk_prompt: lookback", lookback, 0)
     text = " ".join(text.split())
     if not text:
         return [""]
@@ -134,7 +135,10 @@ def chunked_hidden_states(encoder, texts, layer: int = -1, *, tokenizer=None, ca
         texts = [texts]
     texts = list(texts)
     tok = tokenizer if tokenizer is not None else cp.ClipTokenizer()
+    window = size_arg("chunked_hidden_states: window", window, 1, MAX_SEQ - 2)
     ctx = window + 2
+    if pad_to is not None:  # windows per prompt: at most MAX_SEQ tokens in all
+        pad_to = size_arg("chunked_hidden_states: pad_to", pad_to, 0, MAX_SEQ // ctx)
     fp, kind = encoder.fingerprint, _kind(layer)
     per_prompt = [None] * len(texts)
     if cache is not None:

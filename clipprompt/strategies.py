@@ -25,10 +25,16 @@ import clipprompt as cp
 __all__ = [
     "content_words", "keywords", "stopwords", "templates", "template_names", "fill_templates", "pool_vectors",
     "encode_texts", "Strategy", "RawStrategy", "KeywordStrategy", "TemplateStrategy", "ExpandStrategy",
-    "get_strategy", "STRATEGIES",
+    "get_strategy", "STRATEGIES", "EXPAND_DEFAULTS",
 ]
 
 STRATEGIES = ("raw", "keywords", "templates", "expand")
+
+# The pipeline's expand settings, chosen by benchmarks/eval_strategies.py on COCO and Flickr30K dev (MiniLM, shipped
+# taxonomy pool; benchmarks/RESULTS.md, "Expansion that does not hurt"): at most 3 phrases, each with cosine >= 0.55
+# to the prompt, blended in embedding space with the prompt at weight 0.9. R@1 = keywords on both (56.7 / 74.3 vs
+# 56.7 / 74.2); string concatenation and lower floors lost 1-12 points.
+EXPAND_DEFAULTS = {"top_k": 3, "min_score": 0.55, "blend": 0.9}
 
 # A word: letters/digits, with inner apostrophes or hyphens ("t-shirt", "men's"). Applied to each segment.
 _WORD = re.compile(r"[^\W_]+(?:['’\-][^\W_]+)*")
@@ -257,7 +263,8 @@ class ExpandStrategy(Strategy):
 
 
 def get_strategy(strategy, *, expander=None, template="imagenet7", **expand_kwargs) -> Strategy:
-    """A Strategy from a name in STRATEGIES (or a Strategy, returned as is)."""
+    """A Strategy from a name in STRATEGIES (or a Strategy, returned as is). "expand" takes EXPAND_DEFAULTS for any
+    of top_k / min_score / blend not given (``blend=None``: string concatenation instead of blending)."""
     if isinstance(strategy, Strategy):
         return strategy
     if strategy == "raw":
@@ -271,5 +278,5 @@ def get_strategy(strategy, *, expander=None, template="imagenet7", **expand_kwar
             from .expand import PromptExpander
 
             expander = PromptExpander(None)
-        return ExpandStrategy(expander, **expand_kwargs)
+        return ExpandStrategy(expander, **{**EXPAND_DEFAULTS, **expand_kwargs})
     raise cp.InvalidArgumentError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")

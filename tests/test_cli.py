@@ -64,13 +64,24 @@ def test_encode(capsys, tmp_path):
 
 
 def test_expand(capsys, pool_file):
-    rows = json.loads(_run(capsys, "expand", "--json", "--pool", pool_file, "--top-k", "2", "straw hat for the beach"))
+    rows = json.loads(_run(capsys, "expand", "--json", "--pool", pool_file, "--top-k", "2", "straw hat for the beach",
+                           "--min-score", "-1"))
     assert len(rows) == 1 and len(rows[0]["added"]) == 2
     added = [p for p, _ in rows[0]["added"]]
     assert set(added) <= set(POOL) and "Straw Hats" not in added  # all its words are in the prompt
     assert rows[0]["text"].startswith("straw hat for the beach, ")
     text = _run(capsys, "expand", "--pool", pool_file, "--max-tokens", "10", "straw hat for the beach")
     assert "CLIP tokens" in text
+    # the default floor is the measured one: only phrases at least that close are added
+    from clipprompt.strategies import EXPAND_DEFAULTS
+
+    rows = json.loads(_run(capsys, "expand", "--json", "--pool", pool_file, "--top-k", "5", "kitten bed",
+                           "tee shirt"))
+    assert [[p for p, _ in r["added"]] for r in rows] == [["Cat Beds"], ["T-Shirts"]]  # 0.82, 0.72; next 0.46
+    assert min(s for r in rows for _, s in r["added"]) >= EXPAND_DEFAULTS["min_score"] == 0.55
+    rows = json.loads(_run(capsys, "expand", "--json", "--pool", pool_file, "--top-k", "5", "--min-score", "-1",
+                           "kitten bed", "tee shirt"))
+    assert [len(r["added"]) for r in rows] == [5, 5]
 
 
 def test_search(capsys, tmp_path):
@@ -131,7 +142,7 @@ def test_expand_and_search_keep_the_default_pool_cache(capsys, monkeypatch, tmp_
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setattr(ex, "default_pool_path", lambda: pool_file)  # a small "shipped" pool: fast
     f = tmp_path / "xdg" / "clipprompt" / "pool-cache.cpc"
-    rows = json.loads(_run(capsys, "expand", "--json", "--top-k", "2", "straw hat for the beach"))
+    rows = json.loads(_run(capsys, "expand", "--json", "--top-k", "2", "--min-score", "-1", "straw hat for the beach"))
     assert len(rows[0]["added"]) == 2 and f.exists()
     assert len(cp.PromptCache.load(str(f))) == len(POOL)  # the pool only: queries are not written
     stamp = f.stat().st_mtime_ns

@@ -107,8 +107,9 @@ static int parse_dtype(PyObject *obj, int *dtype) {
 static PyObject *FlatIPIndex_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"dim", "dtype", "device", NULL};
     long long dim;
-    PyObject *dt = NULL, *device = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "L|OO:FlatIPIndex", kwlist, &dim, &dt, &device)) return NULL;
+    PyObject *dimo, *dt = NULL, *device = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|OO:FlatIPIndex", kwlist, &dimo, &dt, &device)) return NULL;
+    if (cp_py_as_size(dimo, "FlatIPIndex: dim", &dim) < 0) return NULL;
     int dtype;
     if (parse_dtype(dt, &dtype) < 0) return NULL;
     PyFlatIPIndex *self = (PyFlatIPIndex *)type->tp_alloc(type, 0);

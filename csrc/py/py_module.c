@@ -2,6 +2,7 @@
  * argument helpers, build_info/threads, and the hooks that add every other part (py_<part>.c). */
 #define CP_PY_MODULE_MAIN
 #include "py_common.h"
+#include "py_limits.h"
 
 #include <string.h>
 
@@ -241,10 +242,10 @@ static PyObject *py_build_info(PyObject *self, PyObject *noargs) {
 
 static PyObject *py_set_num_threads(PyObject *self, PyObject *arg) {
     (void)self;
-    long n = PyLong_AsLong(arg);
-    if (n == -1 && PyErr_Occurred()) return NULL;
+    long long n;
+    if (cp_py_as_size(arg, "set_num_threads: n", &n) < 0) return NULL;
     if (n < 0 || n > 4096) {
-        PyErr_Format(cp_py_InvalidArgumentError, "set_num_threads: n must be in 0..4096 (0 = default), got %ld", n);
+        PyErr_Format(cp_py_InvalidArgumentError, "set_num_threads: n must be in 0..4096 (0 = default), got %lld", n);
         return NULL;
     }
     cp_set_num_threads((int)n);
