@@ -22,7 +22,7 @@ EXPECTED = {
     "fuzz_normalize": ["cp_normalize.c"],
     "fuzz_segment": ["cp_segment.c", "cp_jieba.c", "cp_mecab.c"],
     "fuzz_tokenizers": ["cp_bpe.c", "cp_wordpiece.c"],
-    "fuzz_model": ["cp_json.c", "cp_safetensors.c", "cp_clip.c", "cp_minilm.c"],
+    "fuzz_model": ["cp_json.c", "cp_safetensors.c", "cp_encoder.c", "cp_arch_clip.c", "cp_arch_bert.c"],
     "fuzz_store": ["cp_cache.c", "cp_index.c", "cp_persist.c"],
 }
 PRESENT = sorted(t for t, files in EXPECTED.items()

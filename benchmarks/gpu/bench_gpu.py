@@ -128,7 +128,7 @@ def main():
     from clipprompt.encoders import ClipTextEncoder, MiniLMEncoder
 
     ours = ClipTextEncoder.from_pretrained(tmp + "/clip", device="cuda", dtype="float16")
-    run = ours._run  # the ClipTextModelCUDA: ids in, vectors out
+    run = ours._run  # the EncoderModelCUDA: ids in, vectors out
 
     def hf_clip(t):
         with torch.no_grad():

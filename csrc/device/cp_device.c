@@ -173,25 +173,30 @@ int cp_dev_arena_reserve(cp_dev_ctx *c, size_t bytes, size_t host_bytes) {
     return CP_OK;
 }
 
-void *cp_dev_graph_find(cp_dev_ctx *c, const int64_t key[6]) {
+/* The slot of key, or -1. */
+static int graph_slot(cp_dev_ctx *c, const int64_t key[6]) {
     for (int i = 0; i < c->ngraphs; i++)
-        if (memcmp(c->graphs[i].key, key, sizeof c->graphs[i].key) == 0) {
-            c->graphs[i].used = ++c->clock;
-            return c->graphs[i].exec;
-        }
-    return NULL;
+        if (memcmp(c->graphs[i].key, key, sizeof c->graphs[i].key) == 0) return i;
+    return -1;
+}
+
+void *cp_dev_graph_find(cp_dev_ctx *c, const int64_t key[6]) {
+    const int i = graph_slot(c, key);
+    if (i < 0) return NULL;
+    c->graphs[i].used = ++c->clock;
+    return c->graphs[i].exec;
 }
 
 void cp_dev_graph_add(cp_dev_ctx *c, const int64_t key[6], void *exec) {
-    int slot = c->ngraphs;
-    if (slot == CP_DEV_GRAPHS) {
+    int slot = graph_slot(c, key);
+    if (slot < 0 && c->ngraphs == CP_DEV_GRAPHS) {
         slot = 0;
         for (int i = 1; i < c->ngraphs; i++)
             if (c->graphs[i].used < c->graphs[slot].used) slot = i;
-        cp_cuda_graph_free(c->graphs[slot].exec);
-    } else {
-        c->ngraphs++;
+    } else if (slot < 0) {
+        slot = c->ngraphs++;
     }
+    cp_cuda_graph_free(c->graphs[slot].exec);
     memcpy(c->graphs[slot].key, key, sizeof c->graphs[slot].key);
     c->graphs[slot].exec = exec;
     c->graphs[slot].used = ++c->clock;
@@ -199,11 +204,16 @@ void cp_dev_graph_add(cp_dev_ctx *c, const int64_t key[6], void *exec) {
 
 int cp_dev_run(cp_dev_ctx *c, int use_graph, const int64_t key[6], int (*fn)(void *), void *arg) {
     if (!use_graph || c->graphs_off) return fn(arg);
+    const int slot = graph_slot(c, key);
+    if (slot < 0) { /* first sight of this shape: a direct warm-up run, remembered */
+        cp_dev_graph_add(c, key, NULL);
+        return fn(arg);
+    }
     void *exec = cp_dev_graph_find(c, key);
     if (exec == NULL) {
         if (cp_cuda_capture_begin(c->stream) != CP_OK) {
             cp_clear_error();
-            c->graphs_off = 1;
+            if (++c->graph_fails >= CP_DEV_GRAPH_FAILS) c->graphs_off = 1;
             return fn(arg);
         }
         int rc = fn(arg);
@@ -212,8 +222,8 @@ int cp_dev_run(cp_dev_ctx *c, int use_graph, const int64_t key[6], int (*fn)(voi
         if (rc != CP_OK || rc2 != CP_OK) {
             cp_cuda_graph_free(made);
             cp_clear_error();
-            c->graphs_off = 1; /* something on this path cannot be captured: run without graphs from now on */
-            return fn(arg);
+            if (++c->graph_fails >= CP_DEV_GRAPH_FAILS) c->graphs_off = 1;
+            return fn(arg); /* run it directly this time */
         }
         cp_dev_graph_add(c, key, made);
         exec = made;
@@ -237,26 +247,37 @@ void cp_dev_layer_place(cp_dev_ctx *c, cp_dev_layer *d, int64_t W, int64_t F) {
     d->ln2_b = cp_dev_place(c, (size_t)W * 4);
 }
 
-int cp_dev_layer_upload(cp_dev_ctx *c, cp_dev_layer *d, const cp_dev_layer_src *s, int64_t W, int64_t F) {
-    const int dt = c->dt, F32 = CP_DEVICE_FLOAT32;
+int cp_dev_upload_wmat(cp_dev_ctx *c, void *dst, const cp_wmat *w, int dt) {
+    if (dst == NULL || w->n <= 0) return CP_OK;
+    if (w->type == CP_WT_F32 && w->layout == CP_W_OUT_IN) return cp_dev_upload(c, dst, w->data, w->n * w->k, dt);
+    /* another storage type: dequantise rows on the host, in chunks that fit the staging buffer */
+    int64_t rows = c->stage_floats ? (int64_t)c->stage_floats / w->k : 4096;
+    if (rows > w->n) rows = w->n;
+    if (rows < 1) rows = 1;
+    float *tmp = malloc((size_t)(rows * w->k) * sizeof(float));
+    if (!tmp) CP_FAIL(CP_ERR_NOMEM, "out of memory dequantising a (%lld, %lld) matrix", (long long)w->n, (long long)w->k);
     const size_t es = cp_cuda_dtype_size(dt);
-    unsigned char *qkv = d->qkv_w;
-    if (s->qkv_fused) {
-        CP_CHECK(cp_dev_upload(c, qkv, s->q_w, 3 * W * W, dt));
-        CP_CHECK(cp_dev_upload(c, d->qkv_b, s->q_b, 3 * W, F32));
-    } else {
-        CP_CHECK(cp_dev_upload(c, qkv, s->q_w, W * W, dt));
-        CP_CHECK(cp_dev_upload(c, qkv + (size_t)(W * W) * es, s->k_w, W * W, dt));
-        CP_CHECK(cp_dev_upload(c, qkv + (size_t)(2 * W * W) * es, s->v_w, W * W, dt));
-        CP_CHECK(cp_dev_upload(c, d->qkv_b, s->q_b, W, F32));
-        CP_CHECK(cp_dev_upload(c, d->qkv_b + W, s->k_b, W, F32));
-        CP_CHECK(cp_dev_upload(c, d->qkv_b + 2 * W, s->v_b, W, F32));
+    int rc = CP_OK;
+    for (int64_t r0 = 0; r0 < w->n && rc == CP_OK; r0 += rows) {
+        const int64_t nr = w->n - r0 < rows ? w->n - r0 : rows;
+        for (int64_t r = 0; r < nr; r++) cp_wmat_row(w, r0 + r, tmp + r * w->k);
+        rc = cp_dev_upload(c, (unsigned char *)dst + (size_t)(r0 * w->k) * es, tmp, nr * w->k, dt);
+        if (rc == CP_OK) rc = cp_cuda_stream_sync(c->stream); /* tmp is reused by the next chunk */
     }
-    CP_CHECK(cp_dev_upload(c, d->o_w, s->o_w, W * W, dt));
+    free(tmp);
+    return rc;
+}
+
+int cp_dev_layer_upload(cp_dev_ctx *c, cp_dev_layer *d, const cp_encoder_layer *s) {
+    const int dt = c->dt, F32 = CP_DEVICE_FLOAT32;
+    const int64_t W = s->o.n, F = s->fc1.n;
+    CP_CHECK(cp_dev_upload_wmat(c, d->qkv_w, &s->qkv, dt));
+    CP_CHECK(cp_dev_upload(c, d->qkv_b, s->qkv_b, 3 * W, F32));
+    CP_CHECK(cp_dev_upload_wmat(c, d->o_w, &s->o, dt));
     CP_CHECK(cp_dev_upload(c, d->o_b, s->o_b, W, F32));
-    CP_CHECK(cp_dev_upload(c, d->fc1_w, s->fc1_w, F * W, dt));
+    CP_CHECK(cp_dev_upload_wmat(c, d->fc1_w, &s->fc1, dt));
     CP_CHECK(cp_dev_upload(c, d->fc1_b, s->fc1_b, F, F32));
-    CP_CHECK(cp_dev_upload(c, d->fc2_w, s->fc2_w, W * F, dt));
+    CP_CHECK(cp_dev_upload_wmat(c, d->fc2_w, &s->fc2, dt));
     CP_CHECK(cp_dev_upload(c, d->fc2_b, s->fc2_b, W, F32));
     CP_CHECK(cp_dev_upload(c, d->ln1_g, s->ln1_g, W, F32));
     CP_CHECK(cp_dev_upload(c, d->ln1_b, s->ln1_b, W, F32));

@@ -13,13 +13,15 @@
 
 #include "kernels/cp_cuda.h"
 #include "device/cp_device.h"
+#include "model/cp_encoder.h"
 
-#define CP_DEV_GRAPHS 16
+#define CP_DEV_GRAPHS 32
+#define CP_DEV_GRAPH_FAILS 3 /* captures that may fail before a context runs without graphs for good */
 #define CP_DEV_WS_BYTES ((size_t)32 << 20) /* cuBLAS workspace: capture never allocates */
 
 typedef struct {
     int64_t key[6];
-    void *exec;
+    void *exec;    /* NULL: the key was seen once (its warm-up ran directly); the next run captures */
     uint64_t used; /* LRU stamp */
 } cp_dev_graph;
 
@@ -38,7 +40,7 @@ typedef struct {
     size_t arena_bytes, host_bytes;
     /* CUDA graphs */
     cp_dev_graph graphs[CP_DEV_GRAPHS];
-    int ngraphs, graphs_off;
+    int ngraphs, graphs_off, graph_fails;
     int graph_max; /* batches of at most this many prompts use graphs */
     uint64_t clock;
 } cp_dev_ctx;
@@ -56,8 +58,10 @@ int cp_dev_upload(cp_dev_ctx *c, void *dst, const float *src, int64_t n, int dt)
 /* After all uploads: wait, free the staging buffer. */
 int cp_dev_weights_done(cp_dev_ctx *c);
 
-/* Replace the arena with one of `bytes` (and host twin of `host_bytes`); on OOM the old arena is kept and
- * CP_ERR_DEVICE_OOM returned. Cached graphs (which point into the arena) are dropped. */
+/* Make the arena at least `bytes` (and the host twin `host_bytes`); on OOM CP_ERR_DEVICE_OOM is returned and the
+ * context holds an arena of its old size again (possibly at another address, or none when even that failed).
+ * Cached graphs (which point into the arena) are dropped whenever the arena moves. Runners therefore never keep
+ * pointers into the arena across calls: they lay their views out from c->arena at every pass. */
 int cp_dev_arena_reserve(cp_dev_ctx *c, size_t bytes, size_t host_bytes);
 
 /* Graph cache: find by key (NULL if absent); add takes ownership of exec (evicts the least recently used). */
@@ -66,32 +70,25 @@ void cp_dev_graph_add(cp_dev_ctx *c, const int64_t key[6], void *exec);
 void cp_dev_graphs_clear(cp_dev_ctx *c);
 
 /* Run `fn(arg)` (which enqueues work on c->stream) either directly or through a cached/captured graph keyed by
- * key. A capture that fails (some library call that cannot be captured) turns graphs off for this context and
- * runs fn directly. */
+ * key. The first run of a key is a direct warm-up (lazy module loading, cuBLAS heuristics and workspace happen
+ * outside any capture); the second captures. A capture that fails runs fn directly; after CP_DEV_GRAPH_FAILS
+ * failed captures the context runs without graphs. fn must derive every pointer from the context's current arena
+ * (never from views cached across calls): a reserve may move the arena. */
 int cp_dev_run(cp_dev_ctx *c, int use_graph, const int64_t key[6], int (*fn)(void *), void *arg);
 
-/* One transformer block's weights on the device (the same layout in both encoders). */
+/* One transformer block's weights on the device. */
 typedef struct {
     void *qkv_w, *o_w, *fc1_w, *fc2_w; /* (3W, W), (W, W), (F, W), (W, F) dtype */
     float *qkv_b, *o_b, *fc1_b, *fc2_b, *ln1_g, *ln1_b, *ln2_g, *ln2_b;
 } cp_dev_layer;
 
-/* A block's host weights (fp32); q/k/v are separate unless qkv_fused (q_w / q_b then hold all three). */
-typedef struct {
-    const float *q_w, *k_w, *v_w, *q_b, *k_b, *v_b, *o_w, *o_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
-    const float *ln1_g, *ln1_b, *ln2_g, *ln2_b;
-    int qkv_fused;
-} cp_dev_layer_src;
-
-/* A cp_dev_layer_src from any layer struct with these field names. */
-#define CP_DEV_LAYER_SRC(s, fused)                                                                                   \
-    ((cp_dev_layer_src){(s)->q_w, (s)->k_w, (s)->v_w, (s)->q_b, (s)->k_b, (s)->v_b, (s)->o_w, (s)->o_b, (s)->fc1_w, \
-                        (s)->fc1_b, (s)->fc2_w, (s)->fc2_b, (s)->ln1_g, (s)->ln1_b, (s)->ln2_g, (s)->ln2_b, (fused)})
-
 /* Place one block (width W, FFN F) in the weight allocation (see cp_dev_place). */
 void cp_dev_layer_place(cp_dev_ctx *c, cp_dev_layer *d, int64_t W, int64_t F);
-/* Upload one block: matrices as c->dt, vectors fp32. */
-int cp_dev_layer_upload(cp_dev_ctx *c, cp_dev_layer *d, const cp_dev_layer_src *s, int64_t W, int64_t F);
+/* Upload one block of the engine's model: matrices as c->dt, vectors fp32. */
+int cp_dev_layer_upload(cp_dev_ctx *c, cp_dev_layer *d, const cp_encoder_layer *s);
+/* Upload an out-in matrix of any storage type as dtype dt (dequantised on the host in row chunks that fit the
+ * staging buffer when it is not float32). */
+int cp_dev_upload_wmat(cp_dev_ctx *c, void *dst, const cp_wmat *w, int dt);
 
 /* Runner setup shared by the encoders: options (defaults when NULL), the packed-token cap (max_tokens or 32768,
  * at least min_tokens), the context and a zeroed array of `layers` blocks. On error the caller frees what is set. */
