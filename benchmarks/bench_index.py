@@ -94,17 +94,17 @@ def main():
         shape = f"{n}x{d}"
 
         # ---- add throughput (one add of all rows into an empty index)
-        def add_faiss():
+        def add_faiss(d=d, X=X):
             ix = faiss.IndexFlatIP(d)
             ix.add(X)
             return ix
 
-        def add_faiss16():
+        def add_faiss16(d=d, X=X):
             ix = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
             ix.add(X)
             return ix
 
-        def add_cp(dtype):
+        def add_cp(dtype, d=d, X=X):
             ix = cp.FlatIPIndex(d, dtype=dtype)
             ix.add(X)
             return ix
@@ -115,7 +115,7 @@ def main():
         t_f16 = median_time(add_faiss16, add_runs, 0)
         emit("add faiss SQ fp16", shape, t_f16, f"{n / t_f16 / 1e6:.2f} M vec/s", t_f16, runs=add_runs, warmup=0)
         for dt in ("float32", "float16"):
-            t = median_time(lambda: add_cp(dt), add_runs, 0)
+            t = median_time(lambda dt=dt: add_cp(dt), add_runs, 0)
             emit(f"add FlatIPIndex {dt}", shape, t, f"{n / t / 1e6:.2f} M vec/s",
                  t_f if dt == "float32" else t_f16, runs=add_runs, warmup=0)
         gc.collect()
@@ -139,33 +139,33 @@ def main():
             base = {}
             for label, fidx in (("float32", fx), ("float16", fx16)):
                 name = "faiss IndexFlatIP" if label == "float32" else "faiss SQ fp16"
-                t_f = median_time(lambda: fidx.search(q, args.k), args.runs, args.warmup)
+                t_f = median_time(lambda fidx=fidx, q=q: fidx.search(q, args.k), args.runs, args.warmup)
                 emit(f"search {name}", qs, t_f, qps(nq, t_f), t_f)
                 if nq < blas_threshold:  # faiss's per-query loop is one thread at nq=1: also its BLAS path
                     faiss.cvar.distance_compute_blas_threshold = 1
                     try:
-                        t_b = median_time(lambda: fidx.search(q, args.k), args.runs, args.warmup)
+                        t_b = median_time(lambda fidx=fidx, q=q: fidx.search(q, args.k), args.runs, args.warmup)
                     finally:
                         faiss.cvar.distance_compute_blas_threshold = blas_threshold
                     emit(f"search {name} (BLAS path)", qs, t_b, qps(nq, t_b), t_f)
                     t_f = min(t_f, t_b)
                 base[label] = t_f
-            Df, If = fx.search(q, args.k)
+            _Df, If = fx.search(q, args.k)
             for dt, ix in ours.items():
-                t = median_time(lambda: ix.search(q, args.k), args.runs, args.warmup)
-                Dc, Ic = ix.search(q, args.k)
+                t = median_time(lambda ix=ix, q=q: ix.search(q, args.k), args.runs, args.warmup)
+                _Dc, Ic = ix.search(q, args.k)
                 agree = float((Ic == If).mean())
                 emit(f"search FlatIPIndex {dt}", qs, t, qps(nq, t), base[dt], dict(id_agreement=agree))
                 if nq < blas_threshold and nth > 1:  # like with like against faiss's one-thread path
                     cp.set_num_threads(1)
                     try:
-                        t1 = median_time(lambda: ix.search(q, args.k), args.runs, args.warmup)
+                        t1 = median_time(lambda ix=ix, q=q: ix.search(q, args.k), args.runs, args.warmup)
                     finally:
                         cp.set_num_threads(nth)
                     emit(f"search FlatIPIndex {dt} 1 thread", qs, t1, qps(nq, t1), base[dt])
             if not args.no_numpy:
                 nr, nw = max(1, min(args.runs, 3)), min(args.warmup, 1)
-                t = median_time(lambda: numpy_search(X, q, args.k), nr, nw)
+                t = median_time(lambda X=X, q=q: numpy_search(X, q, args.k), nr, nw)
                 emit("search numpy (matmul+argpartition)", qs, t, qps(nq, t), base["float32"], runs=nr, warmup=nw)
         del fx, fx16, ours, X
         gc.collect()

@@ -6,7 +6,8 @@
 
 Sources: every entry of clipprompt/data/jieba/dict.txt that contains both a Latin letter/digit and a CJK character,
 plus clipprompt/data/mixed_script_words_ja.txt. ASCII letters are folded to lower case (matching is ASCII
-case-insensitive), duplicates dropped. clipprompt/normalize_ref.py reads the same sources (``mixed_script_words``).
+case-insensitive), duplicates dropped. tests/normalize_ref.py (the Python reference of cp.normalize) reads the same
+sources (``mixed_script_words``); this script uses it.
 """
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-from clipprompt.normalize_ref import mixed_script_words  # noqa: E402
+from normalize_ref import mixed_script_words  # noqa: E402
 
 
 def render(words: list[str]) -> str:
