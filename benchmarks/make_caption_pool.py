@@ -30,7 +30,7 @@ def caption_phrases(caption: str, max_words: int = 3) -> set[str]:
     stop = stopwords()
     out: set[str] = set()
     run: list[str] = []
-    for tok in _TOKEN.findall(cp.normalize(caption, lowercase=True)) + ["."]:
+    for tok in [*_TOKEN.findall(cp.normalize(caption, lowercase=True)), "."]:
         if tok in stop or not tok[0].isalnum() or tok.isdigit():
             for n in range(1, max_words + 1):
                 out.update(" ".join(run[i:i + n]) for i in range(len(run) - n + 1))

@@ -14,12 +14,12 @@ from . import _C
 MAX_SEQ = 65536
 
 
-def size_arg(what: str, value, lo: int = 1, hi: int | None = None) -> int:
+def size_arg(what: str, value: object, lo: int = 1, hi: int | None = None) -> int:
     """``value`` as an int in [lo, hi] (hi None: no upper bound), else InvalidArgumentError naming ``what``."""
     if isinstance(value, bool):
         raise _C.InvalidArgumentError(f"{what} must be an int, got bool")
     try:
-        v = operator.index(value)
+        v = operator.index(value)  # type: ignore[arg-type]
     except TypeError:
         raise _C.InvalidArgumentError(f"{what} must be an int, got {type(value).__name__}") from None
     if v < lo or (hi is not None and v > hi):

@@ -180,7 +180,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     kk = min(10, n)
 
-    def numpy_top10():
+    def numpy_top10() -> np.ndarray:
         s = vecs @ vecs.T
         part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
         return np.take_along_axis(part, np.argsort(-np.take_along_axis(s, part, 1), axis=1, kind="stable"), 1)
@@ -218,7 +218,7 @@ def _default_cache_file(name: str = "demo-cache.cpc") -> str:
     return os.path.join(cache_dir(), name)
 
 
-def _pool_cache_file(args, given_pool) -> str:
+def _pool_cache_file(args: argparse.Namespace, given_pool: str | None) -> str:
     """The persistent cache for the shipped pool (expand / search without a pool of their own); '' for none."""
     if given_pool or args.cache_file == "":
         return ""
@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         sp.add_argument("--template", default="imagenet7",
                         help="template set for --strategy templates (imagenet7: 7 encodes per prompt; imagenet: 80)")
 
-    def pool_cache_arg(sp):
+    def pool_cache_arg(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--cache-file", default=None,
                         help="PromptCache file that keeps the shipped pool's embeddings between runs (used when no "
                              f"pool/corpus is given; default: {_default_cache_file('pool-cache.cpc')}; '' for none)")

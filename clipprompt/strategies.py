@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 Words = Sequence[Sequence[str] | None]  # per prompt: its segmentation (cp.segment output), or None
 
 __all__ = [
-    "STRATEGIES",
     "EXPAND_DEFAULTS",
+    "STRATEGIES",
     "ExpandStrategy",
     "KeywordStrategy",
     "RawStrategy",

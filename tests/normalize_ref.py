@@ -43,9 +43,9 @@ _CJK = (r"\u1100-\u11ff\u2e80-\u2fdf\u3005-\u3007\u3040-\u30ff\u3100-\u318f\u31f
 _SCRIPT = re.compile(f"(?<=[{_LATIN}])(?=[{_CJK}])|(?<=[{_CJK}])(?=[{_LATIN}])")
 _IS_LATIN = re.compile(f"[{_LATIN}]")
 _IS_CJK = re.compile(f"[{_CJK}]")
-_MIXED = None
 
 
+@functools.lru_cache(maxsize=1)
 def mixed_script_words() -> list[str]:
     """Dictionary words that cross a Latin/CJK boundary (ASCII lower-cased, sorted): every entry of the bundled
     jieba dict.txt with both a Latin letter/digit and a CJK character, plus data/mixed_script_words_ja.txt."""
@@ -65,11 +65,8 @@ def mixed_script_words() -> list[str]:
 
 def _keeps(t: str, i: int) -> bool:
     # Is the boundary before t[i] inside a mixed-script dictionary word (whole on its Latin edges)?
-    global _MIXED
-    if _MIXED is None:
-        _MIXED = mixed_script_words()
     fold = "".join(c.lower() if c.isascii() else c for c in t)
-    for w in _MIXED:
+    for w in mixed_script_words():
         for k in range(1, len(w)):
             s = i - k
             if s < 0 or fold[s:s + len(w)] != w:

@@ -87,9 +87,9 @@ def test_caption_pool_and_cache_file(tmp_path, capsys):
         ["dress", "red", "red dress", "cat"]
     # --cache-file: the second run reads every embedding back (nothing encoded), same recall
     (tmp_path / "pool.txt").write_text("\n".join(helpers.small_pool(20)) + "\n", encoding="utf-8")
-    args = ["--captions", CAPS, "--ids", IDS, "--limit", "8", "--repeat", "1", "--json", "--strategies", "keywords (user",
-            "expand", "--expand-config", "3:0.3:-:0.9", "--cache-file", str(tmp_path / "c.cpc"), "--pool",
-            str(tmp_path / "pool.txt")]
+    args = ["--captions", CAPS, "--ids", IDS, "--limit", "8", "--repeat", "1", "--json", "--strategies",
+            "keywords (user", "expand", "--expand-config", "3:0.3:-:0.9", "--cache-file", str(tmp_path / "c.cpc"),
+            "--pool", str(tmp_path / "pool.txt")]
     assert ev.main(args) == 0
     first = json.loads(capsys.readouterr().out)["results"]
     n = len(cp.PromptCache.load(str(tmp_path / "c.cpc")))

@@ -68,7 +68,7 @@ def test_expand_default_is_the_measured_blend(enc, exp):
 
     pipe = cp.PromptPipeline(enc, expander=exp)  # strategy="expand" with EXPAND_DEFAULTS
     assert pipe.strategy.name == "expand" and EXPAND_DEFAULTS == {"top_k": 3, "min_score": 0.55, "blend": 0.9}
-    prompts = PROMPTS + ["a cat wearing a party hat", "red summer dress with umbrella", "clothes for my cat"]
+    prompts = [*PROMPTS, "a cat wearing a party hat", "red summer dress with umbrella", "clothes for my cat"]
     got = pipe.encode(prompts)
     exps = [exp.expand(p, top_k=3, min_score=0.55) for p in prompts]
     assert [[p for p, _ in e.added] for e in pipe.strategy.last] == [[p for p, _ in e.added] for e in exps]

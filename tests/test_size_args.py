@@ -67,7 +67,7 @@ print(json.dumps(out))
 
 def test_hostile_sizes_under_a_memory_cap():
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    r = subprocess.run([sys.executable, "-c", SWEEP], capture_output=True, text=True, env=env, timeout=900)
+    r = subprocess.run([sys.executable, "-c", SWEEP], check=False, capture_output=True, text=True, env=env, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]  # killed or crashed: an allocation got through
     rows = json.loads(r.stdout.strip().splitlines()[-1])
     bad = [row for row in rows if row[2].startswith("UNEXPECTED")]

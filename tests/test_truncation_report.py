@@ -1,9 +1,9 @@
 """ClipTextEncoder reports prompts cut at context_length: a warning (default), silence, or an error."""
 import warnings
 
+import _prompt_helpers as helpers
 import pytest
 
-import _prompt_helpers as helpers
 import clipprompt as cp
 
 LONG = "a red summer dress with white dots " * 12  # ~85 CLIP tokens

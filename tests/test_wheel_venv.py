@@ -6,14 +6,13 @@ no torch and no CUDA wheels. pip may use its local cache for numpy/setuptools.
 """
 import os
 import subprocess
-import sys
 import venv
 
 from conftest import ROOT
 
 
 def _run(cmd, cwd, timeout, env=None):
-    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    r = subprocess.run(cmd, check=False, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
     assert r.returncode == 0, f"{cmd}\n--- stdout\n{r.stdout[-4000:]}\n--- stderr\n{r.stderr[-4000:]}"
     return r
 
@@ -25,7 +24,8 @@ def test_wheel_builds_installs_and_imports_in_a_clean_venv(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "CLIPPROMPT_", "VIRTUAL_ENV"))}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     # the clean venv sees nothing of ours
-    r = subprocess.run([py, "-c", "import numpy"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    r = subprocess.run([py, "-c", "import numpy"], check=False, capture_output=True, text=True, env=env,
+                       cwd=tmp_path)
     assert r.returncode != 0
     src = tmp_path / "src"  # a copy of the tracked tree: no in-place build products, no build/ folder
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
