@@ -1,11 +1,16 @@
 """Build clipprompt._C: the layers of csrc/ (base, text, model, store, device, py: selected by folder), utf8proc, OpenBLAS, OpenMP, and, when
-nvcc is available, kernels/*.cu with cuBLAS and cuDNN.
+the CUDA toolkit (nvcc) *and* its libraries (CUDA runtime, cuBLAS, cuBLASLt) are found, kernels/*.cu with cuBLAS.
 
 Environment knobs:
-  CLIPPROMPT_CUDA=0|1      force the CUDA part off / on (default: on when nvcc is found)
+  CLIPPROMPT_CUDA=0|1      force the CUDA part off / on (default: on when nvcc and the libraries are found, otherwise
+                           a CPU-only build that says why; =1 makes a missing piece an error that names it)
+  CLIPPROMPT_CUDNN=0       never link cuDNN (default: linked when found; it only reports its version in build_info)
   CLIPPROMPT_CUDA_ARCHS    e.g. "80;90" (default "80;90;100": A100, H100/H200, B200)
   CLIPPROMPT_SANITIZE=1    ASan + UBSan build (-O1 -g), for the hardening suite
   CLIPPROMPT_DEBUG=1       -O0 -g
+The CUDA libraries come from the toolkit, the system, or the pip wheels of the `cuda` extra (requirements-cuda.txt)
+installed in the build environment: `pip install -r requirements-cuda.txt && pip install --no-build-isolation .`.
+OpenBLAS is found with pkg-config (`openblas`, then `blas`), else in the usual include folders.
 """
 import glob
 import os
@@ -78,6 +83,39 @@ def find_lib(names, header, extra_roots):
     return None
 
 
+def pkg_config(name):
+    """(include_dirs, library_dirs, libraries) from `pkg-config --cflags --libs name`, or None."""
+    exe = shutil.which("pkg-config")
+    if not exe:
+        return None
+    try:
+        out = subprocess.run([exe, "--cflags", "--libs", name], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    flags = out.stdout.split()
+    return ([f[2:] for f in flags if f.startswith("-I")], [f[2:] for f in flags if f.startswith("-L")],
+            [f[2:] for f in flags if f.startswith("-l")])
+
+
+def find_openblas():
+    """(include_dirs, library_dirs, libraries) for OpenBLAS's cblas.h: pkg-config first, then the usual folders."""
+    for name in ("openblas", "blas"):
+        got = pkg_config(name)
+        if got and any(os.path.exists(os.path.join(d, "cblas.h")) for d in got[0] + ["/usr/include"]):
+            return got
+    for d in sorted(glob.glob("/usr/include/*/openblas*")) + ["/usr/include/openblas", "/usr/local/include",
+                                                               "/usr/include"]:
+        if os.path.exists(os.path.join(d, "cblas.h")):
+            return [d], [], ["openblas"]
+    sys.exit("OpenBLAS not found (no pkg-config 'openblas' and no cblas.h): apt-get install libopenblas-dev")
+
+
+def _say(msg):
+    print("clipprompt build: " + msg, file=sys.stderr)
+
+
 # The layer rules of csrc/ (lower layers never include higher ones; no include cycles): a violation stops the build.
 sys.path.insert(0, os.path.join(ROOT, "csrc", "tools"))
 import check_layers  # noqa: E402
@@ -91,9 +129,6 @@ SANITIZE = bool(_env_flag("CLIPPROMPT_SANITIZE"))
 DEBUG = bool(_env_flag("CLIPPROMPT_DEBUG"))
 want_cuda = _env_flag("CLIPPROMPT_CUDA")
 NVCC = find_nvcc() if want_cuda is not False else None
-if want_cuda and not NVCC:
-    sys.exit("CLIPPROMPT_CUDA=1 but nvcc was not found (set CUDA_HOME)")
-WITH_CUDA = NVCC is not None
 
 # csrc/ is layered (see README, "Layout"): every layer folder joins the extension; the device layer's C files
 # compile to stubs that fail with CP_ERR_DEVICE when CUDA is off.
@@ -113,39 +148,80 @@ if SANITIZE:
 define_macros = [("CP_OPENBLAS", "1")]
 if SANITIZE:
     define_macros.append(("CP_SANITIZE", "1"))
-include_dirs = [numpy.get_include(), "csrc", ".", "/usr/include/x86_64-linux-gnu/openblas-pthread"]
-libraries = ["utf8proc", "openblas", "m"]
-library_dirs = []
+BLAS_INC, BLAS_LIBDIRS, BLAS_LIBS = find_openblas()
+include_dirs = [numpy.get_include(), "csrc", "."] + BLAS_INC
+libraries = ["utf8proc"] + BLAS_LIBS + ["m"]
+library_dirs = list(BLAS_LIBDIRS)
 extra_objects = []
 runtime_dirs = []
 
 CUDA_ARCHS = os.environ.get("CLIPPROMPT_CUDA_ARCHS", "80;90;100")
 cuda_sources = sorted(glob.glob("kernels/*.cu"))
-if WITH_CUDA and cuda_sources:
+
+
+def _kernels_need_cudnn():
+    # cuDNN is optional once the kernels guard their <cudnn.h> use with CP_WITH_CUDNN; until then it is required.
+    for src in cuda_sources + glob.glob("kernels/*.h"):
+        with open(src, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+        if "cudnn.h" in text and "CP_WITH_CUDNN" not in text:
+            return True
+    return False
+
+
+def configure_cuda():
+    """(settings dict, None) when the CUDA part can be built, else (None, the reason it cannot)."""
+    if want_cuda is False:
+        return None, "CLIPPROMPT_CUDA=0"
+    if not cuda_sources:
+        return None, "no kernels/*.cu"
+    if not NVCC:
+        return None, "nvcc not found (set CUDA_HOME)"
     home = cuda_home(NVCC)
-    cublas = find_lib(["cublas"], "cublas_v2.h", [home])
-    cublaslt = find_lib(["cublasLt"], "cublasLt.h", [home])
-    cudnn = find_lib(["cudnn"], "cudnn.h", [home])
-    missing = [n for n, v in (("cuBLAS", cublas), ("cuBLASLt", cublaslt), ("cuDNN", cudnn)) if v is None]
+    libs = {"CUDA runtime": find_lib(["cudart"], "cuda_runtime.h", [home]),
+            "cuBLAS": find_lib(["cublas"], "cublas_v2.h", [home]),
+            "cuBLASLt": find_lib(["cublasLt"], "cublasLt.h", [home])}
+    cudnn = None if _env_flag("CLIPPROMPT_CUDNN") is False else find_lib(["cudnn"], "cudnn.h", [home])
+    if _kernels_need_cudnn():
+        if _env_flag("CLIPPROMPT_CUDNN") is False:
+            return None, "CLIPPROMPT_CUDNN=0 but kernels/ include cudnn.h without a CP_WITH_CUDNN guard"
+        libs["cuDNN"] = cudnn
+    missing = [n for n, v in libs.items() if v is None]
     if missing:
-        sys.exit("nvcc found at %s but %s not found: `pip install nvidia-cublas nvidia-cudnn-cu13` "
-                 "(or set CLIPPROMPT_CUDA=0 for a CPU-only build)" % (NVCC, ", ".join(missing)))
+        return None, ("nvcc found at %s but not %s (pip install -r requirements-cuda.txt, or the toolkit's "
+                      "libraries; a pip build needs --no-build-isolation to see wheels)" % (NVCC, ", ".join(missing)))
+    return {"home": home, "libs": libs, "cudnn": cudnn}, None
+
+
+CUDA, CUDA_WHY_NOT = configure_cuda()
+if CUDA is None and want_cuda:
+    sys.exit("CLIPPROMPT_CUDA=1 but the CUDA part cannot be built: " + CUDA_WHY_NOT)
+WITH_CUDA = CUDA is not None
+if WITH_CUDA:
+    home = CUDA["home"]
     cuda_inc = [os.path.join(home, "include")]
     cuda_libdirs = [d for d in (os.path.join(home, "lib64"), os.path.join(home, "lib")) if os.path.isdir(d)]
     define_macros += [("CP_WITH_CUDA", "1"), ("CP_CUDA_ARCHS", CUDA_ARCHS.replace(";", "_"))]
-    for inc, libdir, link in (cublas, cublaslt, cudnn):
+    linked = dict(CUDA["libs"])
+    if CUDA["cudnn"] is not None:
+        linked["cuDNN"] = CUDA["cudnn"]
+        define_macros.append(("CP_WITH_CUDNN", "1"))
+    for inc, libdir, link in linked.values():
         if inc not in cuda_inc:
             cuda_inc.append(inc)
         if libdir not in library_dirs:
             library_dirs.append(libdir)
             runtime_dirs.append(libdir)
         libraries.append(link)
-    library_dirs += cuda_libdirs
-    runtime_dirs += cuda_libdirs
-    libraries.append("cudart")
+    for d in cuda_libdirs:
+        if d not in library_dirs:
+            library_dirs.append(d)
+            runtime_dirs.append(d)
     include_dirs += cuda_inc
+    _say("CUDA on (nvcc %s; %s; archs %s)" % (NVCC, ", ".join("%s in %s" % (n, v[1]) for n, v in linked.items()),
+                                              CUDA_ARCHS))
 else:
-    WITH_CUDA = False
+    _say("CPU-only build (%s)" % CUDA_WHY_NOT)
 
 
 class BuildExt(build_ext):

@@ -2,7 +2,12 @@
 
 Shapes (default): 1,000,000 x 512 and 200,000 x 384 float32 (unit vectors), k = 10, nq = 1, 16, 1024.
 Reports search latency (median over --runs after --warmup), add throughput, and bytes per stored vector vs n*d*4
-for float32 and float16 storage. Ratios are "x faiss" = faiss time / this time (> 1: faster than faiss).
+for float32 and float16 storage. Ratios are "x faiss" = faiss time / this time (> 1: faster than faiss), like with
+like: float32 rows against faiss IndexFlatIP, float16 rows against faiss IndexScalarQuantizer(QT_fp16) (half-precision
+storage, inner product), both at the same thread count as ours (faiss.omp_set_num_threads). faiss searches fewer than
+`faiss.cvar.distance_compute_blas_threshold` queries (printed in the header) on a per-query OpenMP loop, so at nq=1 it
+runs one thread whatever it is given: below that threshold the faiss baseline is the faster of that path and its BLAS
+path (threshold lowered to 1 for the timing), and ours is also timed at 1 thread.
 
     python benchmarks/bench_index.py                      # the full run (needs ~8 GB of RAM)
     python benchmarks/bench_index.py --n 100000 --runs 3  # scaled down: every shape gets 100k rows
@@ -56,13 +61,16 @@ def main():
     import faiss
 
     nth = cp.get_num_threads()
+    faiss.omp_set_num_threads(nth)  # the same thread count as ours, at every nq
+    blas_threshold = faiss.cvar.distance_compute_blas_threshold
     rows = []
     hdr = (f"# bench_index — clipprompt {cp.__version__}, faiss {faiss.__version__}, numpy {np.__version__}, "
            f"python {platform.python_version()}\n"
            f"# machine: {cpu_name('unknown')}, {os.cpu_count()} logical CPUs; threads: clipprompt {nth}, "
-           f"faiss {faiss.omp_get_max_threads()}; BLAS: {cp.build_info().get('blas')}\n"
+           f"faiss {faiss.omp_get_max_threads()} (blas threshold {blas_threshold}); "
+           f"BLAS: {cp.build_info().get('blas')}\n"
            f"# k={args.k}, runs={args.runs}, warm-up={args.warmup}, queries/base unit-norm float32; "
-           f"date {utc_now()}")
+           f"date {utc_now()}; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(hdr)
     print(f"{'what':<34} | {'shape':<16} | {'median ms (runs, warm-up)':<26} | {'throughput':<18} | x faiss")
     print("-" * 112)
@@ -91,6 +99,11 @@ def main():
             ix.add(X)
             return ix
 
+        def add_faiss16(d=d, X=X):
+            ix = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+            ix.add(X)
+            return ix
+
         def add_cp(dtype, d=d, X=X):
             ix = cp.FlatIPIndex(d, dtype=dtype)
             ix.add(X)
@@ -99,12 +112,15 @@ def main():
         add_runs = max(1, args.runs // 2)
         t_f = median_time(add_faiss, add_runs, 0)
         emit("add faiss IndexFlatIP", shape, t_f, f"{n / t_f / 1e6:.2f} M vec/s", t_f, runs=add_runs, warmup=0)
+        t_f16 = median_time(add_faiss16, add_runs, 0)
+        emit("add faiss SQ fp16", shape, t_f16, f"{n / t_f16 / 1e6:.2f} M vec/s", t_f16, runs=add_runs, warmup=0)
         for dt in ("float32", "float16"):
             t = median_time(lambda dt=dt: add_cp(dt), add_runs, 0)
-            emit(f"add FlatIPIndex {dt}", shape, t, f"{n / t / 1e6:.2f} M vec/s", t_f, runs=add_runs, warmup=0)
+            emit(f"add FlatIPIndex {dt}", shape, t, f"{n / t / 1e6:.2f} M vec/s",
+                 t_f if dt == "float32" else t_f16, runs=add_runs, warmup=0)
         gc.collect()
 
-        fx = add_faiss()
+        fx, fx16 = add_faiss(), add_faiss16()
         ours = {dt: add_cp(dt) for dt in ("float32", "float16")}
         base_bytes = n * d * 4
         for dt, ix in ours.items():
@@ -113,25 +129,45 @@ def main():
                   f"{base_bytes / n:.0f}: {b / base_bytes:.3f} of float32 payload")
             rows.append(dict(what=f"memory FlatIPIndex {dt}", shape=shape, bytes_per_vector=b / n,
                              ratio_vs_ndx4=b / base_bytes))
-        print(f"# memory faiss IndexFlatIP: {fx.codes.size() / n:.1f} bytes/vector (codes only; ids implicit)")
+        print(f"# memory faiss IndexFlatIP: {fx.codes.size() / n:.1f} bytes/vector, IndexScalarQuantizer fp16: "
+              f"{fx16.codes.size() / n:.1f} (codes only; ids implicit)")
 
         for nq in (int(v) for v in args.nq.split(",")):
             q = rng.standard_normal((nq, d), dtype=np.float32)
             q /= np.linalg.norm(q, axis=1, keepdims=True)
             qs = f"{shape} nq={nq}"
-            t_f = median_time(lambda fx=fx, q=q: fx.search(q, args.k), args.runs, args.warmup)
-            emit("search faiss IndexFlatIP", qs, t_f, qps(nq, t_f), t_f)
+            base = {}
+            for label, fidx in (("float32", fx), ("float16", fx16)):
+                name = "faiss IndexFlatIP" if label == "float32" else "faiss SQ fp16"
+                t_f = median_time(lambda fidx=fidx, q=q: fidx.search(q, args.k), args.runs, args.warmup)
+                emit(f"search {name}", qs, t_f, qps(nq, t_f), t_f)
+                if nq < blas_threshold:  # faiss's per-query loop is one thread at nq=1: also its BLAS path
+                    faiss.cvar.distance_compute_blas_threshold = 1
+                    try:
+                        t_b = median_time(lambda fidx=fidx, q=q: fidx.search(q, args.k), args.runs, args.warmup)
+                    finally:
+                        faiss.cvar.distance_compute_blas_threshold = blas_threshold
+                    emit(f"search {name} (BLAS path)", qs, t_b, qps(nq, t_b), t_f)
+                    t_f = min(t_f, t_b)
+                base[label] = t_f
             _Df, If = fx.search(q, args.k)
             for dt, ix in ours.items():
                 t = median_time(lambda ix=ix, q=q: ix.search(q, args.k), args.runs, args.warmup)
                 _Dc, Ic = ix.search(q, args.k)
                 agree = float((Ic == If).mean())
-                emit(f"search FlatIPIndex {dt}", qs, t, qps(nq, t), t_f, dict(id_agreement=agree))
+                emit(f"search FlatIPIndex {dt}", qs, t, qps(nq, t), base[dt], dict(id_agreement=agree))
+                if nq < blas_threshold and nth > 1:  # like with like against faiss's one-thread path
+                    cp.set_num_threads(1)
+                    try:
+                        t1 = median_time(lambda ix=ix, q=q: ix.search(q, args.k), args.runs, args.warmup)
+                    finally:
+                        cp.set_num_threads(nth)
+                    emit(f"search FlatIPIndex {dt} 1 thread", qs, t1, qps(nq, t1), base[dt])
             if not args.no_numpy:
                 nr, nw = max(1, min(args.runs, 3)), min(args.warmup, 1)
                 t = median_time(lambda X=X, q=q: numpy_search(X, q, args.k), nr, nw)
-                emit("search numpy (matmul+argpartition)", qs, t, qps(nq, t), t_f, runs=nr, warmup=nw)
-        del fx, ours, X
+                emit("search numpy (matmul+argpartition)", qs, t, qps(nq, t), base["float32"], runs=nr, warmup=nw)
+        del fx, fx16, ours, X
         gc.collect()
 
     if args.json:

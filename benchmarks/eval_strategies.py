@@ -109,15 +109,17 @@ def build_gallery(encoder, captions_per_image, held, cache):
 
 def evaluate(encoder, captions_per_image, *, gallery=None, expander=None, template="imagenet7", held=0,
              top_k=5, min_score=None, mmr=None, repeat=3, repeat_n=200, strategies=None, progress=False, seed=0,
-             expand_configs=None):
+             expand_configs=None, cache=None):
     """Run every strategy; returns a list of result dicts (one per strategy).
 
-    ``expand_configs``: several (top_k, min_score, mmr) settings of the expand strategy, each its own row
-    (default: the single one given by top_k / min_score / mmr)."""
+    ``expand_configs``: several (top_k, min_score, mmr[, blend]) settings of the expand strategy, each its own row
+    (default: the single one given by top_k / min_score / mmr). ``cache``: one PromptCache shared by every run (a
+    warm cache: recall sweeps reuse embeddings; the latency columns are then not cold)."""
+    fresh = (lambda: cache) if cache is not None else cp.PromptCache
     queries = [caps[held % len(caps)] for caps in captions_per_image]
     truth = np.arange(len(queries))
     if gallery is None:
-        gallery = build_gallery(encoder, captions_per_image, held, cp.PromptCache())
+        gallery = build_gallery(encoder, captions_per_image, held, fresh())
     gallery = np.ascontiguousarray(gallery, np.float32)
     # User-style prompt = keywords of the held-back caption; every strategy but "raw" starts from it.
     kw = KeywordStrategy()
@@ -128,16 +130,18 @@ def evaluate(encoder, captions_per_image, *, gallery=None, expander=None, templa
         f"templates ({template}) on keywords": (TemplateStrategy(template), user),
     }
     if expander is not None:
-        for k, lo, m in expand_configs or [(top_k, min_score, mmr)]:
+        for k, lo, m, *b in expand_configs or [(top_k, min_score, mmr)]:
+            blend = b[0] if b else None
             label = f"expand top{k}" + (f" min{lo:g}" if lo is not None else "")
             label += f" mmr{m:g}" if m is not None else ""
-            runs[f"{label} on keywords"] = (ExpandStrategy(expander, top_k=k, min_score=lo, mmr=m), user)
+            label += f" blend{blend:g}" if blend is not None else ""
+            runs[f"{label} on keywords"] = (ExpandStrategy(expander, top_k=k, min_score=lo, mmr=m, blend=blend), user)
     if strategies:
         runs = {k: v for k, v in runs.items() if any(s in k for s in strategies)}
     rng = np.random.default_rng(seed)
     results = []
     for name, (strategy, prompts) in runs.items():
-        pipe = PromptPipeline(encoder, cache=cp.PromptCache(), strategy=strategy)
+        pipe = PromptPipeline(encoder, cache=fresh(), strategy=strategy)
         pipe.add_vectors(gallery)
         with PeakRSS() as mem:
             t0 = time.perf_counter()
@@ -148,14 +152,15 @@ def evaluate(encoder, captions_per_image, *, gallery=None, expander=None, templa
         sub = prompts[:repeat_n]
         stream = [sub[i] for i in rng.permutation(np.repeat(np.arange(len(sub)), repeat))]
         # served as a stream in batches of 16 (repeats inside one batch are encoded once but count as misses)
-        rep = PromptPipeline(encoder, cache=cp.PromptCache(), strategy=strategy, index=pipe.index, batch_size=16)
+        rep = PromptPipeline(encoder, cache=fresh(), strategy=strategy, index=pipe.index, batch_size=16)
         t0 = time.perf_counter()
         rep.search(stream, 10)
         warm = (time.perf_counter() - t0) / len(stream)
         st = rep.stats()
         example = ""
         if isinstance(strategy, ExpandStrategy):
-            example = expander.expand(prompts[0], **strategy.expand_kwargs).text
+            e = expander.expand(prompts[0], **strategy.expand_kwargs)
+            example = e.text if strategy.blend is None else " + ".join([e.prompt] + [p for p, _ in e.added])
         elif isinstance(strategy, TemplateStrategy):
             example = strategy.texts([prompts[0]])[0][0]
         else:
@@ -201,8 +206,9 @@ def print_table(h, results, out=sys.stdout):
 
 
 def _parse_config(text):
-    k, lo, m = ([*text.split(":"), "-", "-"])[:3]
-    return int(k), (None if lo == "-" else float(lo)), (None if m == "-" else float(m))
+    k, lo, m, b = ([*text.split(":"), "-", "-", "-"])[:4]
+    return (int(k), (None if lo == "-" else float(lo)), (None if m == "-" else float(m)),
+            (None if b == "-" else float(b)))
 
 
 def main(argv=None) -> int:
@@ -218,8 +224,13 @@ def main(argv=None) -> int:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--min-score", type=float, default=None)
     p.add_argument("--mmr", type=float, default=None)
-    p.add_argument("--expand-config", action="append", metavar="K:MIN:MMR",
-                   help="an expand setting (repeatable; '-' for none), e.g. 5:-:- 2:0.5:0.5; overrides the three above")
+    p.add_argument("--expand-config", action="append", metavar="K:MIN:MMR[:BLEND]",
+                   help="an expand setting (repeatable; '-' for none), e.g. 5:-:- 2:0.5:0.5 3:0.5:-:0.8; BLEND = the "
+                        "prompt's weight in an embedding-space blend (default: string concatenation); overrides "
+                        "the three above")
+    p.add_argument("--cache-file", metavar="FILE",
+                   help="a PromptCache file loaded first and saved at the end, shared by every run (recall sweeps; "
+                        "latencies are then warm-cache figures)")
     p.add_argument("--limit", type=int, help="evaluate only the first N images")
     p.add_argument("--repeat", type=int, default=3, help="times each query repeats in the cache test")
     p.add_argument("--no-expand", action="store_true")
@@ -232,6 +243,10 @@ def main(argv=None) -> int:
         cp.set_num_threads(args.threads)
 
     image_ids, caps = load_split(args.captions, args.ids, args.limit)
+    cache = None
+    if args.cache_file:
+        cache = cp.PromptCache.load(args.cache_file) if os.path.exists(args.cache_file) else cp.PromptCache(
+            capacity_bytes=2 << 30)
     minilm = cp.MiniLMEncoder.from_pretrained(args.minilm)
     encoder = cp.ClipTextEncoder.from_pretrained(args.clip) if args.clip else minilm
     gallery = None
@@ -248,12 +263,15 @@ def main(argv=None) -> int:
     expander, removed, pool_name = None, 0, "-"
     if not args.no_expand:
         pool, removed = clean_pool(read_pool(args.pool), caps)
-        expander = PromptExpander(pool, minilm)
+        expander = PromptExpander(pool, minilm, cache=cache)
         pool_name = f"{pathlib.Path(args.pool).name if args.pool else 'shipped taxonomy'} ({len(pool)} phrases)"
     results = evaluate(encoder, caps, gallery=gallery, expander=expander, template=args.template, held=args.held,
                        top_k=args.top_k, min_score=args.min_score, mmr=args.mmr, repeat=args.repeat,
                        strategies=args.strategies, progress=args.progress,
-                       expand_configs=[_parse_config(c) for c in args.expand_config or []] or None)
+                       expand_configs=[_parse_config(c) for c in args.expand_config or []] or None, cache=cache)
+    if cache is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(args.cache_file)), exist_ok=True)
+        cache.save(args.cache_file)
     h = header(encoder, args, {
         "split": pathlib.Path(args.captions).name, "images": len(caps),
         "metric": "text->image" if gallery is not None else "text->text (mean of other captions)",

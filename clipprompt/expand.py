@@ -5,8 +5,9 @@ MiniLM through a PromptCache into a FlatIPIndex. ``expand`` embeds the prompt, t
 keeps the best ``top_k`` that pass every guard:
 
 1. score floor  — cosine similarity >= ``min_score``;
-2. present      — the phrase is already in the prompt: exactly, after normalisation (NFKC + lower case), or all of
-                  its content words already appear in the prompt (or in phrases already added);
+2. present      — the phrase is already in the prompt as whole words, after normalisation (NFKC + lower case; so
+                  "Chaps" is not present in "chapstick"), or all of its content words already appear in the prompt
+                  (or in phrases already added);
 3. MMR          — with ``mmr=λ``, greedy maximal marginal relevance ``λ·sim(q, p) − (1−λ)·max sim(p, chosen)``;
 4. budget       — the expanded text never exceeds ``max_tokens`` CLIP tokens (SOT/EOT included, counted with
                   ClipTokenizer); the lowest-scored phrases are dropped first until it fits.
@@ -24,14 +25,15 @@ from numpy.typing import NDArray
 
 import clipprompt as cp
 
-from .words import content_words
+from ._limits import MAX_SEQ, size_arg
+from .words import CJK_CHAR, content_words
 
 if TYPE_CHECKING:
     from .protocols import TextEncoder
 
 Pool = Iterable[str] | str | os.PathLike[str] | None  # phrases, a one-per-line file, or None (the shipped pool)
 
-__all__ = ["Expansion", "PromptExpander", "default_pool_path", "read_pool"]
+__all__ = ["Expansion", "PromptExpander", "contains_phrase", "default_pool_path", "read_pool"]
 
 DEFAULT_POOL = "pool_google_product_taxonomy_en.txt"
 
@@ -68,6 +70,31 @@ def read_pool(pool: Pool) -> list[str]:
     if not out:
         raise cp.InvalidArgumentError("PromptExpander: the pool is empty")
     return out
+
+
+def _is_cjk(ch: str) -> bool:
+    return CJK_CHAR.match(ch) is not None
+
+
+def _edge_ok(outer: str, inner: str) -> bool:
+    # A match edge is a word boundary when the outside character is not a letter/digit, or either side is CJK
+    # (written without spaces: "T恤" is present in "白色T恤").
+    return not outer.isalnum() or _is_cjk(outer) or _is_cjk(inner)
+
+
+def contains_phrase(text: str, phrase: str) -> bool:
+    """True when ``phrase`` occurs in ``text`` as whole words ("chaps" is not in "chapstick", "red" not in
+    "bored"); next to CJK characters any position counts. Both are compared as given (lower-case them first)."""
+    if not phrase:
+        return False
+    start = text.find(phrase)
+    while start >= 0:
+        end = start + len(phrase)
+        if (start == 0 or _edge_ok(text[start - 1], phrase[0])) and \
+                (end == len(text) or _edge_ok(text[end], phrase[-1])):
+            return True
+        start = text.find(phrase, start + 1)
+    return False
 
 
 def _stem(w: str) -> str:
@@ -164,8 +191,10 @@ class PromptExpander:
         if isinstance(raws, str):
             raise cp.InvalidArgumentError("expand_batch: expected a list of prompts, got a str")
         raw_list = list(raws)
-        if top_k < 0 or max_tokens < 2:
-            raise cp.InvalidArgumentError(f"expand: need top_k >= 0 and max_tokens >= 2 (got {top_k}, {max_tokens})")
+        top_k = size_arg("expand: top_k", top_k, 0)
+        max_tokens = size_arg("expand: max_tokens", max_tokens, 2, MAX_SEQ)
+        if candidates is not None:
+            candidates = size_arg("expand: candidates", candidates, 1)
         if mmr is not None and not (0.0 <= float(mmr) <= 1.0):
             raise cp.InvalidArgumentError(f"expand: mmr must be in [0, 1], got {mmr}")
         if not raw_list:
@@ -195,7 +224,7 @@ class PromptExpander:
                 dropped.append((phrase, s, "score"))
                 continue
             pw = self._words[i]
-            if phrase in prompt or self._lower[i] in lower or (pw and pw <= prompt_words):
+            if contains_phrase(lower, self._lower[i]) or (pw and pw <= prompt_words):
                 dropped.append((phrase, s, "present"))
                 continue
             cand.append((s, i))

@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 
 import clipprompt as cp
 
+from ._limits import MAX_SEQ, size_arg
 from .words import CJK_CHAR
 
 if TYPE_CHECKING:
@@ -83,8 +84,8 @@ def chunk_prompt(text: str, tokenizer: cp.ClipTokenizer | None = None, *, window
     Returns ``[""]`` for an empty prompt (SD's unconditional input).
     """
     tok = tokenizer if tokenizer is not None else cp.ClipTokenizer()
-    if window < 1:
-        raise cp.InvalidArgumentError(f"chunk_prompt: window must be >= 1, got {window}")
+    window = size_arg("chunk_prompt: window", window, 1, MAX_SEQ - 2)
+    lookback = size_arg("chunk_prompt: lookback", lookback, 0)
     text = " ".join(text.split())
     if not text:
         return [""]
@@ -150,7 +151,10 @@ def chunked_hidden_states(encoder: HiddenStateEncoder, texts: str | Iterable[str
     """
     batch = [texts] if isinstance(texts, str) else list(texts)
     tok = tokenizer if tokenizer is not None else cp.ClipTokenizer()
+    window = size_arg("chunked_hidden_states: window", window, 1, MAX_SEQ - 2)
     ctx = window + 2
+    if pad_to is not None:  # windows per prompt: at most MAX_SEQ tokens in all
+        pad_to = size_arg("chunked_hidden_states: pad_to", pad_to, 0, MAX_SEQ // ctx)
     fp, kind = encoder.fingerprint, _kind(layer)
     per_prompt: list[NDArray[np.float32] | None] = [None] * len(batch)
     if cache is not None:

@@ -41,6 +41,53 @@ _LATIN = r"0-9A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff"
 _CJK = (r"\u1100-\u11ff\u2e80-\u2fdf\u3005-\u3007\u3040-\u30ff\u3100-\u318f\u31f0-\u31ff\u3400-\u4dbf"
         r"\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003ffff")
 _SCRIPT = re.compile(f"(?<=[{_LATIN}])(?=[{_CJK}])|(?<=[{_CJK}])(?=[{_LATIN}])")
+_IS_LATIN = re.compile(f"[{_LATIN}]")
+_IS_CJK = re.compile(f"[{_CJK}]")
+
+
+@functools.lru_cache(maxsize=1)
+def mixed_script_words() -> list[str]:
+    """Dictionary words that cross a Latin/CJK boundary (ASCII lower-cased, sorted): every entry of the bundled
+    jieba dict.txt with both a Latin letter/digit and a CJK character, plus data/mixed_script_words_ja.txt."""
+    from importlib import resources
+
+    data = resources.files("clipprompt").joinpath("data")
+    words = set()
+    for line in data.joinpath("jieba", "dict.txt").read_text(encoding="utf-8").splitlines():
+        w = line.split(" ", 1)[0]
+        if _IS_LATIN.search(w) and _IS_CJK.search(w) and _SCRIPT.search(w):
+            words.add(w.lower() if w.isascii() else "".join(c.lower() if c.isascii() else c for c in w))
+    for line in data.joinpath("mixed_script_words_ja.txt").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            words.add("".join(c.lower() if c.isascii() else c for c in line.strip()))
+    return sorted(words)
+
+
+def _keeps(t: str, i: int) -> bool:
+    # Is the boundary before t[i] inside a mixed-script dictionary word (whole on its Latin edges)?
+    fold = "".join(c.lower() if c.isascii() else c for c in t)
+    for w in mixed_script_words():
+        for k in range(1, len(w)):
+            s = i - k
+            if s < 0 or fold[s:s + len(w)] != w:
+                continue
+            if _IS_LATIN.match(w[0]) and s > 0 and _IS_LATIN.match(t[s - 1]):
+                continue
+            e = s + len(w)
+            if _IS_LATIN.match(w[-1]) and e < len(t) and _IS_LATIN.match(t[e]):
+                continue
+            return True
+    return False
+
+
+def _script_spaces(t: str) -> str:
+    out, last = [], 0
+    for m in _SCRIPT.finditer(t):
+        i = m.start()
+        if not _keeps(t, i):
+            out.append(t[last:i] + " ")
+            last = i
+    return "".join(out) + t[last:]
 
 
 def normalize_reference(text: str, *, lowercase: bool = False, form: str | None = "NFKC", fullwidth: bool = True,
@@ -63,5 +110,5 @@ def normalize_reference(text: str, *, lowercase: bool = False, form: str | None 
     if collapse_whitespace:
         t = _WS.sub(" ", t).strip()
     if script_spaces:
-        t = _SCRIPT.sub(" ", t)
+        t = _script_spaces(t)
     return "" if t.isspace() or not t else t

@@ -66,13 +66,24 @@ def test_encode(capsys, tmp_path):
 
 
 def test_expand(capsys, pool_file):
-    rows = json.loads(_run(capsys, "expand", "--json", "--pool", pool_file, "--top-k", "2", "straw hat for the beach"))
+    rows = json.loads(_run(capsys, "expand", "--json", "--pool", pool_file, "--top-k", "2", "straw hat for the beach",
+                           "--min-score", "-1"))
     assert len(rows) == 1 and len(rows[0]["added"]) == 2
     added = [p for p, _ in rows[0]["added"]]
     assert set(added) <= set(POOL) and "Straw Hats" not in added  # all its words are in the prompt
     assert rows[0]["text"].startswith("straw hat for the beach, ")
     text = _run(capsys, "expand", "--pool", pool_file, "--max-tokens", "10", "straw hat for the beach")
     assert "CLIP tokens" in text
+    # the default floor is the measured one: only phrases at least that close are added
+    from clipprompt.strategies import EXPAND_DEFAULTS
+
+    rows = json.loads(_run(capsys, "expand", "--json", "--pool", pool_file, "--top-k", "5", "kitten bed",
+                           "tee shirt"))
+    assert [[p for p, _ in r["added"]] for r in rows] == [["Cat Beds"], ["T-Shirts"]]  # 0.82, 0.72; next 0.46
+    assert min(s for r in rows for _, s in r["added"]) >= EXPAND_DEFAULTS["min_score"] == 0.55
+    rows = json.loads(_run(capsys, "expand", "--json", "--pool", pool_file, "--top-k", "5", "--min-score", "-1",
+                           "kitten bed", "tee shirt"))
+    assert [len(r["added"]) for r in rows] == [5, 5]
 
 
 def test_search(capsys, tmp_path):
@@ -90,8 +101,11 @@ def test_search(capsys, tmp_path):
 def test_bench(capsys):
     out = json.loads(_run(capsys, "bench", "-n", "24", "--runs", "1", "--json"))
     whats = [r["what"] for r in out["rows"]]
-    assert whats == ["normalize_batch", "ClipTokenizer", "encode (no cache)", "encode (PromptCache hit)",
-                     "FlatIPIndex.search k=10"]
+    assert whats == ["normalize_batch", "ClipTokenizer", "encode (no cache)", "dict lookup + np.stack (peer)",
+                     "PromptCache hit", "numpy matmul+argpartition k=10 (peer)", "FlatIPIndex.search k=10"]
+    # ratios only between two ways of doing the same job: a cache hit is never compared with an encode
+    x = {r["what"]: r["x_baseline"] for r in out["rows"]}
+    assert x["encode (no cache)"] == 1.0 and x["PromptCache hit"] > 0 and x["FlatIPIndex.search k=10"] > 0
     assert all(r["median_ms"] >= 0 for r in out["rows"]) and out["header"]["threads"] >= 1
     table = _run(capsys, "bench", "-n", "8", "--runs", "1")
     assert "median ms (runs, warm-up)" in table and "x baseline" in table
@@ -110,3 +124,43 @@ def test_demo(capsys, pool_file, tmp_path):
     again = _run(capsys, "demo", "--pool", pool_file, "--cache-file", str(cache_file))
     assert f"{len(POOL)} from the cache file, 0 encoded" in again  # the pool is embedded once, across runs
     assert any("中" in p or "色" in p for p in DEMO_PROMPTS) and any(p.isascii() for p in DEMO_PROMPTS)
+
+
+def test_cache_dir_follows_xdg(monkeypatch, tmp_path):
+    from clipprompt.cli import cache_dir
+
+    monkeypatch.delenv("CLIPPROMPT_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == str(tmp_path / "xdg" / "clipprompt")
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")  # the spec: relative paths are invalid
+    assert cache_dir() == os.path.join(os.path.expanduser("~"), ".cache", "clipprompt")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert cache_dir() == os.path.join(os.path.expanduser("~"), ".cache", "clipprompt")
+    monkeypatch.setenv("CLIPPROMPT_CACHE_DIR", str(tmp_path / "own"))
+    assert cache_dir() == str(tmp_path / "own")
+
+
+def test_expand_and_search_keep_the_default_pool_cache(capsys, monkeypatch, tmp_path, pool_file):
+    import clipprompt.expand as ex
+
+    monkeypatch.delenv("CLIPPROMPT_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(ex, "default_pool_path", lambda: pool_file)  # a small "shipped" pool: fast
+    f = tmp_path / "xdg" / "clipprompt" / "pool-cache.cpc"
+    rows = json.loads(_run(capsys, "expand", "--json", "--top-k", "2", "--min-score", "-1", "straw hat for the beach"))
+    assert len(rows[0]["added"]) == 2 and f.exists()
+    assert len(cp.PromptCache.load(str(f))) == len(POOL)  # the pool only: queries are not written
+    stamp = f.stat().st_mtime_ns
+    encoded = []
+    real = cp.MiniLMEncoder.encode
+    monkeypatch.setattr(cp.MiniLMEncoder, "encode", lambda self, texts, *a, **k: encoded.append(len(texts)) or
+                        real(self, texts, *a, **k))
+    _run(capsys, "expand", "--json", "--top-k", "2", "red summer dress")
+    out = _run(capsys, "search", "-k", "1", "cat bowl")  # the default corpus is the pool: served from the file
+    assert "Cat Food" in out or "Cat Beds" in out
+    assert encoded == [1, 1]  # only the two queries were encoded
+    assert f.stat().st_mtime_ns == stamp  # nothing new: not rewritten
+    _run(capsys, "expand", "--json", "--cache-file", "", "red summer dress")  # '' = no cache file
+    assert encoded[2:] == [len(POOL), 1]  # the pool again, then the query
+    out = _run(capsys, "demo", "--pool", pool_file, "--top-k", "1")  # the demo's file also follows XDG
+    assert (tmp_path / "xdg" / "clipprompt" / "demo-cache.cpc").exists()

@@ -65,10 +65,36 @@ def test_text_to_image_path(tmp_path, capsys):
 
 
 def test_expand_configs_each_get_a_row():
-    assert ev._parse_config("2:0.5:-") == (2, 0.5, None) and ev._parse_config("5") == (5, None, None)
+    assert ev._parse_config("2:0.5:-") == (2, 0.5, None, None) and ev._parse_config("5") == (5, None, None, None)
+    assert ev._parse_config("3:0.55:-:0.9") == (3, 0.55, None, 0.9)
     enc = helpers.minilm()
     _ids, caps = ev.load_split(CAPS, IDS, limit=6)
     res = ev.evaluate(enc, caps, expander=helpers.small_expander(), strategies=["expand"], repeat=1, repeat_n=2,
-                      expand_configs=[(2, None, None), (3, 0.4, 0.5)])
-    assert [r["strategy"] for r in res] == ["expand top2 on keywords", "expand top3 min0.4 mmr0.5 on keywords"]
+                      expand_configs=[(2, None, None), (3, 0.4, 0.5), (3, 0.3, None, 0.8)])
+    assert [r["strategy"] for r in res] == ["expand top2 on keywords", "expand top3 min0.4 mmr0.5 on keywords",
+                                            "expand top3 min0.3 blend0.8 on keywords"]
+    assert " + " in res[2]["example"] or "," not in res[2]["example"]  # blended: the parts, not one text
     assert all(r["n_queries"] == r["gallery"] == 6 and 0 <= r["r1"] <= r["r10"] <= 1 for r in res)
+
+
+def test_caption_pool_and_cache_file(tmp_path, capsys):
+    import make_caption_pool as mcp
+
+    got = mcp.caption_phrases("A child holding a flowered umbrella and petting a yak .", max_words=2)
+    assert {"child holding", "flowered umbrella", "petting", "yak", "child"} <= got
+    assert "umbrella petting" not in got and "a child" not in got  # runs stop at stopwords
+    assert mcp.build_pool(["a red dress", "the red dress", "red dress and a cat", "a cat"], min_count=2) == \
+        ["dress", "red", "red dress", "cat"]
+    # --cache-file: the second run reads every embedding back (nothing encoded), same recall
+    (tmp_path / "pool.txt").write_text("\n".join(helpers.small_pool(20)) + "\n", encoding="utf-8")
+    args = ["--captions", CAPS, "--ids", IDS, "--limit", "8", "--repeat", "1", "--json", "--strategies",
+            "keywords (user", "expand", "--expand-config", "3:0.3:-:0.9", "--cache-file", str(tmp_path / "c.cpc"),
+            "--pool", str(tmp_path / "pool.txt")]
+    assert ev.main(args) == 0
+    first = json.loads(capsys.readouterr().out)["results"]
+    n = len(cp.PromptCache.load(str(tmp_path / "c.cpc")))
+    assert n >= 8 * 5  # the pool, the gallery captions, the queries
+    assert ev.main(args) == 0
+    again = json.loads(capsys.readouterr().out)["results"]
+    assert [r["r1"] for r in again] == [r["r1"] for r in first]
+    assert len(cp.PromptCache.load(str(tmp_path / "c.cpc"))) == n

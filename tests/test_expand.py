@@ -187,3 +187,19 @@ def test_default_pool_is_the_shipped_taxonomy():
     raw = read_lines("pool/google_product_taxonomy_en.txt")
     assert pool[:50] == raw[:50]
     assert not any("Ã" in p for p in pool)  # the Latin-1 mojibake is repaired in the shipped copy
+
+
+def test_present_guard_matches_whole_words_only(enc):
+    from clipprompt.expand import contains_phrase
+
+    assert not contains_phrase("chapstick", "chaps") and not contains_phrase("bored kid", "red")
+    assert contains_phrase("red chaps, leather", "chaps") and contains_phrase("a red-dress", "red")
+    assert contains_phrase("白色t恤", "t恤") and contains_phrase("白色短袖", "短袖") and not contains_phrase("", "a")
+    # "Chaps" (a real taxonomy category) is a close neighbour of "chapstick" but not present in it: it is kept
+    # as a candidate (not dropped as "present"), while a prompt that does name it drops it.
+    exp = cp.PromptExpander(["Chaps", "Lip Balm", "Lip Gloss"], enc)
+    e = exp.expand("chapstick", top_k=3)
+    assert "Chaps" not in [p for p, _, why in e.dropped if why == "present"]
+    assert "Chaps" in [p for p, _ in e.added]
+    e = exp.expand("leather chaps", top_k=3)
+    assert ("Chaps", "present") in [(p, why) for p, _, why in e.dropped]

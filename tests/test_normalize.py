@@ -8,7 +8,7 @@ import unicodedata
 
 import ftfy
 import pytest
-from conftest import all_text_lines
+from conftest import ROOT, all_text_lines
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from normalize_ref import clip_clean_reference, normalize_reference
@@ -256,8 +256,29 @@ def test_lowercase():
 
 def test_script_spaces():
     assert cp.normalize("shirt白色短袖") == "shirt 白色短袖"
-    assert cp.normalize("白色T恤2件") == "白色 T 恤 2 件"
-    assert cp.normalize("Tシャツ") == "T シャツ"
+    assert cp.normalize("白色T恤2件") == "白色 T恤 2 件"  # T恤 is a dictionary word: kept whole
+    assert cp.normalize("Tシャツ") == "Tシャツ"
+    assert cp.normalize("买了X光片和U盘") == "买了 X光片和 U盘" and cp.normalize("ｕ盘", lowercase=True) == "u盘"
+    assert cp.normalize("大小Size") == "大小 Size"  # 小S is in the dictionary, but "Size" is not "S"
+    assert cp.normalize("114S店") == "114S 店" and cp.normalize("4S店") == "4S店"
+    assert cp.segment(cp.normalize("白色T恤")) == ["白色", "T恤"]
+
+
+def test_mixed_script_table_is_generated_from_the_dictionaries():
+    import importlib.util
+
+    from normalize_ref import mixed_script_words
+
+    spec = importlib.util.spec_from_file_location("gen_mixed_words", ROOT / "csrc" / "tools" / "gen_mixed_words.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    words = mixed_script_words()
+    assert {"t恤", "x光", "u盘", "tシャツ", "aa制"} <= set(words)
+    shipped = (ROOT / "csrc" / "text" / "cp_mixed_words.inc").read_text(encoding="utf-8")
+    assert shipped == gen.render(words)  # the C table is what the script writes from the bundled data
+    for w in words:  # and every word survives normalisation whole, alone and between other text
+        up = "".join(c.upper() if c.isascii() else c for c in w)
+        assert cp.normalize(up) == up and up in cp.normalize(f"红色{up}新")
     assert cp.normalize("shirt白色短袖", script_spaces=False) == "shirt白色短袖"
     assert cp.normalize("shirt 白色") == "shirt 白色"  # no double space
     assert cp.normalize("café白") == "café 白"

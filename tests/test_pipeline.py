@@ -55,11 +55,31 @@ def test_templates_same_as_parts_by_hand(enc):
 
 
 def test_expand_same_as_parts_by_hand(enc, exp):
-    pipe = cp.PromptPipeline(enc, expander=exp, strategy="expand", top_k=3, mmr=0.5)
+    # blend=None, min_score=None: the phrases concatenated into one text, no floor
+    pipe = cp.PromptPipeline(enc, expander=exp, strategy="expand", top_k=3, mmr=0.5, blend=None, min_score=None)
     got = pipe.encode(PROMPTS)
     texts = [exp.expand(p, top_k=3, mmr=0.5).text for p in PROMPTS]
     assert [e.text for e in pipe.strategy.last] == texts
     np.testing.assert_allclose(got, enc.encode(texts), atol=1e-5)
+
+
+def test_expand_default_is_the_measured_blend(enc, exp):
+    from clipprompt.strategies import EXPAND_DEFAULTS
+
+    pipe = cp.PromptPipeline(enc, expander=exp)  # strategy="expand" with EXPAND_DEFAULTS
+    assert pipe.strategy.name == "expand" and EXPAND_DEFAULTS == {"top_k": 3, "min_score": 0.55, "blend": 0.9}
+    prompts = [*PROMPTS, "a cat wearing a party hat", "red summer dress with umbrella", "clothes for my cat"]
+    got = pipe.encode(prompts)
+    exps = [exp.expand(p, top_k=3, min_score=0.55) for p in prompts]
+    assert [[p for p, _ in e.added] for e in pipe.strategy.last] == [[p for p, _ in e.added] for e in exps]
+    assert sum(1 for e in exps if e.added) >= 2 and all(s >= 0.55 for e in exps for _, s in e.added)
+    for v, e in zip(got, exps):  # w * prompt + (1 - w) * mean(phrases), each normalised; renormalised
+        want = enc.encode([e.prompt])[0]
+        if e.added:
+            want = 0.9 * want + 0.1 * enc.encode([p for p, _ in e.added]).mean(axis=0)
+        np.testing.assert_allclose(v, want / np.linalg.norm(want), atol=1e-5)
+    with pytest.raises(cp.InvalidArgumentError, match="blend"):
+        cp.PromptPipeline(enc, expander=exp, blend=1.5)
 
 
 def test_cache_hits_on_repeats(enc):

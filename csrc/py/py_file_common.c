@@ -1,6 +1,8 @@
 /* py_file_common.c — see py_file_common.h. */
 #include "py_file_common.h"
 
+#include "py_limits.h"
+
 #include <string.h>
 
 PyObject *cp_py_take_exc(void) {
@@ -80,6 +82,10 @@ PyObject *cp_py_encode_rows(cp_py_batch_fn fn, const void *tok, PyObject *texts,
     cp_py_texts tx;
     if (cp_py_texts_get(texts, &tx, "texts") < 0) return NULL;
     size_t n = (size_t)tx.n, L = max_length, total;
+    if (cp_py_check_out("tokenizer", (double)n, (double)L, 3 * sizeof(int32_t)) < 0) { /* py_limits.h */
+        cp_py_texts_release(&tx);
+        return NULL;
+    }
     PyObject *res = NULL;
     int32_t *lens = PyMem_Malloc(sizeof(int32_t) * (n ? n : 1)), *buf = NULL;
     if (cp_mul_size(n, L, &total) != CP_OK || total > PY_SSIZE_T_MAX / 4) {

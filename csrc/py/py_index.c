@@ -3,6 +3,7 @@
  * Vectors: real floating arrays (float16/32/64) of shape (d,) or (n, d), converted to float32; any other dtype or
  * ndim -> InvalidArgumentError (a ValueError); wrong d -> DimensionMismatchError. */
 #include "py_common.h"
+#include "py_limits.h"
 
 #include "device/cp_device.h"
 #include "store/cp_index.h"
@@ -106,8 +107,9 @@ static int parse_dtype(PyObject *obj, int *dtype) {
 static PyObject *FlatIPIndex_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"dim", "dtype", "device", NULL};
     long long dim;
-    PyObject *dt = NULL, *device = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "L|OO:FlatIPIndex", kwlist, &dim, &dt, &device)) return NULL;
+    PyObject *dimo, *dt = NULL, *device = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|OO:FlatIPIndex", kwlist, &dimo, &dt, &device)) return NULL;
+    if (cp_py_as_size(dimo, "FlatIPIndex: dim", &dim) < 0) return NULL;
     int dtype;
     if (parse_dtype(dt, &dtype) < 0) return NULL;
     PyFlatIPIndex *self = (PyFlatIPIndex *)type->tp_alloc(type, 0);
@@ -166,18 +168,37 @@ error:
     return NULL;
 }
 
-static PyObject *FlatIPIndex_search(PyFlatIPIndex *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"q", "k", NULL};
-    PyObject *qo;
-    long long k;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OL:search", kwlist, &qo, &k)) return NULL;
+/* k sizes the [nq, k] results: >= 1; beyond the entries (padded with -1) by at most CP_PY_MAX_PAD_K; and the two
+ * arrays must fit the memory budget (py_limits.h). */
+static int search_k_ok(PyFlatIPIndex *self, long long k, int64_t nq) {
     if (k < 1) {
         PyErr_Format(cp_py_InvalidArgumentError, "search: k must be >= 1, got %lld", k);
-        return NULL;
+        return 0;
     }
+    long long n = (long long)cp_index_ntotal(self->ix);
+    if (k > n + CP_PY_MAX_PAD_K) {
+        PyErr_Format(cp_py_InvalidArgumentError,
+                     "search: k=%lld but the index holds %lld entries (k may exceed the entries by at most %d "
+                     "columns, padded with -1)", k, n, CP_PY_MAX_PAD_K);
+        return 0;
+    }
+    return cp_py_check_out("search", (double)nq, (double)k, sizeof(float) + sizeof(int64_t)) == 0;
+}
+
+static PyObject *FlatIPIndex_search(PyFlatIPIndex *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"q", "k", NULL};
+    PyObject *qo, *ko;
+    long long k;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO:search", kwlist, &qo, &ko)) return NULL;
+    if (cp_py_as_size(ko, "search: k", &k) < 0) return NULL;
+    if (k < 1 && !search_k_ok(self, k, 0)) return NULL;
     int64_t nq;
     PyArrayObject *q = as_rows(self, qo, "search: q", &nq);
     if (!q) return NULL;
+    if (!search_k_ok(self, k, nq)) {
+        Py_DECREF(q);
+        return NULL;
+    }
     npy_intp dims[2] = {(npy_intp)nq, (npy_intp)k};
     PyObject *Dobj = PyArray_SimpleNew(2, dims, NPY_FLOAT32), *Iobj = PyArray_SimpleNew(2, dims, NPY_INT64);
     if (!Dobj || !Iobj) {
@@ -360,7 +381,8 @@ static PyMethodDef FlatIPIndex_methods[] = {
      "unique; default: one past the largest id ever added, counting up. Errors leave the index unchanged."},
     {"search", (PyCFunction)(void (*)(void))FlatIPIndex_search, METH_VARARGS | METH_KEYWORDS,
      "search(q, k) -> (D float32 [nq, k], I int64 [nq, k]): inner products, best first; -inf / -1 pad when "
-     "k > ntotal; equal scores: earlier-added row first."},
+     "k > ntotal (by at most 1024 columns); equal scores: earlier-added row first. k that cannot be filled or "
+     "whose results would not fit in memory -> InvalidArgumentError."},
     {"remove_ids", (PyCFunction)FlatIPIndex_remove_ids, METH_O,
      "remove_ids(ids) -> int: remove these ids (unknown ids ignored); returns how many rows were removed."},
     {"reset", (PyCFunction)FlatIPIndex_reset, METH_NOARGS, "reset(): remove everything; default ids restart at 0."},

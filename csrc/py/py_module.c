@@ -2,6 +2,7 @@
  * argument helpers, build_info/threads, and the hooks that add every other part (py_<part>.c). */
 #define CP_PY_MODULE_MAIN
 #include "py_common.h"
+#include "py_limits.h"
 
 #include <string.h>
 
@@ -218,8 +219,16 @@ static PyObject *py_build_info(PyObject *self, PyObject *noargs) {
         SET("cuda_device_error", info.device_error[0] ? PyUnicode_FromString(info.device_error)
                                                       : Py_NewRef(Py_None));
         SET("cublas", PyUnicode_FromFormat("%d.%d.%d", info.cublas_major, info.cublas_minor, info.cublas_patch));
-        SET("cudnn", PyUnicode_FromFormat("%d.%d.%d", (int)(info.cudnn_version / 10000),
-                                          (int)((info.cudnn_version / 100) % 100), (int)(info.cudnn_version % 100)));
+        /* cuDNN is linked only when setup.py found it (CP_WITH_CUDNN); otherwise (or version 0) None */
+#ifdef CP_WITH_CUDNN
+        SET("cudnn", info.cudnn_version > 0
+                         ? PyUnicode_FromFormat("%d.%d.%d", (int)(info.cudnn_version / 10000),
+                                                (int)((info.cudnn_version / 100) % 100),
+                                                (int)(info.cudnn_version % 100))
+                         : Py_NewRef(Py_None));
+#else
+        SET("cudnn", Py_NewRef(Py_None));
+#endif
         SET("cuda_arch", PyUnicode_FromString(CP_STR(CP_CUDA_ARCHS)));
     }
 #else
@@ -233,10 +242,10 @@ static PyObject *py_build_info(PyObject *self, PyObject *noargs) {
 
 static PyObject *py_set_num_threads(PyObject *self, PyObject *arg) {
     (void)self;
-    long n = PyLong_AsLong(arg);
-    if (n == -1 && PyErr_Occurred()) return NULL;
+    long long n;
+    if (cp_py_as_size(arg, "set_num_threads: n", &n) < 0) return NULL;
     if (n < 0 || n > 4096) {
-        PyErr_Format(cp_py_InvalidArgumentError, "set_num_threads: n must be in 0..4096 (0 = default), got %ld", n);
+        PyErr_Format(cp_py_InvalidArgumentError, "set_num_threads: n must be in 0..4096 (0 = default), got %lld", n);
         return NULL;
     }
     cp_set_num_threads((int)n);

@@ -4,6 +4,7 @@
  * needs no zlib link, accepts a plain .txt just as well, and the one-off ~60 ms load is not a hot path.
  */
 #include "py_file_common.h"
+#include "py_limits.h"
 
 #include <string.h>
 
@@ -161,21 +162,33 @@ static PyObject *cp_py_dropped_text(cp_bpe *bpe, const char *s, size_t n, size_t
     return r;
 }
 
+/* context_length sizes the [B, context_length] output: 2..CP_PY_MAX_SEQ, and the output must fit (py_limits.h). */
+static int context_length_ok(long long ctx, Py_ssize_t n) {
+    if (ctx < 2) {
+        PyErr_Format(cp_py_InvalidArgumentError, "context_length must be at least 2 (SOT and EOT), got %lld", ctx);
+        return 0;
+    }
+    return cp_py_check_range("context_length", ctx, 2, CP_PY_MAX_SEQ) == 0 &&
+           cp_py_check_out("ClipTokenizer", (double)n, (double)ctx, sizeof(int32_t)) == 0;
+}
+
 static PyObject *ClipTok_call(ClipTokObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"texts", "context_length", "truncate", "return_lengths", NULL};
-    PyObject *texts;
-    Py_ssize_t ctx = 77;
+    PyObject *texts, *ctxo = NULL;
+    long long ctx = 77;
     int truncate = 1, return_lengths = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|npp:ClipTokenizer.__call__", kwlist, &texts, &ctx, &truncate,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|Opp:ClipTokenizer.__call__", kwlist, &texts, &ctxo, &truncate,
                                      &return_lengths))
         return NULL;
-    if (ctx < 2) {
-        PyErr_Format(cp_py_InvalidArgumentError, "context_length must be at least 2 (SOT and EOT), got %zd", ctx);
-        return NULL;
-    }
+    if (ctxo && cp_py_as_size(ctxo, "context_length", &ctx) < 0) return NULL;
+    if (!context_length_ok(ctx, 0)) return NULL;
     cp_py_texts tx;
     if (cp_py_texts_get(texts, &tx, "texts") < 0) return NULL;
-    npy_intp dims[2] = {tx.n, ctx};
+    if (!context_length_ok(ctx, tx.n)) {
+        cp_py_texts_release(&tx);
+        return NULL;
+    }
+    npy_intp dims[2] = {tx.n, (npy_intp)ctx};
     PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_INT32);
     PyArrayObject *lens = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_INT32);
     int32_t *full = PyMem_Malloc(sizeof(int32_t) * (size_t)(tx.n ? tx.n : 1));

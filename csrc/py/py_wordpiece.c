@@ -1,5 +1,6 @@
 /* py_wordpiece.c — clipprompt._C.WordPieceTokenizer over cp_wordpiece (csrc/cp_wordpiece.h). */
 #include "py_file_common.h"
+#include "py_limits.h"
 
 #include <string.h>
 
@@ -155,14 +156,26 @@ static int batch_wp(const void *tok, const char *const *texts, const size_t *len
     return cp_wordpiece_encode_batch((const cp_wordpiece *)tok, texts, lens, n, max_length, out, lengths);
 }
 
+/* max_length sizes a [B, max_length] work buffer and the two outputs: 2..CP_PY_MAX_SEQ, and they must fit
+ * (py_limits.h). */
+static int max_length_ok(long long max_length, Py_ssize_t n) {
+    if (max_length < 2) {
+        PyErr_Format(cp_py_InvalidArgumentError, "max_length must be at least 2 ([CLS] and [SEP]), got %lld",
+                     max_length);
+        return 0;
+    }
+    return cp_py_check_range("max_length", max_length, 2, CP_PY_MAX_SEQ) == 0 &&
+           cp_py_check_out("WordPieceTokenizer", (double)n, (double)max_length, 3 * sizeof(int32_t)) == 0;
+}
+
 static PyObject *WP_call(WPObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"texts", "max_length", "padding", NULL};
-    PyObject *texts;
-    Py_ssize_t max_length = 256;
+    PyObject *texts, *mlo = NULL;
+    long long max_length = 256;
     const char *padding = "longest";
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|ns:WordPieceTokenizer.__call__", kwlist, &texts, &max_length,
-                                     &padding))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|Os:WordPieceTokenizer.__call__", kwlist, &texts, &mlo, &padding))
         return NULL;
+    if (mlo && cp_py_as_size(mlo, "max_length", &max_length) < 0) return NULL;
     int pad_max;
     if (strcmp(padding, "longest") == 0)
         pad_max = 0;
@@ -173,11 +186,7 @@ static PyObject *WP_call(WPObject *self, PyObject *args, PyObject *kw) {
                      PyTuple_GET_SIZE(args) > 2 ? PyTuple_GET_ITEM(args, 2) : PyDict_GetItemString(kw, "padding"));
         return NULL;
     }
-    if (max_length < 2) {
-        PyErr_Format(cp_py_InvalidArgumentError, "max_length must be at least 2 ([CLS] and [SEP]), got %zd",
-                     max_length);
-        return NULL;
-    }
+    if (!max_length_ok(max_length, 0)) return NULL;
     return cp_py_encode_rows(batch_wp, self->wp, texts, (size_t)max_length, pad_max);
 }
 

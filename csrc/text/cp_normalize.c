@@ -817,13 +817,39 @@ static int has_cjk(const u32buf *b) {
     return 0;
 }
 
+#include "text/cp_mixed_words.inc"
+
+static uint32_t ascii_fold(uint32_t c) { return (c >= 'A' && c <= 'Z') ? c + 32 : c; }
+
+/* Is the boundary before in[i] inside a mixed-script dictionary word ("T恤", "X光", "U盘", "Tシャツ") that is whole
+ * on its Latin edges (no Latin letter/digit glued on outside)? ASCII case-insensitive. Same rule as
+ * normalize_ref._keeps. At most CP_MIXED_WORDS_N x (word length) short compares per boundary. */
+static int keeps_boundary(const u32buf *in, size_t i) {
+    uint32_t a = ascii_fold(in->v[i - 1]), c = ascii_fold(in->v[i]);
+    for (size_t w = 0; w < CP_MIXED_WORDS_N; w++) {
+        const uint32_t *wd = cp_mixed_words_cp + cp_mixed_words[w].off;
+        size_t len = cp_mixed_words[w].len;
+        for (size_t k = 1; k < len; k++) {
+            if (wd[k - 1] != a || wd[k] != c || k > i || i - k + len > in->n) continue;
+            size_t s = i - k, j = 0;
+            while (j < len && ascii_fold(in->v[s + j]) == wd[j]) j++;
+            if (j < len) continue;
+            if (is_latin_or_digit(wd[0]) && s > 0 && is_latin_or_digit(in->v[s - 1])) continue;
+            if (is_latin_or_digit(wd[len - 1]) && s + len < in->n && is_latin_or_digit(in->v[s + len])) continue;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static int script_spaces(const u32buf *in, u32buf *out) {
     out->n = 0;
     CP_CHECK(buf_reserve(out, in->n + 8));
     for (size_t i = 0; i < in->n; i++) {
         if (i > 0) {
             uint32_t a = in->v[i - 1], c = in->v[i];
-            if ((is_latin_or_digit(a) && is_cjk(c)) || (is_cjk(a) && is_latin_or_digit(c)))
+            if (((is_latin_or_digit(a) && is_cjk(c)) || (is_cjk(a) && is_latin_or_digit(c))) &&
+                !keeps_boundary(in, i))
                 CP_CHECK(buf_push(out, ' '));
         }
         CP_CHECK(buf_push(out, in->v[i]));

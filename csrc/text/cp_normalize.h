@@ -34,7 +34,8 @@ typedef struct {
                          /* line breaks, NFC)                                                        */
     int fix_encoding;    /* with ftfy: also ftfy's mojibake repair (fix_encoding), as ftfy.fix_text does */
     int collapse_ws;     /* runs of Unicode whitespace -> one ASCII space; strip both ends           */
-    int script_spaces;   /* insert a space where Latin/digits meet CJK ("shirt白色" -> "shirt 白色")   */
+    int script_spaces;   /* insert a space where Latin/digits meet CJK ("shirt白色" -> "shirt 白色"), except inside
+                            mixed-script dictionary words ("白色T恤" -> "白色 T恤"; cp_mixed_words.inc)      */
     int empty_is_error;  /* CP_ERR_EMPTY when the result is empty / whitespace only                   */
 } cp_normalize_opts;
 
