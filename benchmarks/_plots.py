@@ -23,7 +23,8 @@ def _plt():
 
 
 def _footer(fig, header: dict, keys) -> None:
-    text = " · ".join(f"{k} {header[k]}" for k in keys if k in header and header[k] not in (None, ""))
+    text = " · ".join(f"{k} {str(header[k]).split(' (')[0][:60]}" for k in keys
+                      if k in header and header[k] not in (None, ""))
     fig.text(0.01, 0.005, text, fontsize=6.5, color="#666", ha="left", va="bottom")
 
 
@@ -42,10 +43,11 @@ def plot_strategies(data: dict, path: str) -> list[str]:
             ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
     ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
     ax.set_ylabel("recall (%)")
+    ax.set_ylim(0, 118)
     h = data.get("header", {})
-    ax.set_title(f"Prompt strategies: {h.get('metric', 'retrieval')} on {h.get('split', '?')} "
-                 f"({h.get('images', '?')} images)")
-    ax.legend(ncol=3, fontsize=8)
+    ax.set_title(f"Prompt strategies: {h.get('metric', 'retrieval')}\n{h.get('split', '?')}, "
+                 f"{h.get('images', '?')} images", fontsize=9)
+    ax.legend(ncol=3, fontsize=8, loc="upper center")
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     _footer(fig, h, ("encoder", "date", "pool", "expand"))
     fig.savefig(path)
@@ -67,6 +69,8 @@ def plot_encode(data: dict, path: str) -> list[str]:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=engine,
                     linewidth=2.2 if engine == "clipprompt" else 1.3)
         ax.set_xscale("log", base=2)
+        sizes = sorted({r["batch"] for r in rows if r["model"] == model})
+        ax.set_xticks(sizes, [str(b) for b in sizes])
         ax.set_yscale("log")
         ax.set_xlabel("batch size")
         ax.set_ylabel("prompts / s")
@@ -74,7 +78,7 @@ def plot_encode(data: dict, path: str) -> list[str]:
         ax.legend(fontsize=8)
     h = data.get("header", {})
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    _footer(fig, h, ("date", "machine", "threads", "blas", "torch", "onnxruntime"))
+    _footer(fig, h, ("date", "machine", "threads", "blas", "torch", "onnxruntime", "load_avg"))
     fig.savefig(path)
     plt.close(fig)
     return [path]
