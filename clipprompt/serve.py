@@ -743,8 +743,8 @@ def create_app(cfg: ServeConfig | None = None, *, encoder=None):
                 except (OSError, cp.ClipPromptError) as e:
                     print(f"clipprompt serve: could not save the cache to {cfg.cache}: {e}", file=sys.stderr)
 
-    app = FastAPI(title="clipprompt", version=cp.__version__, lifespan=lifespan, docs_url="/docs",
-                  redoc_url=None)
+    app = FastAPI(title="clipprompt", version=cp.__version__, lifespan=lifespan, docs_url=None,
+                  redoc_url=None)  # FastAPI's docs pages load their scripts from a CDN: off
     app.state.clipprompt = st
 
     # -- metrics + in-flight accounting: a plain ASGI middleware (no body buffering) --------------------------------
