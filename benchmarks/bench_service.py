@@ -17,6 +17,7 @@ the cache hit rate from /metrics. Errors are counted everywhere (any non-200 or 
 """
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import platform
@@ -144,7 +145,6 @@ async def open_loop(svc, texts, rate, seconds, clients):
 async def soak(svc, texts, clients, total, seconds, samples=40):
     """Closed loop over Zipf-repeated prompts with the cache on; RSS and hit rate sampled ``samples`` times."""
     import httpx
-
     from prometheus_client.parser import text_string_to_metric_families
 
     rng = np.random.default_rng(0)
@@ -187,7 +187,7 @@ async def soak(svc, texts, clients, total, seconds, samples=40):
         await sample()
     for s in series:  # hit rate of the requests between this sample and the one before
         s["t"] -= series[0]["t"]
-    for a, b in zip(series, series[1:]):
+    for a, b in itertools.pairwise(series):
         d = (b["hits"] - a["hits"]) + (b["misses"] - a["misses"])
         b["window_hit_rate"] = (b["hits"] - a["hits"]) / d if d else None
     return dict(requests=done, errors=errors, seconds=wall, rps=done / wall, distinct=len(texts),
@@ -252,9 +252,9 @@ def main(argv=None) -> int:
           f"{out['encoder_ceiling']['b64_texts_per_s']:.1f} texts/s ({out['encoder_ceiling']['ratio']:.2f}x)",
           file=sys.stderr)
 
-    batched = ServiceProcess(common + ["--cache-bytes", "0", "--max-batch", "64", "--max-wait-ms", "2"], env=env,
+    batched = ServiceProcess([*common, "--cache-bytes", "0", "--max-batch", "64", "--max-wait-ms", "2"], env=env,
                              cwd=ROOT).start()
-    unbatched = ServiceProcess(common + ["--cache-bytes", "0", "--max-batch", "1", "--max-wait-ms", "0"], env=env,
+    unbatched = ServiceProcess([*common, "--cache-bytes", "0", "--max-batch", "1", "--max-wait-ms", "0"], env=env,
                                cwd=ROOT).start()
     try:
         rss0 = {"batched": rss_mib(batched.pid()), "unbatched": rss_mib(unbatched.pid())}
@@ -294,7 +294,7 @@ def main(argv=None) -> int:
         unbatched.stop()
 
     if args.soak:
-        s = ServiceProcess(common + ["--max-batch", "64", "--max-wait-ms", "2"], env=env, cwd=ROOT).start()
+        s = ServiceProcess([*common, "--max-batch", "64", "--max-wait-ms", "2"], env=env, cwd=ROOT).start()
         try:
             out["soak"] = asyncio.run(soak(s, caps[:4000], args.soak_clients, args.soak, args.soak_seconds))
         finally:

@@ -17,13 +17,13 @@ import numpy as np
 
 import clipprompt as cp
 
-__all__ = ["embed", "build_index", "EmbedActor"]
+__all__ = ["EmbedActor", "build_index", "embed"]
 
 
 def _require_ray():
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data
     except ImportError as e:
         raise cp.DependencyError(f"clipprompt.distributed needs Ray Data: pip install 'clipprompt[ray]' ({e})") \
             from e

@@ -34,7 +34,7 @@ import numpy as np
 
 import clipprompt as cp
 
-__all__ = ["ServeConfig", "MicroBatcher", "Metrics", "ApiError", "create_app", "load_encoder", "run", "token_view"]
+__all__ = ["ApiError", "Metrics", "MicroBatcher", "ServeConfig", "create_app", "load_encoder", "run", "token_view"]
 
 # ---------------------------------------------------------------------------------------------------------------------
 # configuration
@@ -341,7 +341,7 @@ class Metrics:
 
 
 class _Pending:
-    __slots__ = ("texts", "future", "t")
+    __slots__ = ("future", "t", "texts")
 
     def __init__(self, texts, future, t):
         self.texts, self.future, self.t = texts, future, t
@@ -454,7 +454,7 @@ class MicroBatcher:
                 for p in batch:
                     await self._process([p])
             return
-        except Exception as e:  # noqa: BLE001  (not a bad input: every request in the batch gets it)
+        except Exception as e:
             for p in batch:
                 if not p.future.done():
                     p.future.set_exception(e)
@@ -475,7 +475,7 @@ class MicroBatcher:
                 if not p.future.done():
                     p.future.set_exception(ApiError.from_cp(e, item=i, field="input"))
                 return
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 if not p.future.done():
                     p.future.set_exception(e)
                 return
@@ -604,7 +604,8 @@ class _State:
     def _build_expander(self):
         from .expand import PromptExpander
 
-        self.expander = PromptExpander(self.cfg.pool, self.encoder, cache=self.cache if self.cache is not None else cp.PromptCache(),
+        cache = self.cache if self.cache is not None else cp.PromptCache()
+        self.expander = PromptExpander(self.cfg.pool, self.encoder, cache=cache,
                                        tokenizer=self.tok)
         return self.expander
 
@@ -1015,7 +1016,7 @@ def create_app(cfg: ServeConfig | None = None, *, encoder=None):
                 index = await st.get_index()
 
             def stage3():
-                for row, (it, vec, h) in enumerate(zip(good, vecs, hit)):
+                for it, vec, h in zip(good, vecs, hit):
                     it["cache"] = "hit" if h else "miss"
                     it["times_ms"]["encode"] = t_enc
                     t = time.perf_counter()
@@ -1173,7 +1174,7 @@ class ServiceProcess:
         import tempfile
         import urllib.request
 
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115  (held until stop(), which closes it)
         cmd = [sys.executable, "-m", "clipprompt", "serve", "--host", self.host, "--port", str(self.port), *self.args]
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd)
         t_end = time.monotonic() + self.timeout

@@ -6,10 +6,10 @@ import os
 import numpy as np
 import pytest
 import ray
+from conftest import ROOT, read_lines
 
 import clipprompt as cp
 import clipprompt.distributed as dist
-from conftest import ROOT, read_lines
 
 N_UNIQUE, N_REPEAT = 400, 200
 
@@ -113,7 +113,7 @@ def test_bad_arguments(cluster):
         dist.embed(ds, column="text")
     with pytest.raises(cp.InvalidArgumentError, match="concurrency"):
         dist.embed(ds, concurrency=0)
-    with pytest.raises(cp.InvalidArgumentError, match="ray.data.Dataset"):
+    with pytest.raises(cp.InvalidArgumentError, match=r"ray\.data\.Dataset"):
         dist.embed([{"prompt": "a"}])
 
 

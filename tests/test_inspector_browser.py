@@ -9,16 +9,16 @@ import json
 import os
 import pathlib
 
+import _prompt_helpers as helpers
 import httpx
 import pytest
+from conftest import ROOT, read_lines
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-import _prompt_helpers as helpers
 from clipprompt import serve
-from conftest import ROOT, read_lines
 
 ARTIFACTS = pathlib.Path(os.environ.get("CLIPPROMPT_ARTIFACTS", ROOT / "build" / "artifacts"))
 ZH = "红色连衣裙 女 夏季"

@@ -13,15 +13,15 @@ import socket
 import threading
 import time
 
+import _prompt_helpers as helpers
 import httpx
 import numpy as np
 import pytest
+from conftest import ROOT, read_lines
 from prometheus_client.parser import text_string_to_metric_families
 
-import _prompt_helpers as helpers
 import clipprompt as cp
 from clipprompt import serve
-from conftest import ROOT, read_lines
 
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 LIMITS = ["--max-items", "16", "--max-chars", "600", "--max-body-bytes", "20000", "--max-k", "20"]
@@ -120,7 +120,7 @@ def test_embeddings_equal_the_library(client):
     assert [x["index"] for x in d["data"]] == [0, 1, 2, 3]
     np.testing.assert_allclose(got, ref, atol=1e-5)
     # usage: WordPiece tokens with [CLS]/[SEP], as the encoder sees them
-    ids, mask = cp.WordPieceTokenizer(os.path.join(enc.path, "vocab.txt"))([cp.normalize(t) for t in texts],
+    _, mask = cp.WordPieceTokenizer(os.path.join(enc.path, "vocab.txt"))([cp.normalize(t) for t in texts],
                                                                               max_length=enc.max_seq_length)
     assert d["usage"]["prompt_tokens"] == d["usage"]["total_tokens"] == int(np.asarray(mask).sum())
     # one string, base64 (little-endian float32, as OpenAI's clients decode it), the fingerprint as model name
@@ -171,7 +171,8 @@ def test_normalize_and_segment(client):
     assert [x["text"] for x in d["data"]] == [cp.normalize(t, lowercase=True) for t in texts]
     d = client.post("/v1/normalize", json={"input": texts[0], "form": "NFC"}).json()
     assert d["data"][0]["text"] == cp.normalize(texts[0], form="NFC")
-    d = client.post("/v1/segment", json={"input": ["红色连衣裙 女 夏季", "硬い帽子をかぶった男"], "lang": "auto"}).json()
+    d = client.post("/v1/segment", json={"input": ["红色连衣裙 女 夏季", "硬い帽子をかぶった男"], "lang": "auto"})
+    d = d.json()
     assert [x["segments"] for x in d["data"]] == [cp.segment("红色连衣裙 女 夏季"), cp.segment("硬い帽子をかぶった男")]
 
 
@@ -352,7 +353,8 @@ def test_raw_socket_garbage_does_not_hurt(svc, client):
     # half a request then a hang-up; a TLS hello; a malformed Content-Length (the HTTP layer answers 400 itself)
     for payload, expect in ((b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"inp", None),
                             (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n", b"HTTP/1.1 400"),
-                            (b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n{}", b"HTTP/1.1 400")):
+                            (b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n{}",
+                             b"HTTP/1.1 400")):
         with socket.create_connection((svc.host, svc.port), timeout=10) as s:
             s.sendall(payload)
             s.shutdown(socket.SHUT_WR)
@@ -392,7 +394,7 @@ def test_bad_items_next_to_good_requests(client):
     assert client.get("/health").json()["status"] == "ok"
 
 
-# -- the micro-batcher on its own: a failing batch isolates the bad item --------------------------------------------------
+# -- the micro-batcher on its own: a failing batch isolates the bad item -----------------------------------------------
 
 
 def test_batcher_isolates_a_failing_item():
@@ -462,11 +464,12 @@ def test_cli_refuses_a_bad_encoder_before_binding():
     import sys
 
     r = subprocess.run([sys.executable, "-m", "clipprompt", "serve", "--port", str(serve.free_port()), "--encoder",
-                        "clip:/nonexistent/dir"], capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=120)
+                        "clip:/nonexistent/dir"], check=False, capture_output=True, text=True, env=ENV, cwd=ROOT,
+                       timeout=120)
     assert r.returncode == 2 and "Error" in r.stderr and "/nonexistent/dir" in r.stderr
 
 
-# -- a CLIP service: /v1/sd/encode and CLIP embeddings (random-init tower) ----------------------------------------------
+# -- a CLIP service: /v1/sd/encode and CLIP embeddings (random-init tower) ---------------------------------------------
 
 
 def test_clip_service_sd_encode(tmp_path):
@@ -499,7 +502,7 @@ def test_clip_service_sd_encode(tmp_path):
     assert s.returncode == 0, s.output
 
 
-# -- shutdown drains the requests in flight ---------------------------------------------------------------------------------
+# -- shutdown drains the requests in flight ----------------------------------------------------------------------------
 
 
 def test_sigterm_drains_in_flight_requests(files):
