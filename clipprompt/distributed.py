@@ -12,6 +12,7 @@ actors over the cluster.
 """
 import os
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -114,7 +115,7 @@ def embed(dataset, encoder: "str | Callable" = "minilm", column: str = "prompt",
         num_cpus=float(num_cpus if num_cpus is not None else num_threads), udf_modifying_row_count=False)
 
 
-def build_index(dataset, column: str = "embedding", id_column: str | None = "id", *, dtype: str = "float32",
+def build_index(dataset, column: str = "embedding", id_column: str | None = "id", *, dtype: Any = "float32",
                 batch_size: int = 4096, path: "str | os.PathLike | None" = None):
     """A FlatIPIndex of the vectors in ``column`` (streamed batch by batch into the driver), labelled with the
     int64 ``id_column`` (None: 0..n-1 in the order the rows arrive). Saved to ``path`` when given."""

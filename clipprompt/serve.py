@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -275,7 +276,7 @@ class Metrics:
 
     def __init__(self):
         self._lock = threading.Lock()
-        self.requests = collections.Counter()          # (endpoint, status) -> n
+        self.requests: collections.Counter[tuple[str, str]] = collections.Counter()  # (endpoint, status) -> n
         self.latency: dict[str, _Histogram] = {}       # endpoint -> seconds
         self.batch_size = _Histogram(_BATCH_BUCKETS)   # texts per encoder call
         self.encode_seconds = _Histogram(_LATENCY_BUCKETS)
@@ -367,13 +368,12 @@ class MicroBatcher:
         self.metrics = metrics
         self._pending: collections.deque[_Pending] = collections.deque()
         self._npending = 0
-        self._wake: asyncio.Event | None = None
+        self._wake = asyncio.Event()  # created unbound; bound to the running loop on first use (Python >= 3.10)
         self._closing = False
-        self._task = None
+        self._task: asyncio.Task[None] | None = None
         self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="clipprompt-encode")
 
     def start(self) -> None:
-        self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
@@ -389,14 +389,15 @@ class MicroBatcher:
         if self._closing:
             raise ApiError(503, "ServiceUnavailable", "the service is shutting down")
         loop = asyncio.get_running_loop()
-        fut = loop.create_future()
+        fut: asyncio.Future[np.ndarray] = loop.create_future()
         self._pending.append(_Pending(list(texts), fut, loop.time()))
         self._npending += len(texts)
         self._wake.set()
         return await fut
 
     def _take(self) -> list[_Pending]:
-        batch, n = [], 0
+        batch: list[_Pending] = []
+        n = 0
         while self._pending and (not batch or n + len(self._pending[0].texts) <= self.max_batch):
             p = self._pending.popleft()
             batch.append(p)
@@ -571,10 +572,10 @@ class _State:
                                                 f"gives {self.dim}")
         self.batcher = MicroBatcher(self._encode_texts, max_batch=cfg.max_batch, max_wait_s=cfg.max_wait_ms / 1e3,
                                     metrics=self.metrics, after_encode=self._fill_cache)
-        self.expander = None
+        self.expander: Any = None  # a PromptExpander once the warm-up has built it
         self._warm = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="clipprompt-warm")
-        self.expander_future = None
-        self.index_future = None
+        self.expander_future: concurrent.futures.Future[Any] | None = None
+        self.index_future: concurrent.futures.Future[Any] | None = None
         self.draining = False
         self.started = time.time()
 
@@ -588,7 +589,7 @@ class _State:
         return cp.PromptCache(capacity_bytes=int(cfg.cache_bytes))
 
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
-        return self.encoder.encode(texts, normalize=True)
+        return np.asarray(self.encoder.encode(texts, normalize=True), dtype=np.float32)
 
     def _fill_cache(self, texts, vecs) -> None:
         if self.cache is not None:
@@ -618,7 +619,7 @@ class _State:
         return index
 
     async def get_expander(self):
-        if self.expander is None:
+        if self.expander is None and self.expander_future is not None:
             try:
                 await asyncio.wrap_future(self.expander_future)
             except cp.ClipPromptError as e:
@@ -694,6 +695,34 @@ _ENDPOINTS = ("/", "/health", "/metrics", "/v1/models", "/v1/embeddings", "/v1/n
               "/v1/expand", "/v1/search", "/v1/inspect", "/v1/sd/encode")
 
 
+class _MetricsASGI:
+    """Request counts, latency and in-flight gauge for /metrics: a plain ASGI middleware (no body buffering)."""
+
+    def __init__(self, app: Any, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        endpoint = path if path in _ENDPOINTS else "other"
+        status = [500]
+
+        async def send_wrap(msg: Any) -> None:
+            if msg["type"] == "http.response.start":
+                status[0] = msg["status"]
+            await send(msg)
+
+        t0 = time.perf_counter()
+        self.metrics.inflight += 1
+        try:
+            await self.app(scope, receive, send_wrap)
+        finally:
+            self.metrics.inflight -= 1
+            self.metrics.request(endpoint, status[0], time.perf_counter() - t0)
+
+
 def inspector_page() -> tuple[bytes, str]:
     """The inspector page (clipprompt/inspector.html: one file, its script and style inline) and the
     Content-Security-Policy that serves it: nothing loads from elsewhere, and only that exact script and style
@@ -749,34 +778,7 @@ def create_app(cfg: ServeConfig | None = None, *, encoder=None):
     app.state.clipprompt = st
 
     # -- metrics + in-flight accounting: a plain ASGI middleware (no body buffering) --------------------------------
-    inner = app.build_middleware_stack
-
-    def build():
-        downstream = inner()
-
-        async def asgi(scope, receive, send):
-            if scope["type"] != "http":
-                return await downstream(scope, receive, send)
-            path = scope.get("path", "")
-            endpoint = path if path in _ENDPOINTS else "other"
-            status = [500]
-
-            async def send_wrap(msg):
-                if msg["type"] == "http.response.start":
-                    status[0] = msg["status"]
-                await send(msg)
-
-            t0 = time.perf_counter()
-            st.metrics.inflight += 1
-            try:
-                await downstream(scope, receive, send_wrap)
-            finally:
-                st.metrics.inflight -= 1
-                st.metrics.request(endpoint, status[0], time.perf_counter() - t0)
-
-        return asgi
-
-    app.build_middleware_stack = build
+    app.add_middleware(_MetricsASGI, metrics=st.metrics)
 
     # -- error mapping: every refusal is JSON naming the error class -------------------------------------------------
     @app.exception_handler(ApiError)
@@ -1052,7 +1054,7 @@ def _inspect_text(st: _State, cfg: ServeConfig, i: int, raw) -> dict:
     """Stage 1 of /v1/inspect for one item: the CPU stages, or {"error": ...} for a bad item."""
     # echo the input; a lone surrogate cannot be UTF-8 encoded, so it is shown as its escape (\\ud800)
     echo = raw.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(raw, str) else None
-    it = {"index": i, "input": echo}
+    it: dict[str, Any] = {"index": i, "input": echo}
     times = {}
     try:
         _check_text(raw, i, cfg, "input")
@@ -1075,7 +1077,7 @@ def _inspect_text(st: _State, cfg: ServeConfig, i: int, raw) -> dict:
     except ApiError as e:
         it["error"] = e.body()["error"]
         return it
-    it.update(normalized=norm, segments=segs, clip=clip, sd=sdv, times_ms=times)
+    it.update({"normalized": norm, "segments": segs, "clip": clip, "sd": sdv, "times_ms": times})
     return it
 
 
@@ -1095,7 +1097,7 @@ def run(cfg: ServeConfig) -> int:
           f"{'off' if st.cache is None else cfg.cache or 'in memory'}, index "
           f"{cfg.index or (cfg.corpus and 'from corpus') or 'none'}", flush=True)
     config = uvicorn.Config(app, host=cfg.host, port=int(cfg.port), log_level=cfg.log_level, access_log=False,
-                            timeout_graceful_shutdown=cfg.drain_s, lifespan="on")
+                            timeout_graceful_shutdown=math.ceil(cfg.drain_s), lifespan="on")
     # uvicorn drains on SIGTERM / SIGINT, then re-raises the signal to the handler that was installed before it
     # ran; with these no-op handlers in place, a drained shutdown ends the process with status 0.
     import signal
@@ -1147,7 +1149,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 class ServiceProcess:
@@ -1164,9 +1166,9 @@ class ServiceProcess:
         self.args = [str(a) for a in args]
         self.timeout = float(timeout)
         self.env, self.cwd = env, cwd
-        self.proc = None
+        self.proc: Any = None  # subprocess.Popen while running
         self.url = f"http://{host}:{self.port}"
-        self.returncode = None
+        self.returncode: int | None = None
         self.output = ""
 
     def start(self) -> "ServiceProcess":
@@ -1194,13 +1196,13 @@ class ServiceProcess:
         raise cp.ClipPromptError(f"the service did not become healthy in {self.timeout:.0f} s:\n{self.output}")
 
     def pid(self) -> int:
-        return self.proc.pid
+        return int(self.proc.pid)
 
     def _collect(self) -> None:
         self._log.seek(0)
         self.output = self._log.read().decode("utf-8", "replace")
 
-    def stop(self) -> int:
+    def stop(self) -> int | None:
         """SIGTERM, wait for the drain; the exit code (or -9 if it had to be killed)."""
         import signal
         import subprocess
