@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 APT_PKGS="build-essential pkg-config libutf8proc-dev libopenblas-dev libmecab-dev mecab mecab-ipadic-utf8"
-if [ "${1:-}" = "--test" ]; then APT_PKGS="$APT_PKGS clang libclang-rt-14-dev"; fi
+# --test: clang for the sanitizer/fuzz builds; Debian's chromium + chromedriver (+ CJK fonts) for the inspector page's browser test
+if [ "${1:-}" = "--test" ]; then APT_PKGS="$APT_PKGS clang libclang-rt-14-dev chromium chromium-driver fonts-noto-cjk"; fi
 missing=""
 for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

@@ -215,6 +215,7 @@ def main():
     ap.add_argument("--no-rss", action="store_true")
     ap.add_argument("--rss-only", action="store_true", help="only the peak-RSS children")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--plot", metavar="PNG", help="also write a figure of prompts/s per batch size (matplotlib)")
     ap.add_argument("--rss-child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_child:
@@ -333,6 +334,11 @@ def main():
                   torch=torch.__version__, transformers=transformers.__version__, onnxruntime=ort.__version__,
                   clipprompt=cp.__version__, blas=cp.build_info().get("blas"), load_avg=os.getloadavg(),
                   numpy_sgemm_gflops=machine_gflops)
+    if args.plot:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from _plots import plot_encode
+
+        plot_encode(dict(header=header, rows=rows), args.plot)
     if args.json:
         print(json.dumps(dict(header=header, rows=rows, peak_rss_mib=rss), indent=2))
         return

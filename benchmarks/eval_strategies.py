@@ -238,6 +238,7 @@ def main(argv=None) -> int:
     p.add_argument("--progress", action="store_true")
     p.add_argument("--threads", type=int, help="cp.set_num_threads(N) first (default: the library's default)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--plot", metavar="PNG", help="also write a figure of R@1/5/10 per strategy (matplotlib)")
     args = p.parse_args(argv)
     if args.threads:
         cp.set_num_threads(args.threads)
@@ -283,6 +284,10 @@ def main(argv=None) -> int:
         print(json.dumps({"header": h, "results": results}, ensure_ascii=False))
     else:
         print_table(h, results)
+    if args.plot:
+        from _plots import plot_strategies
+
+        plot_strategies({"header": h, "results": results}, args.plot)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Command line: python -m clipprompt {demo,normalize,tokenize,encode,expand,search,bench,info}.
+"""Command line: python -m clipprompt {demo,normalize,tokenize,encode,expand,search,bench,info,serve}.
 
 `demo` is the README's main job on the bundled defaults (MiniLM + the shipped pool): it normalises, expands,
 encodes, caches and searches a handful of real messy prompts and prints results, timings and the cache hit rate.
@@ -318,6 +318,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from . import serve
+
+    return serve.run(serve.config_from_args(args))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m clipprompt", description=(__doc__ or "").splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -402,6 +408,13 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--json", action="store_true")
     model_args(b)
     b.set_defaults(fn=_cmd_bench)
+
+    sv = sub.add_parser("serve", help="HTTP service: embeddings, expansion, search, the inspector page (needs "
+                                      "clipprompt[serve])")
+    from .serve import add_arguments as serve_arguments
+
+    serve_arguments(sv)
+    sv.set_defaults(fn=_cmd_serve)
 
     args = p.parse_args(argv)
     fn: Callable[[argparse.Namespace], int] = args.fn

@@ -93,17 +93,21 @@ results = ev.evaluate(mini, caps, expander=exp, template="imagenet7", repeat=2, 
 for r in results:
     print(f"{r['strategy']:36} R@1 {r['r1']:.2f}  R@5 {r['r5']:.2f}  R@10 {r['r10']:.2f}  {r['ms_per_prompt']:.1f} ms/prompt")"""),
 code("""%matplotlib inline
-import matplotlib.pyplot as plt
+import json, tempfile
+from IPython.display import Image, display
+from _plots import plot_strategies  # the figure code benchmarks/eval_strategies.py --plot uses
 
-fig, ax = plt.subplots(figsize=(8, 3.5))
-names = [r["strategy"] for r in results]
-x = np.arange(len(names))
-for j, k in enumerate(("r1", "r5", "r10")):
-    ax.bar(x + (j - 1) * 0.27, [r[k] for r in results], width=0.27, label=f"Recall@{k[1:]}")
-ax.set_xticks(x, names, rotation=15, ha="right", fontsize=8)
-ax.set_ylim(0, 1); ax.set_ylabel("recall"); ax.legend(fontsize=8); ax.set_title("COCO dev, 40 images, MiniLM")
-fig.tight_layout()
-plt.show()"""),
+png = pathlib.Path(tempfile.mkdtemp()) / "strategies.png"
+plot_strategies({"header": {"metric": "text->text", "split": "COCO dev", "images": len(caps)}, "results": results}, png)
+display(Image(filename=str(png)))"""),
+md("""## 8. The full runs, as figures
+`benchmarks/` scripts write these next to their tables in `benchmarks/RESULTS.md` (`--plot`, `--plot-dir`): the
+strategy evaluation on all 1,000 COCO images, encoder speed against PyTorch and ONNX Runtime per batch size, and the
+HTTP service (`python -m clipprompt serve`) under load, with the prompt cache's hit rate over a repeated workload."""),
+code("""for name in ("strategies_coco", "encode_speed", "service_throughput", "service_soak"):
+    f = ROOT / "benchmarks" / "figures" / f"{name}.png"
+    print(f.name)
+    display(Image(filename=str(f)))"""),
 ]
 nb["cells"] = cells
 nb["metadata"] = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
