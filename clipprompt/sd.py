@@ -451,8 +451,7 @@ def _compel_downweight(tower: _Tower, fragments, base: np.ndarray, empty: np.nda
 
 
 def _plain_text(fragments: list[tuple[str, float]], syntax: str | None) -> str:
-    parts = [t for t, w in fragments if not (t == "BREAK" and w == -1)]
-    return (" " if syntax == "compel" else "").join(parts)
+    return "".join(t for t, w in fragments if not (t == "BREAK" and w == -1))
 
 
 @dataclasses.dataclass
@@ -495,8 +494,9 @@ def _batch(encs: SDEncoders, texts: list[str], spec: _Spec, cache: Any):
         per_tower.append(rows)
         empties.append(empty)
         if tower.pooled:
-            # the pooled text_embeds of the plain text's first window, as diffusers and compel truncate it
-            plain = [_plain_text(f, spec.weighting) for f in frags]
+            # the pooled text_embeds of the first window (truncated, as diffusers does). compel pools the prompt as
+            # written, syntax included; a1111 pools the text without its syntax.
+            plain = list(texts) if spec.weighting == "compel" else [_plain_text(f, spec.weighting) for f in frags]
             pooled = np.asarray(tower.encoder.encode(tower.tokenizer(plain), normalize=False), np.float32)
     out = []
     for b, t in enumerate(texts):

@@ -127,9 +127,37 @@ def build(root, families=FAMILIES) -> dict[str, str]:
     return out
 
 
-def models_root(tmp_path_factory) -> pathlib.Path:
-    env = os.environ.get("CLIPPROMPT_SD_MODELS")
-    return pathlib.Path(env) if env else tmp_path_factory.mktemp("sd_models")
+_SESSION: dict[str, str] = {}
+
+
+def session_models(families=FAMILIES) -> dict[str, str]:
+    """build() into $CLIPPROMPT_SD_MODELS, or once per process into a temporary directory removed at exit."""
+    import atexit
+    import shutil
+    import tempfile
+
+    root = os.environ.get("CLIPPROMPT_SD_MODELS")
+    if not root:
+        if "root" not in _SESSION:
+            _SESSION["root"] = tempfile.mkdtemp(prefix="clipprompt-sd-")
+            atexit.register(shutil.rmtree, _SESSION["root"], True)
+        root = _SESSION["root"]
+    return build(root, families)
+
+
+def load_pipeline(path: str):
+    """The saved pipeline, loaded by diffusers in fp32 (transformers 5's CLIPTextModel has no ``text_model``,
+    which diffusers' clip_skip path reads ``final_layer_norm`` through: an alias to the same module is added)."""
+    import types
+
+    import torch
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(path, torch_dtype=torch.float32)
+    for te in (pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
+        if te is not None and not hasattr(te, "text_model"):
+            object.__setattr__(te, "text_model", types.SimpleNamespace(final_layer_norm=te.final_layer_norm))
+    return pipe
 
 
 if __name__ == "__main__":
