@@ -401,14 +401,18 @@ def _compel_weighted(z: np.ndarray, w: np.ndarray, empty: np.ndarray) -> np.ndar
     return out
 
 
-def _tower_batch(tower: _Tower, frag_lists: list[list[tuple[str, float]]], spec: _Spec):
-    """[n_b·77, W] states of each prompt on one tower (one forward pass for all windows and the empty window),
-    weighted per spec.weighting; and the empty prompt's window [77, W]."""
+def _tower_batch(tower: _Tower, frag_lists: list[list[tuple[str, float]]], spec: _Spec,
+                 empty: np.ndarray | None = None):
+    """[n_b·77, W] states of each prompt on one tower (one forward pass for all windows and, unless given, the
+    empty window), weighted per spec.weighting; and the empty prompt's window [77, W]."""
     tok = tower.tokenizer
     plans = [_plan(tok, f, spec.long_prompts) for f in frag_lists]
-    ids = np.concatenate([p[2] for p in plans] + [np.asarray([tok.window([])], np.int32)])
-    z_all = _states(tower.encoder, ids, spec.layer, spec.final_norm)
-    empty = z_all[-1]
+    extra = [np.asarray([tok.window([])], np.int32)] if empty is None else []
+    if not plans and not extra:
+        return [], empty
+    z_all = _states(tower.encoder, np.concatenate([p[2] for p in plans] + extra), spec.layer, spec.final_norm)
+    if empty is None:
+        empty = z_all[-1]
     out, pos = [], 0
     for frags, (s, wins, pid, w) in zip(frag_lists, plans):
         z = z_all[pos:pos + len(pid)].copy()
@@ -486,7 +490,14 @@ def _batch(encs: SDEncoders, texts: list[str], spec: _Spec, cache: Any):
                 if hit is not None:
                     rows[b] = np.asarray(hit, np.float32).reshape(-1, tower.encoder.width)
         todo = [b for b, r in enumerate(rows) if r is None]
-        got, empty = _tower_batch(tower, [frags[b] for b in todo], spec)
+        empty = None
+        if cache is not None:  # the empty window too, so that cached results are bit-identical
+            hit = cache.get(fp, "", kind=kind + ":empty")
+            empty = None if hit is None else np.asarray(hit, np.float32).reshape(-1, tower.encoder.width)
+        known = empty is not None
+        got, empty = _tower_batch(tower, [frags[b] for b in todo], spec, empty)
+        if cache is not None and not known:
+            cache.put(fp, "", empty, kind=kind + ":empty")
         for b, z in zip(todo, got):
             rows[b] = z
             if cache is not None:
