@@ -9,7 +9,6 @@ clipprompt/data), with each family's pad token, as the hub checkpoints have them
 """
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import pathlib
@@ -29,23 +28,19 @@ BIGG = dict(hidden_size=1280, intermediate_size=5120, num_attention_heads=20, nu
 
 
 def _bpe_files(directory: pathlib.Path):
-    """vocab.json + merges.txt of CLIP's BPE, derived from the bundled merges file exactly as CLIP builds them."""
-    import clipprompt
+    """vocab.json + merges.txt of CLIP's BPE, taken from open_clip's SimpleTokenizer (an independent reading of
+    the same published merges file), with the special tokens named as the hub's CLIP tokenizers name them."""
+    from open_clip.tokenizer import SimpleTokenizer
 
-    src = pathlib.Path(clipprompt.__file__).parent / "data" / "bpe_simple_vocab_16e6.txt.gz"
-    merges = gzip.open(src).read().decode("utf-8").split("\n")[1:49152 - 256 - 2 + 1]
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    byte_chars = [chr(c) for c in cs]
-    vocab = byte_chars + [v + "</w>" for v in byte_chars] + ["".join(m.split()) for m in merges]
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    st = SimpleTokenizer()
+    merges = [" ".join(pair) for pair, _ in sorted(st.bpe_ranks.items(), key=lambda kv: kv[1])]
+    vocab = dict(st.encoder)
+    specials = {i: tok for tok, i in vocab.items() if i >= 49406}
+    for i, name in ((49406, "<|startoftext|>"), (49407, "<|endoftext|>")):
+        del vocab[specials[i]]
+        vocab[name] = i
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "vocab.json").write_text(json.dumps({v: i for i, v in enumerate(vocab)}), encoding="utf-8")
+    (directory / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
     (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
     return directory / "vocab.json", directory / "merges.txt"
 
