@@ -704,10 +704,11 @@ class CrossAttentionKV:
     def compute(self, prompt_embeds: Any, dtype: str = "float32") -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """{module name: (K, V)} with K = embeds @ to_k.weight.T (no bias, as diffusers' attn2), [B, T, inner]."""
         e = self._check(prompt_embeds, dtype)
+        flat = e.reshape(-1, e.shape[-1])  # one GEMM per projection over all B·T rows
         out = {}
         for name, (wk, wv) in self.layers.items():
-            k = e @ wk.T.astype(np.float32, copy=False)
-            v = e @ wv.T.astype(np.float32, copy=False)
+            k = (flat @ wk.T.astype(np.float32, copy=False)).reshape(e.shape[0], e.shape[1], -1)
+            v = (flat @ wv.T.astype(np.float32, copy=False)).reshape(e.shape[0], e.shape[1], -1)
             out[name] = (k.astype(np.float16), v.astype(np.float16)) if dtype == "float16" else (k, v)
         return out
 
