@@ -61,7 +61,7 @@ def _cmd_tokenize(args) -> int:
         print(json.dumps(rows, ensure_ascii=False))
     else:
         for r in rows:
-            flag = "  (over 77: truncated by the encoder; see sd.encode_prompt(long_prompts="chunk"))" if r["n_tokens"] > 77 else ""
+            flag = "  (over 77: truncated by the encoder; see sd.encode_prompt(long_prompts='chunk'))" if r["n_tokens"] > 77 else ""
             print(f"{r['n_tokens']:4d} tokens{flag}  {r['text']!r}\n     {r['ids']}")
     return 0
 
