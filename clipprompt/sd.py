@@ -35,7 +35,6 @@ import numpy as np
 
 from . import _C, weighting as _weighting
 from .encoders import ClipTextEncoder
-from .strategies import _CJK
 
 __all__ = ["encode_prompt", "load_encoders", "SDEncoders", "SDTokenizer", "PromptEmbeds", "CrossAttentionKV",
            "chunk_token_ids", "negative_prompt", "NEGATIVE_PRESETS", "FAMILIES", "SOT", "EOT"]
@@ -49,7 +48,8 @@ FAMILIES = ("sd15", "sd2", "sdxl")
 _FAMILY_PAD = {"sd15": (EOT,), "sd2": (0,), "sdxl": (EOT, 0)}
 
 _PUNCT_TOKENS = {",", ".", ";", ":", "!", "?", "，", "。", "、", "；", "：", "！", "？"}
-_CJK_RUN = re.compile(_CJK.pattern + "+")
+# Han, kana, hangul and the CJK symbol blocks: scripts written without spaces between words
+_CJK_RUN = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]+")
 
 
 def _err(cls, msg: str):

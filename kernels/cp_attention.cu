@@ -100,22 +100,27 @@ __global__ void cp_attention_v1(const T *__restrict__ qkv, const float *__restri
     }
 }
 
+// The opt-in shared memory granted to the kernel, per device and dtype: 0 until cp_cuda_attention_prepare ran
+// there (outside any graph capture). Written once per (device, dtype) with the same value by any racing thread.
+#define CP_ATTN_DEVICES 64
+static int g_optin[CP_ATTN_DEVICES][3];
+
+template <typename T> cudaError_t grant(int bytes) {
+    return cudaFuncSetAttribute(cp_attention_v1<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+}
+
+static int64_t limit_for(int optin, int64_t head_dim, int dt) {
+    const size_t el = dt == CP_CUDA_F32 ? 4 : 2;
+    const int64_t ks = head_dim + (el == 4 ? 1 : 2);
+    const int64_t fixed = (int64_t)NW * head_dim * 4;
+    const int64_t per = 2 * ks * (int64_t)el + (int64_t)NW * 4;
+    return optin > fixed ? (optin - fixed) / per : 0;
+}
+
 template <typename T>
 int launch(const void *qkv, const float *bias, void *out, const int32_t *seg_start, const int32_t *seg_len,
            int64_t nseg, int64_t max_len, int64_t H, int64_t dh, int causal, cudaStream_t stream) {
     const size_t smem = smem_bytes<T>(max_len, dh);
-    cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
-    cudaStreamIsCapturing(stream, &cap);
-    // beyond 48 KiB the kernel needs the opt-in; cp_cuda_attention_max_len (called by the runners before any
-    // capture) already set it to the device maximum, so a graph capture never has to
-    if (smem > 48 * 1024 && cap == cudaStreamCaptureStatusNone) {
-        cudaError_t e = cudaFuncSetAttribute(cp_attention_v1<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-        if (e != cudaSuccess) {
-            cudaGetLastError();
-            CP_FAIL(CP_ERR_DEVICE, "cp_cuda_attention: %zu bytes of shared memory for segments of %lld tokens: %s",
-                    smem, (long long)max_len, cudaGetErrorString(e));
-        }
-    }
     dim3 grid((unsigned)(nseg * H), (unsigned)((max_len + RB - 1) / RB));
     const float scale = 1.0f / sqrtf((float)dh);
     cp_attention_v1<T><<<grid, NW * 32, smem, stream>>>((const T *)qkv, bias, (T *)out, seg_start, seg_len, (int)H,
@@ -126,23 +131,36 @@ int launch(const void *qkv, const float *bias, void *out, const int32_t *seg_sta
 
 } // namespace
 
-extern "C" int64_t cp_cuda_attention_max_len(int64_t head_dim, int dt) {
-    int dev = 0, optin = 48 * 1024;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
-        cudaGetLastError();
-        optin = 48 * 1024;
+extern "C" int cp_cuda_attention_prepare(int64_t head_dim, int dt, int64_t *max_len) {
+    *max_len = 0;
+    if (dt < CP_CUDA_F32 || dt > CP_CUDA_BF16) CP_FAIL(CP_ERR_INVALID_ARG, "cp_cuda_attention_prepare: dtype %d", dt);
+    int dev = 0, optin = 0;
+    cudaError_t e = cudaGetDevice(&dev);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+    if (e == cudaSuccess && (dev < 0 || dev >= CP_ATTN_DEVICES))
+        CP_FAIL(CP_ERR_DEVICE, "cp_cuda_attention_prepare: device %d is beyond the %d this build tracks", dev,
+                CP_ATTN_DEVICES);
+    if (e == cudaSuccess && g_optin[dev][dt] == 0) { // once per device and dtype, checked
+        e = dt == CP_CUDA_F32 ? grant<float>(optin) : dt == CP_CUDA_F16 ? grant<__half>(optin) : grant<__nv_bfloat16>(optin);
+        if (e == cudaSuccess) g_optin[dev][dt] = optin;
     }
-    // allow the kernel the whole opt-in shared memory once, outside any graph capture
-    if (dt == CP_CUDA_F32) cudaFuncSetAttribute(cp_attention_v1<float>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
-    else if (dt == CP_CUDA_F16) cudaFuncSetAttribute(cp_attention_v1<__half>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
-    else cudaFuncSetAttribute(cp_attention_v1<__nv_bfloat16>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
-    cudaGetLastError();
-    const size_t el = dt == CP_CUDA_F32 ? 4 : 2;
-    const int64_t ks = head_dim + (el == 4 ? 1 : 2);
-    const int64_t fixed = (int64_t)NW * head_dim * 4;
-    const int64_t per = 2 * ks * (int64_t)el + (int64_t)NW * 4;
-    return optin > fixed ? (optin - fixed) / per : 0;
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        CP_FAIL(CP_ERR_DEVICE, "cp_cuda_attention_prepare: cannot grant the attention kernel %d bytes of shared "
+                "memory: %s", optin, cudaGetErrorString(e));
+    }
+    *max_len = limit_for(g_optin[dev][dt], head_dim, dt);
+    return CP_OK;
+}
+
+extern "C" int64_t cp_cuda_attention_max_len(int64_t head_dim, int dt) {
+    int dev = 0;
+    if (dt < CP_CUDA_F32 || dt > CP_CUDA_BF16 || cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= CP_ATTN_DEVICES) {
+        cudaGetLastError();
+        return 0;
+    }
+    const int optin = g_optin[dev][dt] ? g_optin[dev][dt] : 48 * 1024; // not prepared: the default 48 KiB
+    return limit_for(optin, head_dim, dt);
 }
 
 extern "C" int cp_cuda_attention(const void *qkv, const float *bias_qkv, void *out, int dt, const int32_t *seg_start,

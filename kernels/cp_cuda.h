@@ -98,7 +98,7 @@ int cp_cuda_gemm(void *blas, int dt_in, int dt_out, const void *x, int64_t ldx, 
 int cp_cuda_convert(const float *src, void *dst, int dt, int64_t n, void *stream);
 
 /** x[t] = tok_emb[tok[t]] + pos_emb[pos[t]] (+ type_row) for t < T, fp32 (W wide); tok[t] < 0 -> a zero row
- *  (padding rows of a graph-bucketed batch). Reference: the embed loops of cp_clip_cpu.c / cp_minilm.c
+ *  (padding rows of a graph-bucketed batch). Reference: embed() of model/cp_runner_cpu.c
  *  (cp_embed.cu). */
 int cp_cuda_embed(const float *tok_emb, const float *pos_emb, const float *type_row, const int32_t *tok,
                   const int32_t *pos, int64_t T, int64_t W, float *x, void *stream);
@@ -131,14 +131,19 @@ int cp_cuda_bias_residual(float *x, const float *y, const float *b, int64_t M, i
 int cp_cuda_attention(const void *qkv, const float *bias_qkv, void *out, int dt, const int32_t *seg_start,
                       const int32_t *seg_len, int64_t nseg, int64_t max_len, int64_t heads, int64_t head_dim,
                       int causal, void *stream);
+/** Grant the attention kernel the device's opt-in shared memory for dtype dt on the current device (once per device
+ *  and dtype; errors checked) and give the longest segment it then takes for this head size. Call it outside any
+ *  graph capture (runners do, at construction); CP_ERR_DEVICE with CUDA's reason on failure. */
+int cp_cuda_attention_prepare(int64_t head_dim, int dt, int64_t *max_len);
 /** The longest segment cp_cuda_attention takes for this head size and dtype on the current device (its keys and
- *  values live in shared memory). */
+ *  values live in shared memory): the prepared limit, or the default 48 KiB's before cp_cuda_attention_prepare.
+ *  Never calls into the CUDA API beyond cudaGetDevice, so it is safe inside a capture. */
 int64_t cp_cuda_attention_max_len(int64_t head_dim, int dt);
 
 /** out[i] = x[rows[i]] (fp32 rows W wide), i < n: the EOT gather of CLIP pooling (cp_pool.cu). */
 int cp_cuda_gather_rows(const float *x, int64_t W, const int32_t *rows, int64_t n, float *out, void *stream);
 /** out[s] = mean of x rows of segment s (zeros for an empty segment): masked mean pooling over the packed
- *  tokens (padding is never packed). Reference: the pooling loop of cp_minilm_cpu_encode (cp_pool.cu). */
+ *  tokens (padding is never packed). Reference: pool_rows() of model/cp_runner_cpu.c (cp_pool.cu). */
 int cp_cuda_mean_pool(const float *x, int64_t W, const int32_t *seg_start, const int32_t *seg_len, int64_t nseg,
                       float *out, void *stream);
 

@@ -3,7 +3,7 @@
 // v1: one block per token row, float4 loads when W is a multiple of 4; tok[t] < 0 writes zeros (the padding rows
 //     that let one captured CUDA graph serve every batch of the same bucket).
 // nvcc -O3 -std=c++17 -Xcompiler -fPIC -c kernels/cp_embed.cu
-// CPU reference: embed() in csrc/cp_clip_cpu.c and the embedding loop of cp_minilm_cpu_encode.
+// CPU reference: embed() in csrc/model/cp_runner_cpu.c.
 #include "cp_cuda_dev.cuh"
 
 static __global__ void cp_embed_v1(const float *__restrict__ tok_emb, const float *__restrict__ pos_emb,

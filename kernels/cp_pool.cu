@@ -3,7 +3,7 @@
 // segment itself; an empty segment gives zeros, as the clamp(min=1e-9) division does).
 // v1: one block per output row, threads over columns; the mean sums rows in order (same order as the CPU loop).
 // nvcc -O3 -std=c++17 -Xcompiler -fPIC -c kernels/cp_pool.cu
-// CPU reference: the pooling in cp_clip_cpu_encode (EOT row) and cp_minilm_cpu_encode (mean).
+// CPU reference: pool_rows() in csrc/model/cp_runner_cpu.c (EOT / CLS row, mean).
 #include "cp_cuda_dev.cuh"
 
 static __global__ void cp_gather_rows_v1(const float *__restrict__ x, int64_t W, const int32_t *__restrict__ rows,

@@ -19,7 +19,7 @@ from clipprompt.encoders import ClipTextEncoder, MiniLMEncoder
 
 INFO = cp.build_info()
 HAS_GPU = bool(INFO.get("cuda")) and int(INFO.get("cuda_devices") or 0) > 0
-_skip_no_gpu = pytest.mark.skipif(not HAS_GPU, reason="no CUDA device: %s" % INFO.get("cuda_device_error"))
+_skip_no_gpu = pytest.mark.skipif(not HAS_GPU, reason=f"no CUDA device: {INFO.get('cuda_device_error')}")
 
 
 def gpu(f):
@@ -76,8 +76,8 @@ def clip_ids(rng, B, L=77, lengths=None, vocab=49406):
     ids = np.zeros((B, L), np.int32)
     if lengths is None:
         lengths = rng.integers(0, L - 1, size=B)
-    for b, n in enumerate(lengths):
-        n = int(min(n, L - 2))
+    for b, n_raw in enumerate(lengths):
+        n = int(min(n_raw, L - 2))
         ids[b, 0] = CLIP_SOT
         ids[b, 1:1 + n] = rng.integers(1, vocab, size=n)
         ids[b, 1 + n] = CLIP_EOT
@@ -101,7 +101,7 @@ def test_build_info_reports_the_cuda_state():
         assert INFO["cublas"] and INFO["cudnn"]
         if INFO["cuda_devices"] == 0:
             assert INFO["cuda_device_error"]  # the reason, e.g. "cudaErrorInsufficientDriver: ..."
-        assert hasattr(_C, "ClipTextModelCUDA") and hasattr(_C, "MiniLMModelCUDA")
+        assert hasattr(_C, "EncoderModelCUDA") and hasattr(_C, "EncoderModel")
 
 
 def test_construction_without_a_gpu_raises_device_error(tiny_clip, tiny_bert):
@@ -112,8 +112,8 @@ def test_construction_without_a_gpu_raises_device_error(tiny_clip, tiny_bert):
         lambda: ClipTextEncoder.from_pretrained(clip_path, device="cuda"),
         lambda: ClipTextEncoder.from_pretrained(clip_path, device="cuda:0", dtype="float16"),
         lambda: MiniLMEncoder.from_pretrained(bert_path, device="cuda", dtype="bfloat16"),
-        lambda: _C.ClipTextModelCUDA(_C.ClipTextModel(clip_path), device="cuda"),
-        lambda: _C.MiniLMModelCUDA(_C.MiniLMModel(bert_path), device="cuda", dtype="float16"),
+        lambda: _C.EncoderModelCUDA(_C.EncoderModel(clip_path, family="clip"), device="cuda"),
+        lambda: _C.EncoderModelCUDA(_C.EncoderModel(bert_path, family="bert"), device="cuda", dtype="float16"),
         lambda: cp.FlatIPIndex(16, device="cuda"),
         lambda: cp.FlatIPIndex(16, dtype="float16", device="cuda:0"),
     ]
@@ -134,7 +134,7 @@ def test_device_that_does_not_exist(tiny_bert):
     with pytest.raises(cp.DeviceError):
         cp.FlatIPIndex(8, device="cuda:999")
     with pytest.raises(cp.DeviceError):
-        _C.MiniLMModelCUDA(_C.MiniLMModel(bert_path), device="cuda:999")
+        _C.EncoderModelCUDA(_C.EncoderModel(bert_path, family="bert"), device="cuda:999")
     with pytest.raises(cp.DeviceError):
         ClipTextEncoder.from_pretrained("/nonexistent/never/read", device="cuda:999")
 
@@ -149,19 +149,19 @@ def test_bad_device_arguments(tiny_clip, tiny_bert):
     with pytest.raises(cp.InvalidArgumentError):  # half precision is a GPU option
         ClipTextEncoder.from_pretrained(clip_path, device="cpu", dtype="float16")
     with pytest.raises(cp.InvalidArgumentError):
-        _C.MiniLMModelCUDA(_C.MiniLMModel(bert_path), device="cuda", dtype="int8")
+        _C.EncoderModelCUDA(_C.EncoderModel(bert_path, family="bert"), device="cuda", dtype="int8")
     with pytest.raises(cp.InvalidArgumentError):
-        _C.MiniLMModelCUDA(_C.MiniLMModel(bert_path), device="cpu")
-    with pytest.raises(TypeError):  # a MiniLM model is not a CLIP model
-        _C.ClipTextModelCUDA(_C.MiniLMModel(bert_path), device="cuda")
+        _C.EncoderModelCUDA(_C.EncoderModel(bert_path, family="bert"), device="cpu")
+    with pytest.raises(TypeError):  # the runner takes a loaded EncoderModel, nothing else
+        _C.EncoderModelCUDA(bert_path, device="cuda")
     with pytest.raises(cp.InvalidArgumentError):
-        _C.ClipTextModelCUDA(_C.ClipTextModel(clip_path), device="cuda", attention="flash")
+        _C.EncoderModelCUDA(_C.EncoderModel(clip_path, family="clip"), device="cuda", attention="flash")
 
 
 def test_cudnn_attention_is_refused_with_the_reason(tiny_clip):
     _, clip_path = tiny_clip
     with pytest.raises(cp.DeviceError, match="cuDNN"):
-        _C.ClipTextModelCUDA(_C.ClipTextModel(clip_path), device="cuda", attention="cudnn")
+        _C.EncoderModelCUDA(_C.EncoderModel(clip_path, family="clip"), device="cuda", attention="cudnn")
 
 
 def test_out_of_memory_maps_to_device_out_of_memory_error():
@@ -250,8 +250,8 @@ def test_clip_fp32_matches_cpu_and_transformers(b32, poisoned, B):
     lengths = rng.integers(0, 76, size=B)
     lengths[0] = 75  # a full-context prompt
     ids = clip_ids(rng, B, lengths=lengths)
-    cpu = _C.ClipTextModel(path)
-    dev = _C.ClipTextModelCUDA(cpu, device="cuda", dtype="float32")
+    cpu = _C.EncoderModel(path, family="clip")
+    dev = _C.EncoderModelCUDA(cpu, device="cuda", dtype="float32")
     ours = dev.encode(ids, normalize=False)
     ref_cpu = cpu.encode(ids, normalize=False)
     ref_hf, _ = hf_clip(model, ids, torch.float32)
@@ -264,9 +264,9 @@ def test_clip_fp32_matches_cpu_and_transformers(b32, poisoned, B):
 @gpu
 def test_clip_graphs_and_plain_path_agree(b32, poisoned):
     _, path = b32
-    cpu = _C.ClipTextModel(path)
-    g = _C.ClipTextModelCUDA(cpu, device="cuda", graph_max_batch=64)
-    plain = _C.ClipTextModelCUDA(cpu, device="cuda", graph_max_batch=0)
+    cpu = _C.EncoderModel(path, family="clip")
+    g = _C.EncoderModelCUDA(cpu, device="cuda", graph_max_batch=64)
+    plain = _C.EncoderModelCUDA(cpu, device="cuda", graph_max_batch=0)
     rng = np.random.default_rng(7)
     for B in (1, 1, 2, 17, 64):  # repeated shapes replay a cached graph
         ids = clip_ids(rng, B)
@@ -285,7 +285,7 @@ def test_clip_half_precision(b32, poisoned, dtype):
     layers = (-1, -2)
     ref32, hs32 = hf_clip(model, ids, torch.float32, layers)
     ref16, hs16 = hf_clip(model, ids, tdt, layers)
-    dev = _C.ClipTextModelCUDA(_C.ClipTextModel(path), device="cuda", dtype=dtype)
+    dev = _C.EncoderModelCUDA(_C.EncoderModel(path, family="clip"), device="cuda", dtype=dtype)
     ours = dev.encode(ids, normalize=False)
     assert np.isfinite(ours).all()
     cos = row_cos(ours, ref32)
@@ -306,8 +306,8 @@ def test_clip_hidden_states_fp32(b32, poisoned, layer):
     rng = np.random.default_rng(20 + layer)
     ids = clip_ids(rng, 5)
     _, hs = hf_clip(model, ids, torch.float32, (layer,))
-    cpu = _C.ClipTextModel(path)
-    dev = _C.ClipTextModelCUDA(cpu, device="cuda")
+    cpu = _C.EncoderModel(path, family="clip")
+    dev = _C.EncoderModelCUDA(cpu, device="cuda")
     h = dev.hidden_states(ids, layer=layer)
     assert_close(h, hs[layer], 1e-4, f"hidden layer {layer} vs transformers")
     assert_close(h, cpu.hidden_states(ids, layer=layer), 1e-4, f"hidden layer {layer} vs CPU")
@@ -328,7 +328,7 @@ def test_clip_encoder_front_end_on_gpu(b32):
 @gpu
 def test_clip_out_of_memory_leaves_the_runner_usable(b32, monkeypatch):
     _, path = b32
-    dev = _C.ClipTextModelCUDA(_C.ClipTextModel(path), device="cuda")
+    dev = _C.EncoderModelCUDA(_C.EncoderModel(path, family="clip"), device="cuda")
     rng = np.random.default_rng(9)
     small = clip_ids(rng, 2)
     first = dev.encode(small)
@@ -358,8 +358,8 @@ def test_minilm_fp32_matches_cpu_and_transformers(minilm, poisoned, B, L):
     model, path = minilm
     rng = np.random.default_rng(B * 1000 + L)
     ids, mask = bert_inputs(rng, B, L, MINILM["vocab_size"], min_len=1)
-    cpu = _C.MiniLMModel(path)
-    dev = _C.MiniLMModelCUDA(cpu, device="cuda")
+    cpu = _C.EncoderModel(path, family="bert")
+    dev = _C.EncoderModelCUDA(cpu, device="cuda")
     ours = dev.encode(ids, mask, normalize=False)
     assert_close(ours, cpu.encode(ids, mask, normalize=False), 1e-4, f"MiniLM fp32 vs CPU B={B} L={L}")
     assert_close(ours, hf_mean(model, ids, mask, torch.float32), 1e-4, f"MiniLM fp32 vs transformers B={B} L={L}")
@@ -368,8 +368,8 @@ def test_minilm_fp32_matches_cpu_and_transformers(minilm, poisoned, B, L):
 @gpu
 def test_minilm_empty_sentences_give_zeros(tiny_bert, poisoned):
     _, path = tiny_bert
-    cpu = _C.MiniLMModel(path)
-    dev = _C.MiniLMModelCUDA(cpu, device="cuda")
+    cpu = _C.EncoderModel(path, family="bert")
+    dev = _C.EncoderModelCUDA(cpu, device="cuda")
     rng = np.random.default_rng(3)
     ids, mask = bert_inputs(rng, 9, 12, TINY_BERT["vocab_size"])
     mask[[0, 4]] = 0
@@ -426,8 +426,8 @@ def test_index_search_matches_cpu(dtype):
         check_search(*dev.search(q, k), *cpu.search(q, k), atol)
     # k beyond the device maximum: the CPU search answers, identically
     q = rng.standard_normal((2, d)).astype(np.float32)
-    D, I = dev.search(q, _C.CUDA_TOPK_MAX + 1)
-    D0, I0 = cpu.search(q, _C.CUDA_TOPK_MAX + 1)
+    _D, I = dev.search(q, _C.CUDA_TOPK_MAX + 1)
+    _D0, I0 = cpu.search(q, _C.CUDA_TOPK_MAX + 1)
     np.testing.assert_array_equal(I, I0)
     # tiny tiles and chunks: many GEMM tiles + candidate merges
     dev._set_device_knobs(tile_bytes=4 * 64 * 7, chunk=64)

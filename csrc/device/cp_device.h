@@ -1,9 +1,10 @@
-/* cp_device.h — the CUDA backend's C runners: the CLIP text tower, the MiniLM/BERT encoder and flat index search on
- * one GPU. They take the models loaded by cp_clip.c / cp_minilm.c (the same float32 weight pointers the CPU
- * forward uses), upload the weights once (GEMM weights converted to the runner's dtype; embeddings, biases,
+/* cp_device.h — the CUDA backend's C runners: the encoder engine's runner (any cp_encoder_model: CLIP, BERT,
+ * XLM-R, ...) and flat index search on one GPU. The encoder runner takes a model loaded by model/cp_encoder.h (the
+ * same description and weights the CPU runner executes; it shares the input checks and the packing through
+ * cp_encoder.h, never the CPU runner itself), uploads the weights once (GEMM weights converted to the runner's dtype; embeddings, biases,
  * LayerNorm parameters and the text projection stay float32), and keep one device arena of activations, one
- * stream and one cuBLAS handle per runner. Packing is the CPU's: each CLIP prompt is computed only up to its EOT,
- * each BERT sentence only over its attention mask, prompts of different lengths packed into one token batch.
+ * stream and one cuBLAS handle per runner. Packing is the CPU's (cp_encoder_columns): a causal EOT-pooled prompt
+ * is computed only up to its EOT, a masked one only over its mask, prompts of different lengths packed together.
  *
  * Every function compiles without CUDA (CP_WITH_CUDA undefined): then the constructors fail with CP_ERR_DEVICE
  * ("built without CUDA"). Errors: no GPU/driver -> CP_ERR_DEVICE with the reason at construction; CUDA/cuBLAS
@@ -17,9 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "model/cp_clip.h"
+#include "model/cp_encoder.h"
 #include "store/cp_index.h"
-#include "model/cp_minilm.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -52,35 +52,26 @@ int cp_device_check_options(const cp_device_options *o);
 /** Is this build CUDA-enabled (CP_WITH_CUDA)? */
 int cp_device_compiled(void);
 
-/* ---- CLIP text tower ---------------------------------------------------------------------------------- */
+/* ---- the encoder engine's CUDA runner (any cp_encoder_model) -------------------------------------------- */
 
-typedef struct cp_clip_cuda cp_clip_cuda;
+typedef struct cp_encoder_cuda cp_encoder_cuda;
 
-/** Upload m's weights to the device (m is borrowed and must outlive the runner). Free with cp_clip_cuda_free. */
-int cp_clip_cuda_create(const cp_clip_model *m, const cp_device_options *opt, cp_clip_cuda **out);
-void cp_clip_cuda_free(cp_clip_cuda *r);
-/** As cp_clip_cpu_encode: out (B, D) float32 host memory. */
-int cp_clip_cuda_encode(cp_clip_cuda *r, const int32_t *ids, int64_t B, int64_t L, int normalize, float *out);
-/** As cp_clip_cpu_hidden_states: out (B, L, W) float32 host memory. */
-int cp_clip_cuda_hidden_states(cp_clip_cuda *r, const int32_t *ids, int64_t B, int64_t L, int layer, float *out);
-/** Device bytes held: weights, activation arena (+ cuBLAS workspace). */
-size_t cp_clip_cuda_weight_bytes(const cp_clip_cuda *r);
-size_t cp_clip_cuda_arena_bytes(const cp_clip_cuda *r);
-/** Number of CUDA graphs currently cached (for tests). */
-int cp_clip_cuda_graphs(const cp_clip_cuda *r);
-
-/* ---- MiniLM / BERT -------------------------------------------------------------------------------------- */
-
-typedef struct cp_minilm_cuda cp_minilm_cuda;
-
-int cp_minilm_cuda_create(const cp_minilm_model *m, const cp_device_options *opt, cp_minilm_cuda **out);
-void cp_minilm_cuda_free(cp_minilm_cuda *r);
-/** As cp_minilm_cpu_encode: out (B, W) float32 host memory. */
-int cp_minilm_cuda_encode(cp_minilm_cuda *r, const int32_t *ids, const int32_t *mask, int64_t B, int64_t L,
-                          int normalize, float *out);
-size_t cp_minilm_cuda_weight_bytes(const cp_minilm_cuda *r);
-size_t cp_minilm_cuda_arena_bytes(const cp_minilm_cuda *r);
-int cp_minilm_cuda_graphs(const cp_minilm_cuda *r);
+/** Upload m's weights to the device (m is borrowed and must outlive the runner): GEMM weights in the runner dtype
+ *  (dequantised first when the model stores another type), embeddings, biases, LayerNorm parameters and the
+ *  projection float32. Free with cp_encoder_cuda_free. */
+int cp_encoder_cuda_create(const cp_encoder_model *m, const cp_device_options *opt, cp_encoder_cuda **out);
+void cp_encoder_cuda_free(cp_encoder_cuda *r);
+/** As cp_runner_cpu_encode: out (B, D) float32 host memory. */
+int cp_encoder_cuda_encode(cp_encoder_cuda *r, const int32_t *ids, const int32_t *mask, int64_t B, int64_t L,
+                           int normalize, float *out);
+/** As cp_runner_cpu_hidden_states: out (B, L, W) float32 host memory. */
+int cp_encoder_cuda_hidden_states(cp_encoder_cuda *r, const int32_t *ids, const int32_t *mask, int64_t B, int64_t L,
+                                  int layer, int final_norm, float *out);
+/** Device bytes held: weights; activation arena (+ cuBLAS workspace). */
+size_t cp_encoder_cuda_weight_bytes(const cp_encoder_cuda *r);
+size_t cp_encoder_cuda_arena_bytes(const cp_encoder_cuda *r);
+/** Number of CUDA graphs currently captured (for tests). */
+int cp_encoder_cuda_graphs(const cp_encoder_cuda *r);
 
 /* ---- flat inner-product index search ------------------------------------------------------------------ */
 

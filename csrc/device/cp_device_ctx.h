@@ -1,11 +1,14 @@
-/* cp_device_ctx.h — internals shared by the device runners (cp_clip_cuda.c, cp_minilm_cuda.c, cp_index_cuda.c):
- * the per-runner context (device, stream, cuBLAS handle + workspace, lock), one weight allocation laid out in two
- * passes, weight upload with on-device dtype conversion, the activation arena, and the CUDA-graph cache.
- * Only compiled with CP_WITH_CUDA. */
+/* cp_device_ctx.h — internals shared by the device runners (cp_runner_cuda.c, cp_index_cuda.c): the per-runner
+ * context (device, stream, cuBLAS handle + workspace, lock), one weight allocation laid out in two passes, weight
+ * upload with on-device dtype conversion, the activation arena, and the CUDA-graph cache.
+ *
+ * The arena and graph policies (grow / out-of-memory retry / restore; warm-up, capture, failure budget, LRU) run
+ * through a table of memory and graph operations (cp_dev_ops): CUDA's in a CUDA build, host fakes in the device
+ * self-test (cp_device_selftest.c), so the policies are tested on machines without a GPU. Everything that needs
+ * the CUDA runtime itself is only compiled with CP_WITH_CUDA.
+ * Thread safety: a context belongs to one runner; the runner's lock serialises every call that touches it. */
 #ifndef CP_DEVICE_CTX_H
 #define CP_DEVICE_CTX_H
-
-#ifdef CP_WITH_CUDA
 
 #include <pthread.h>
 #include <stddef.h>
@@ -13,17 +16,38 @@
 
 #include "kernels/cp_cuda.h"
 #include "device/cp_device.h"
+#include "model/cp_encoder.h"
 
-#define CP_DEV_GRAPHS 16
+#define CP_DEV_GRAPHS 32
+#define CP_DEV_GRAPH_FAILS 3 /* captures that may fail before a context runs without graphs for good */
 #define CP_DEV_WS_BYTES ((size_t)32 << 20) /* cuBLAS workspace: capture never allocates */
 
 typedef struct {
     int64_t key[6];
-    void *exec;
+    void *exec;    /* NULL: the key was seen once (its warm-up ran directly); the next run captures */
     uint64_t used; /* LRU stamp */
 } cp_dev_graph;
 
+/* Memory and graph operations behind the context's policies (see the header comment). */
 typedef struct {
+    int (*malloc)(void **p, size_t bytes, const char *what); /* CP_ERR_DEVICE_OOM naming `what` */
+    void (*free)(void *p);
+    int (*host_malloc)(void **p, size_t bytes);
+    void (*host_free)(void *p);
+    int (*memset)(void *dst, int value, size_t bytes, void *stream);
+    int (*sync)(void *stream);
+    int (*capture_begin)(void *stream);
+    int (*capture_end)(void *stream, void **exec);
+    int (*launch)(void *exec, void *stream);
+    void (*graph_free)(void *exec);
+} cp_dev_ops;
+
+#ifdef CP_WITH_CUDA
+extern const cp_dev_ops cp_dev_cuda_ops; /* the CUDA runtime's */
+#endif
+
+typedef struct {
+    const cp_dev_ops *ops;
     int device, dt;
     void *stream, *blas, *workspace;
     pthread_mutex_t lock;
@@ -38,7 +62,7 @@ typedef struct {
     size_t arena_bytes, host_bytes;
     /* CUDA graphs */
     cp_dev_graph graphs[CP_DEV_GRAPHS];
-    int ngraphs, graphs_off;
+    int ngraphs, graphs_off, graph_fails;
     int graph_max; /* batches of at most this many prompts use graphs */
     uint64_t clock;
 } cp_dev_ctx;
@@ -56,8 +80,10 @@ int cp_dev_upload(cp_dev_ctx *c, void *dst, const float *src, int64_t n, int dt)
 /* After all uploads: wait, free the staging buffer. */
 int cp_dev_weights_done(cp_dev_ctx *c);
 
-/* Replace the arena with one of `bytes` (and host twin of `host_bytes`); on OOM the old arena is kept and
- * CP_ERR_DEVICE_OOM returned. Cached graphs (which point into the arena) are dropped. */
+/* Make the arena at least `bytes` (and the host twin `host_bytes`); on OOM CP_ERR_DEVICE_OOM is returned and the
+ * context holds an arena of its old size again (possibly at another address, or none when even that failed).
+ * Cached graphs (which point into the arena) are dropped whenever the arena moves. Runners therefore never keep
+ * pointers into the arena across calls: they lay their views out from c->arena at every pass. */
 int cp_dev_arena_reserve(cp_dev_ctx *c, size_t bytes, size_t host_bytes);
 
 /* Graph cache: find by key (NULL if absent); add takes ownership of exec (evicts the least recently used). */
@@ -66,32 +92,25 @@ void cp_dev_graph_add(cp_dev_ctx *c, const int64_t key[6], void *exec);
 void cp_dev_graphs_clear(cp_dev_ctx *c);
 
 /* Run `fn(arg)` (which enqueues work on c->stream) either directly or through a cached/captured graph keyed by
- * key. A capture that fails (some library call that cannot be captured) turns graphs off for this context and
- * runs fn directly. */
+ * key. The first run of a key is a direct warm-up (lazy module loading, cuBLAS heuristics and workspace happen
+ * outside any capture); the second captures. A capture that fails runs fn directly; after CP_DEV_GRAPH_FAILS
+ * failed captures the context runs without graphs. fn must derive every pointer from the context's current arena
+ * (never from views cached across calls): a reserve may move the arena. */
 int cp_dev_run(cp_dev_ctx *c, int use_graph, const int64_t key[6], int (*fn)(void *), void *arg);
 
-/* One transformer block's weights on the device (the same layout in both encoders). */
+/* One transformer block's weights on the device. */
 typedef struct {
     void *qkv_w, *o_w, *fc1_w, *fc2_w; /* (3W, W), (W, W), (F, W), (W, F) dtype */
     float *qkv_b, *o_b, *fc1_b, *fc2_b, *ln1_g, *ln1_b, *ln2_g, *ln2_b;
 } cp_dev_layer;
 
-/* A block's host weights (fp32); q/k/v are separate unless qkv_fused (q_w / q_b then hold all three). */
-typedef struct {
-    const float *q_w, *k_w, *v_w, *q_b, *k_b, *v_b, *o_w, *o_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
-    const float *ln1_g, *ln1_b, *ln2_g, *ln2_b;
-    int qkv_fused;
-} cp_dev_layer_src;
-
-/* A cp_dev_layer_src from any layer struct with these field names. */
-#define CP_DEV_LAYER_SRC(s, fused)                                                                                   \
-    ((cp_dev_layer_src){(s)->q_w, (s)->k_w, (s)->v_w, (s)->q_b, (s)->k_b, (s)->v_b, (s)->o_w, (s)->o_b, (s)->fc1_w, \
-                        (s)->fc1_b, (s)->fc2_w, (s)->fc2_b, (s)->ln1_g, (s)->ln1_b, (s)->ln2_g, (s)->ln2_b, (fused)})
-
 /* Place one block (width W, FFN F) in the weight allocation (see cp_dev_place). */
 void cp_dev_layer_place(cp_dev_ctx *c, cp_dev_layer *d, int64_t W, int64_t F);
-/* Upload one block: matrices as c->dt, vectors fp32. */
-int cp_dev_layer_upload(cp_dev_ctx *c, cp_dev_layer *d, const cp_dev_layer_src *s, int64_t W, int64_t F);
+/* Upload one block of the engine's model: matrices as c->dt, vectors fp32. */
+int cp_dev_layer_upload(cp_dev_ctx *c, cp_dev_layer *d, const cp_encoder_layer *s);
+/* Upload an out-in matrix of any storage type as dtype dt (dequantised on the host in row chunks that fit the
+ * staging buffer when it is not float32). */
+int cp_dev_upload_wmat(cp_dev_ctx *c, void *dst, const cp_wmat *w, int dt);
 
 /* Runner setup shared by the encoders: options (defaults when NULL), the packed-token cap (max_tokens or 32768,
  * at least min_tokens), the context and a zeroed array of `layers` blocks. On error the caller frees what is set. */
@@ -109,5 +128,22 @@ static inline int64_t cp_dev_arena_grow(int64_t T, int64_t have, int64_t cap) {
 /* Round up to a multiple of 256 bytes. */
 static inline size_t cp_dev_align(size_t n) { return (n + 255) & ~(size_t)255; }
 
-#endif /* CP_WITH_CUDA */
+/* Graph buckets of the encoder runner: packed tokens rounded up (16 up to 256, 64 up to 1024, then 256; never past
+ * cap), prompts rounded up to a power of two (never past cap). */
+int64_t cp_dev_bucket_tokens(int64_t T, int64_t cap);
+int64_t cp_dev_bucket_prompts(int64_t n, int64_t cap);
+
+/* CP_ERR_INVALID_ARG naming the first value of q[n] (rows of d) that float16 cannot hold (|v| > 65504 or not
+ * finite): queries to a float16 device index are converted on the device. */
+int cp_dev_check_f16(const float *q, int64_t n, int64_t d);
+
+/* The device self-test: the arena and graph policies over host fakes, the buckets, the float16 check. Fills up to
+ * `max` results (name, ok, detail); returns how many. Runs on any machine. */
+typedef struct {
+    const char *name;
+    int ok;
+    char detail[200];
+} cp_dev_selftest_result;
+int cp_device_selftest(cp_dev_selftest_result *res, int max);
+
 #endif /* CP_DEVICE_CTX_H */

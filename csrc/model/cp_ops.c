@@ -300,30 +300,36 @@ void cp_l2_normalize_rows(float *x, int64_t M, int64_t N) {
 
 /* ---- activation arenas ---------------------------------------------------------------------------- */
 
-int64_t cp_arena_tok_cap(int64_t W, int64_t F, int64_t min_tokens) {
-    const int64_t big = 3 * W > F ? 3 * W : F;
-    int64_t cap = (int64_t)(16 << 20) / (2 * W + big);
-    if (cap > 8192) cap = 8192;
-    if (cap < min_tokens) cap = min_tokens;
-    return cap;
+/* ---- cp_wmat ---------------------------------------------------------------------------------------- */
+
+static void matmul_f32(const float *x, int64_t ldx, int64_t M, const cp_wmat *w, const float *b, float *y,
+                       int64_t ldy, int accumulate) {
+    cp_linear(x, ldx, M, w->k, (const float *)w->data, w->layout, w->n, b, y, ldy, accumulate);
 }
 
-int cp_arena_reserve(int64_t T, int64_t W, int64_t F, float **arena, int64_t **seg, int64_t *tokens,
-                     size_t *bytes_out) {
-    if (T <= *tokens) return CP_OK;
-    const int64_t big = 3 * W > F ? 3 * W : F;
-    size_t floats, bytes;
-    CP_CHECK(cp_mul_size((size_t)T, (size_t)(2 * W + big), &floats));
-    CP_CHECK(cp_mul_size(floats, sizeof(float), &bytes));
-    float *a = cp_malloc_aligned(bytes);
-    int64_t *s = malloc((size_t)T * 3 * sizeof(int64_t));
-    if (!a || !s) {
-        cp_free_aligned(a);
-        free(s);
-        CP_FAIL(CP_ERR_NOMEM, "cannot allocate the %zu-byte activation arena", bytes);
+static void row_f32(const cp_wmat *w, int64_t r, float *out) {
+    const float *d = (const float *)w->data;
+    if (w->layout == CP_W_OUT_IN) {
+        memcpy(out, d + r * w->k, (size_t)w->k * sizeof(float));
+    } else {
+        for (int64_t j = 0; j < w->k; j++) out[j] = d[j * w->n + r];
     }
-    cp_free_aligned(*arena);
-    free(*seg);
-    *arena = a, *seg = s, *tokens = T, *bytes_out = bytes + (size_t)T * 3 * sizeof(int64_t);
-    return CP_OK;
+}
+
+static cp_matmul_fn g_matmul[CP_WT_COUNT] = {matmul_f32};
+static cp_wmat_row_fn g_row[CP_WT_COUNT] = {row_f32};
+
+void cp_wtype_register(cp_wtype t, cp_matmul_fn mm, cp_wmat_row_fn row) {
+    if ((unsigned)t < CP_WT_COUNT && t != CP_WT_F32) g_matmul[t] = mm, g_row[t] = row;
+}
+
+void cp_matmul(const float *x, int64_t ldx, int64_t M, const cp_wmat *w, const float *b, float *y, int64_t ldy,
+               int accumulate) {
+    if ((unsigned)w->type >= CP_WT_COUNT || g_matmul[w->type] == NULL) abort(); /* see cp_ops.h */
+    g_matmul[w->type](x, ldx, M, w, b, y, ldy, accumulate);
+}
+
+void cp_wmat_row(const cp_wmat *w, int64_t r, float *out) {
+    if ((unsigned)w->type >= CP_WT_COUNT || g_row[w->type] == NULL) abort();
+    g_row[w->type](w, r, out);
 }

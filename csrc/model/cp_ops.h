@@ -1,4 +1,4 @@
-/* cp_ops.h — the CPU building blocks of the transformer forward passes (CLIP text, BERT/MiniLM).
+/* cp_ops.h — the CPU building blocks of the encoder engine's forward pass (model/cp_runner_cpu.c).
  *
  * Shapes: M rows (tokens) x N features, row-major, float32. GEMMs go through cblas_sgemm (OpenBLAS); the
  * element-wise and attention loops are plain C written for the compiler to vectorise (built once per ISA level with
@@ -47,15 +47,52 @@ void cp_l2_normalize_rows(float *x, int64_t M, int64_t N);
 /** Add b[N] to each row of x[M,N] (stride ldx). */
 void cp_add_bias_rows(float *x, int64_t ldx, int64_t M, int64_t N, const float *b);
 
-/* ---- activation arenas of the CPU encoder runners (cp_clip_cpu.c, cp_minilm.c) ---- */
+/* ---- weight matrices of any storage type ---------------------------------------------------------- */
 
-/** Most packed tokens per chunk for width W and FFN size F: the arena near 64 MiB (16M floats over (2W + max(3W, F))
- *  floats per token), at most 8192, at least min_tokens (one full context). */
-int64_t cp_arena_tok_cap(int64_t W, int64_t F, int64_t min_tokens);
+/** How a weight matrix is stored. Loaders create only the types whose cp_matmul path is compiled in. */
+typedef enum {
+    CP_WT_F32 = 0,  /* float32, layout CP_W_OUT_IN [N, K] or CP_W_IN_OUT [K, N]                                   */
+    CP_WT_BF16 = 1, /* bfloat16 (reduced-precision engine)                                                       */
+    CP_WT_S8 = 2,   /* int8 with per-output-row float scales (reduced-precision engine)                          */
+    CP_WT_Q4 = 3    /* 4-bit blocks with per-block float scales (multilingual e5's file format)                   */
+} cp_wtype;
+#define CP_WT_COUNT 4
 
-/** Grow an arena (floats x | h | big: T * (2W + max(3W, F)); int64 seg: 3T) to hold T tokens when *tokens < T.
- *  On failure (CP_ERR_NOMEM) the old arena is kept. *bytes: both allocations together. */
-int cp_arena_reserve(int64_t T, int64_t W, int64_t F, float **arena, int64_t **seg, int64_t *tokens, size_t *bytes);
+/** A weight matrix for y = x · W^T: n output features, k input features. For CP_WT_F32 `data` is the float32
+ *  matrix in `layout`; the other types describe their own `data`/`scale`/`aux` (see their implementation files);
+ *  `block` is the quantisation block (values per scale) where the type has one. Borrowed memory: the model that
+ *  built the cp_wmat owns it. */
+typedef struct cp_wmat {
+    cp_wtype type;
+    cp_wlayout layout;
+    int64_t n, k;
+    const void *data;
+    const float *scale;
+    const void *aux;
+    int64_t block;
+} cp_wmat;
+
+/** A float32 cp_wmat over `w` (NULL w gives an empty matrix: n = k = 0, data NULL). */
+static inline cp_wmat cp_wmat_f32(const float *w, int64_t n, int64_t k, cp_wlayout layout) {
+    cp_wmat m = {CP_WT_F32, layout, w ? n : 0, w ? k : 0, w, NULL, NULL, 0};
+    return m;
+}
+
+/** Matrix multiply for a cp_wmat of any type: y[M, n] = x[M, k] · W^T (+ b[n]); with accumulate, y += ...
+ *  x and y are float32 (ldx >= k, ldy >= n). Dispatches on w->type through the table of kernels registered below;
+ *  a type with no registered kernel is a loader bug (the loader refused such weights) and aborts. */
+void cp_matmul(const float *x, int64_t ldx, int64_t M, const cp_wmat *w, const float *b, float *y, int64_t ldy,
+               int accumulate);
+
+/** Dequantise row r (0 <= r < n) of an out-in matrix into out[k] (embedding lookups; device uploads). */
+void cp_wmat_row(const cp_wmat *w, int64_t r, float *out);
+
+/** Kernels for the non-float32 types: a part that implements a type registers its matmul and row functions once
+ *  (at load, before any model of that type exists). Thread safety: register before use; reads are lock-free. */
+typedef void (*cp_matmul_fn)(const float *x, int64_t ldx, int64_t M, const cp_wmat *w, const float *b, float *y,
+                             int64_t ldy, int accumulate);
+typedef void (*cp_wmat_row_fn)(const cp_wmat *w, int64_t r, float *out);
+void cp_wtype_register(cp_wtype t, cp_matmul_fn mm, cp_wmat_row_fn row);
 
 #ifdef __cplusplus
 }

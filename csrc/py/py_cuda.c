@@ -1,5 +1,5 @@
-/* py_cuda.c — the CUDA backend's Python face: clipprompt._C.ClipTextModelCUDA and MiniLMModelCUDA (device runners
- * over an already loaded ClipTextModel / MiniLMModel, which they keep alive), the device-string parser shared with
+/* py_cuda.c — the CUDA backend's Python face: clipprompt._C.EncoderModelCUDA (the engine's CUDA runner over an
+ * already loaded EncoderModel, which it keeps alive), the device-string parser shared with
  * FlatIPIndex, and _cuda_device(i) for benchmarks. Compiles without CUDA: the constructors then raise DeviceError.
  * Every forward pass releases the GIL. */
 #include "py_encoder_common.h"
@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "device/cp_device.h"
+#include "device/cp_device_ctx.h"
 
 /* "cpu" -> 0; "cuda" / "cuda:N" / an int N -> 1 with *index. Anything else: InvalidArgumentError, -1. */
 int cp_py_parse_device(PyObject *obj, int *index) {
@@ -64,25 +65,6 @@ static int parse_options(PyObject *device, const char *dtype, const char *attent
     return 0;
 }
 
-/* The constructor arguments of both runners: (model, device, dtype, attention, graph_max_batch, max_tokens).
- * Returns the loaded model inside `model_obj` (a ClipTextModel when `clip`, else a MiniLMModel; borrowed) and fills
- * `o`; NULL with an exception set on error. */
-static const void *runner_args(PyObject *args, PyObject *kw, int clip, PyObject **model_obj, cp_device_options *o) {
-    static char *kwlist[] = {"model", "device", "dtype", "attention", "graph_max_batch", "max_tokens", NULL};
-    PyObject *device = NULL;
-    const char *dtype = "float32", *attention = "fused";
-    int gmb = 64;
-    long long max_tokens = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, clip ? "O|Ossil:ClipTextModelCUDA" : "O|Ossil:MiniLMModelCUDA", kwlist,
-                                     model_obj, &device, &dtype, &attention, &gmb, &max_tokens))
-        return NULL;
-    const void *m =
-        clip ? (const void *)cp_py_clip_model_of(*model_obj) : (const void *)cp_py_minilm_model_of(*model_obj);
-    if (m == NULL) return NULL;
-    if (parse_options(device, dtype, attention, gmb, max_tokens, o) < 0) return NULL;
-    return m;
-}
-
 static PyObject *runner_info(const cp_device_options *opt, size_t weight_bytes, size_t arena_bytes, int graphs) {
     return Py_BuildValue("{s:i,s:s,s:s,s:i,s:n,s:n,s:i}", "device", opt->device, "dtype",
                          cp_device_dtype_name(opt->dtype), "attention", "fused", "graph_max_batch",
@@ -90,21 +72,33 @@ static PyObject *runner_info(const cp_device_options *opt, size_t weight_bytes, 
                          (Py_ssize_t)arena_bytes, "graphs", graphs);
 }
 
-/* ---- ClipTextModelCUDA ---------------------------------------------------------------------------- */
+/* ---- EncoderModelCUDA ----------------------------------------------------------------------------- */
 
 typedef struct {
     PyObject_HEAD
-    PyObject *model_obj; /* the ClipTextModel whose weights this runner uploaded */
-    const cp_clip_model *model;
-    cp_clip_cuda *run;
+    PyObject *model_obj; /* the EncoderModel whose weights this runner uploaded */
+    const cp_encoder_model *model;
+    cp_encoder_cuda *run;
     cp_device_options opt;
-} ClipCudaObject;
+} CudaObject;
 
-static void ClipCuda_dealloc(ClipCudaObject *self) {
+static int cuda_encode(void *run, const int32_t *ids, const int32_t *mask, int64_t B, int64_t L, int normalize,
+                       float *out) {
+    return cp_encoder_cuda_encode(run, ids, mask, B, L, normalize, out);
+}
+
+static int cuda_hidden(void *run, const int32_t *ids, const int32_t *mask, int64_t B, int64_t L, int layer,
+                       int final_norm, float *out) {
+    return cp_encoder_cuda_hidden_states(run, ids, mask, B, L, layer, final_norm, out);
+}
+
+static const cp_py_runner_ops CUDA_OPS = {cuda_encode, cuda_hidden};
+
+static void Cuda_dealloc(CudaObject *self) {
     PyTypeObject *tp = Py_TYPE(self);
     if (self->run) {
         Py_BEGIN_ALLOW_THREADS
-        cp_clip_cuda_free(self->run);
+        cp_encoder_cuda_free(self->run);
         Py_END_ALLOW_THREADS
     }
     Py_XDECREF(self->model_obj);
@@ -112,19 +106,27 @@ static void ClipCuda_dealloc(ClipCudaObject *self) {
     Py_DECREF(tp);
 }
 
-static PyObject *ClipCuda_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
-    PyObject *model_obj;
-    cp_device_options o;
-    const cp_clip_model *m = runner_args(args, kw, 1, &model_obj, &o);
+static PyObject *Cuda_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"model", "device", "dtype", "attention", "graph_max_batch", "max_tokens", NULL};
+    PyObject *model_obj, *device = NULL;
+    const char *dtype = "float32", *attention = "fused";
+    int gmb = 64;
+    long long max_tokens = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|Ossil:EncoderModelCUDA", kwlist, &model_obj, &device, &dtype,
+                                     &attention, &gmb, &max_tokens))
+        return NULL;
+    const cp_encoder_model *m = cp_py_encoder_model_of(model_obj);
     if (m == NULL) return NULL;
-    ClipCudaObject *self = (ClipCudaObject *)type->tp_alloc(type, 0);
+    cp_device_options o;
+    if (parse_options(device, dtype, attention, gmb, max_tokens, &o) < 0) return NULL;
+    CudaObject *self = (CudaObject *)type->tp_alloc(type, 0);
     if (self == NULL) return NULL;
     self->model_obj = Py_NewRef(model_obj);
     self->model = m;
     self->opt = o;
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = cp_clip_cuda_create(m, &o, &self->run);
+    rc = cp_encoder_cuda_create(m, &o, &self->run);
     Py_END_ALLOW_THREADS
     if (rc != CP_OK) {
         Py_DECREF(self);
@@ -133,131 +135,42 @@ static PyObject *ClipCuda_new(PyTypeObject *type, PyObject *args, PyObject *kw) 
     return (PyObject *)self;
 }
 
-static PyObject *ClipCuda_encode(ClipCudaObject *self, PyObject *args, PyObject *kw) {
-    cp_py_enc_call c;
-    if (cp_py_enc_begin(&c, args, kw, CP_PY_ENC_CLIP_ENCODE, cp_py_clip_out_width(&self->model->cfg)) < 0) return NULL;
-    Py_BEGIN_ALLOW_THREADS
-    c.rc = cp_clip_cuda_encode(self->run, c.ip, c.B, c.L, c.flag, c.op);
-    Py_END_ALLOW_THREADS
-    return cp_py_enc_end(&c);
+static PyObject *Cuda_encode(CudaObject *self, PyObject *args, PyObject *kw) {
+    return cp_py_enc_encode(self->model, self->run, &CUDA_OPS, args, kw);
 }
 
-static PyObject *ClipCuda_hidden_states(ClipCudaObject *self, PyObject *args, PyObject *kw) {
-    cp_py_enc_call c;
-    if (cp_py_enc_begin(&c, args, kw, CP_PY_ENC_CLIP_HIDDEN, self->model->cfg.width) < 0) return NULL;
-    Py_BEGIN_ALLOW_THREADS
-    c.rc = cp_clip_cuda_hidden_states(self->run, c.ip, c.B, c.L, c.flag, c.op);
-    Py_END_ALLOW_THREADS
-    return cp_py_enc_end(&c);
+static PyObject *Cuda_hidden_states(CudaObject *self, PyObject *args, PyObject *kw) {
+    return cp_py_enc_hidden(self->model, self->run, &CUDA_OPS, args, kw);
 }
 
-static PyObject *ClipCuda_info(ClipCudaObject *self, void *closure) {
+static PyObject *Cuda_info(CudaObject *self, void *closure) {
     (void)closure;
-    return runner_info(&self->opt, cp_clip_cuda_weight_bytes(self->run), cp_clip_cuda_arena_bytes(self->run),
-                       cp_clip_cuda_graphs(self->run));
+    return runner_info(&self->opt, cp_encoder_cuda_weight_bytes(self->run), cp_encoder_cuda_arena_bytes(self->run),
+                       cp_encoder_cuda_graphs(self->run));
 }
 
-static PyMethodDef ClipCuda_methods[] = {
-    {"encode", (PyCFunction)(void (*)(void))ClipCuda_encode, METH_VARARGS | METH_KEYWORDS,
-     "encode(ids, normalize=True) -> float32 (B, D), computed on the GPU."},
-    {"hidden_states", (PyCFunction)(void (*)(void))ClipCuda_hidden_states, METH_VARARGS | METH_KEYWORDS,
-     "hidden_states(ids, layer=-1) -> float32 (B, L, W), final LayerNorm applied, computed on the GPU."},
+static PyMethodDef Cuda_methods[] = {
+    {"encode", (PyCFunction)(void (*)(void))Cuda_encode, METH_VARARGS | METH_KEYWORDS,
+     "encode(ids, mask=None, normalize=True) -> float32 (B, D), computed on the GPU."},
+    {"hidden_states", (PyCFunction)(void (*)(void))Cuda_hidden_states, METH_VARARGS | METH_KEYWORDS,
+     "hidden_states(ids, layer=-1, mask=None, final_norm=True) -> float32 (B, L, W), computed on the GPU."},
     {NULL, NULL, 0, NULL}};
 
-static PyGetSetDef ClipCuda_getset[] = {
-    {"info", (getter)ClipCuda_info, NULL, "device, dtype, attention, weight/arena bytes, cached graphs", NULL},
+static PyGetSetDef Cuda_getset[] = {
+    {"info", (getter)Cuda_info, NULL, "device, dtype, attention, weight/arena bytes, cached graphs", NULL},
     {NULL, NULL, NULL, NULL, NULL}};
 
-static PyType_Slot ClipCuda_slots[] = {
-    {Py_tp_new, ClipCuda_new},
-    {Py_tp_dealloc, ClipCuda_dealloc},
-    {Py_tp_methods, ClipCuda_methods},
-    {Py_tp_getset, ClipCuda_getset},
-    {Py_tp_doc, "ClipTextModelCUDA(model, device='cuda', dtype='float32', attention='fused', graph_max_batch=64, "
-                "max_tokens=0): the CLIP text tower of a loaded ClipTextModel on a GPU."},
+static PyType_Slot Cuda_slots[] = {
+    {Py_tp_new, Cuda_new},
+    {Py_tp_dealloc, Cuda_dealloc},
+    {Py_tp_methods, Cuda_methods},
+    {Py_tp_getset, Cuda_getset},
+    {Py_tp_doc, "EncoderModelCUDA(model, device='cuda', dtype='float32', attention='fused', graph_max_batch=64, "
+                "max_tokens=0): a loaded EncoderModel run by the engine's CUDA runner on a GPU."},
     {0, NULL}};
 
-static PyType_Spec ClipCuda_spec = {"clipprompt._C.ClipTextModelCUDA", sizeof(ClipCudaObject), 0, Py_TPFLAGS_DEFAULT,
-                                    ClipCuda_slots};
-
-/* ---- MiniLMModelCUDA ------------------------------------------------------------------------------ */
-
-typedef struct {
-    PyObject_HEAD
-    PyObject *model_obj;
-    const cp_minilm_model *model;
-    cp_minilm_cuda *run;
-    cp_device_options opt;
-} MiniCudaObject;
-
-static void MiniCuda_dealloc(MiniCudaObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    if (self->run) {
-        Py_BEGIN_ALLOW_THREADS
-        cp_minilm_cuda_free(self->run);
-        Py_END_ALLOW_THREADS
-    }
-    Py_XDECREF(self->model_obj);
-    tp->tp_free((PyObject *)self);
-    Py_DECREF(tp);
-}
-
-static PyObject *MiniCuda_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
-    PyObject *model_obj;
-    cp_device_options o;
-    const cp_minilm_model *m = runner_args(args, kw, 0, &model_obj, &o);
-    if (m == NULL) return NULL;
-    MiniCudaObject *self = (MiniCudaObject *)type->tp_alloc(type, 0);
-    if (self == NULL) return NULL;
-    self->model_obj = Py_NewRef(model_obj);
-    self->model = m;
-    self->opt = o;
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = cp_minilm_cuda_create(m, &o, &self->run);
-    Py_END_ALLOW_THREADS
-    if (rc != CP_OK) {
-        Py_DECREF(self);
-        return cp_py_raise(rc);
-    }
-    return (PyObject *)self;
-}
-
-static PyObject *MiniCuda_encode(MiniCudaObject *self, PyObject *args, PyObject *kw) {
-    cp_py_enc_call c;
-    if (cp_py_enc_begin(&c, args, kw, CP_PY_ENC_MINI_ENCODE, self->model->cfg.width) < 0) return NULL;
-    Py_BEGIN_ALLOW_THREADS
-    c.rc = cp_minilm_cuda_encode(self->run, c.ip, c.mp, c.B, c.L, c.flag, c.op);
-    Py_END_ALLOW_THREADS
-    return cp_py_enc_end(&c);
-}
-
-static PyObject *MiniCuda_info(MiniCudaObject *self, void *closure) {
-    (void)closure;
-    return runner_info(&self->opt, cp_minilm_cuda_weight_bytes(self->run), cp_minilm_cuda_arena_bytes(self->run),
-                       cp_minilm_cuda_graphs(self->run));
-}
-
-static PyMethodDef MiniCuda_methods[] = {
-    {"encode", (PyCFunction)(void (*)(void))MiniCuda_encode, METH_VARARGS | METH_KEYWORDS,
-     "encode(ids, mask, normalize=True) -> float32 (B, W), computed on the GPU."},
-    {NULL, NULL, 0, NULL}};
-
-static PyGetSetDef MiniCuda_getset[] = {
-    {"info", (getter)MiniCuda_info, NULL, "device, dtype, attention, weight/arena bytes, cached graphs", NULL},
-    {NULL, NULL, NULL, NULL, NULL}};
-
-static PyType_Slot MiniCuda_slots[] = {
-    {Py_tp_new, MiniCuda_new},
-    {Py_tp_dealloc, MiniCuda_dealloc},
-    {Py_tp_methods, MiniCuda_methods},
-    {Py_tp_getset, MiniCuda_getset},
-    {Py_tp_doc, "MiniLMModelCUDA(model, device='cuda', dtype='float32', attention='fused', graph_max_batch=64, "
-                "max_tokens=0): a loaded MiniLMModel on a GPU."},
-    {0, NULL}};
-
-static PyType_Spec MiniCuda_spec = {"clipprompt._C.MiniLMModelCUDA", sizeof(MiniCudaObject), 0, Py_TPFLAGS_DEFAULT,
-                                    MiniCuda_slots};
+static PyType_Spec Cuda_spec = {"clipprompt._C.EncoderModelCUDA", sizeof(CudaObject), 0, Py_TPFLAGS_DEFAULT,
+                                Cuda_slots};
 
 /* ---- module hook ---------------------------------------------------------------------------------- */
 
@@ -305,15 +218,29 @@ static PyObject *py_cuda_malloc_test(PyObject *self, PyObject *arg) {
 #endif
 }
 
+/* _device_selftest() -> [(name, ok, detail)]: the device layer's policies over host fakes (cp_device_selftest.c). */
+static PyObject *py_device_selftest(PyObject *self, PyObject *noargs) {
+    (void)self, (void)noargs;
+    cp_dev_selftest_result res[32];
+    const int n = cp_device_selftest(res, 32);
+    PyObject *out = PyList_New(0);
+    for (int i = 0; out && i < n; i++) {
+        PyObject *t = Py_BuildValue("(sOs)", res[i].name, res[i].ok ? Py_True : Py_False, res[i].detail);
+        if (!t || PyList_Append(out, t) < 0) Py_CLEAR(out);
+        Py_XDECREF(t);
+    }
+    return out;
+}
+
 static PyMethodDef cuda_functions[] = {
+    {"_device_selftest", py_device_selftest, METH_NOARGS,
+     "_device_selftest() -> [(name, ok, detail)]: the device layer's arena / graph policies over host fakes."},
     {"_cuda_malloc_test", py_cuda_malloc_test, METH_O, "_cuda_malloc_test(nbytes): allocate and free (tests)."},
     {"_cuda_device", py_cuda_device, METH_O, "_cuda_device(i) -> {name, compute_capability}; DeviceError if none."},
     {NULL, NULL, 0, NULL}};
 
 int cp_py_add_cuda(PyObject *m) {
-    if (cp_py_add_type(m, &ClipCuda_spec, "ClipTextModelCUDA") < 0 ||
-        cp_py_add_type(m, &MiniCuda_spec, "MiniLMModelCUDA") < 0)
-        return -1;
+    if (cp_py_add_type(m, &Cuda_spec, "EncoderModelCUDA") < 0) return -1;
     if (PyModule_AddIntConstant(m, "CUDA_TOPK_MAX", (long)cp_index_cuda_max_k()) < 0) return -1;
     return PyModule_AddFunctions(m, cuda_functions);
 }

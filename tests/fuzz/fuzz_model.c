@@ -1,14 +1,15 @@
-// needs: cp_json.c cp_safetensors.c cp_weights.c cp_clip.c cp_clip_cpu.c cp_minilm.c
-/* fuzz_model — the model-file readers: cp_json_parse, cp_st_open (safetensors), and the CLIP / MiniLM loaders with
+// needs: cp_json.c cp_safetensors.c cp_weights.c cp_encoder.c cp_arch_clip.c cp_arch_bert.c cp_runner_cpu.c
+/* fuzz_model — the model-file readers: cp_json_parse, cp_st_open (safetensors), and the engine's loaders (the CLIP and
+ * BERT families, by name and by auto-detection) with
  * either a fuzzed config.json next to valid tiny weights or fuzzed weights next to a valid tiny config; a model
  * that loads is run once (so every shape it accepted is one its forward pass can use).
  * Input: byte 0 = mode, the rest = the file. Environment: CP_FUZZ_CLIP_DIR, CP_FUZZ_MINILM_DIR (tiny valid models:
  * config.json + model.safetensors, written by tests/fuzz/seeds.py). */
 #include <math.h>
 
-#include "model/cp_clip.h"
 #include "base/cp_json.h"
-#include "model/cp_minilm.h"
+#include "model/cp_encoder.h"
+#include "model/cp_runner_cpu.h"
 #include "model/cp_safetensors.h"
 #include "fuzz_common.h"
 
@@ -53,40 +54,38 @@ static void walk(const cp_json *j, int depth) {
     if (j->type == CP_JSON_NUMBER && !isfinite(j->number)) fuzz_die("json number not finite");
 }
 
-static void run_clip(cp_clip_model *m) {
-    cp_clip_cpu *r = NULL;
-    int rc = cp_clip_cpu_create(m, &r);
-    fuzz_check_status(rc, "cp_clip_cpu_create");
+/* A model that loaded runs once: pooled output (with a mask for bidirectional towers) and hidden states. */
+static void run_model(cp_encoder_model *m) {
+    cp_runner_cpu *r = NULL;
+    int rc = cp_runner_cpu_create(m, &r);
+    fuzz_check_status(rc, "cp_runner_cpu_create");
     if (rc != CP_OK) return;
-    int64_t L = m->cfg.context, V = m->cfg.vocab_size, B = 2;
-    int32_t *ids = calloc((size_t)(B * L), sizeof(int32_t));
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t t = 0; t < L && t < 4 + b; t++) ids[b * L + t] = (int32_t)((t * 7 + 1) % V);
-    int64_t D = m->cfg.proj_dim > 0 ? m->cfg.proj_dim : m->cfg.width;
-    float *out = calloc((size_t)(B * D), sizeof(float));
-    rc = cp_clip_cpu_encode(r, ids, B, L, 1, out);
-    fuzz_check_status(rc, "cp_clip_cpu_encode");
-    free(out);
-    free(ids);
-    cp_clip_cpu_free(r);
-}
-
-static void run_minilm(cp_minilm_model *m) {
-    cp_minilm_cpu *r = NULL;
-    int rc = cp_minilm_cpu_create(m, &r);
-    fuzz_check_status(rc, "cp_minilm_cpu_create");
-    if (rc != CP_OK) return;
-    int64_t L = m->cfg.max_seq_length < 8 ? m->cfg.max_seq_length : 8, V = m->cfg.vocab_size, B = 2;
+    const int64_t L = m->d.max_len < 8 ? m->d.max_len : 8, V = m->d.vocab, B = 2, W = m->d.width;
     int32_t *ids = calloc((size_t)(B * L), sizeof(int32_t)), *mask = calloc((size_t)(B * L), sizeof(int32_t));
     for (int64_t b = 0; b < B; b++)
-        for (int64_t t = 0; t < L && t < 3 + b; t++) ids[b * L + t] = (int32_t)((t * 5 + 2) % V), mask[b * L + t] = 1;
-    float *out = calloc((size_t)(B * m->cfg.width), sizeof(float));
-    rc = cp_minilm_cpu_encode(r, ids, mask, B, L, 1, out);
-    fuzz_check_status(rc, "cp_minilm_cpu_encode");
+        for (int64_t t = 0; t < L && t < 3 + b; t++) ids[b * L + t] = (int32_t)((t * 7 + 1) % V), mask[b * L + t] = 1;
+    const int64_t D = cp_encoder_out_dim(&m->d);
+    float *out = calloc((size_t)(B * D), sizeof(float)), *hid = calloc((size_t)(B * L * W), sizeof(float));
+    rc = cp_runner_cpu_encode(r, ids, m->d.causal ? NULL : mask, B, L, 1, out);
+    fuzz_check_status(rc, "cp_runner_cpu_encode");
+    rc = cp_runner_cpu_hidden_states(r, ids, m->d.causal ? NULL : mask, B, L, -2, 1, hid);
+    fuzz_check_status(rc, "cp_runner_cpu_hidden_states");
     free(out);
+    free(hid);
     free(ids);
     free(mask);
-    cp_minilm_cpu_free(r);
+    cp_runner_cpu_free(r);
+}
+
+static void load_and_run(const char *path, const char *family, const char *what) {
+    cp_encoder_options opt = {family, -1, 0};
+    cp_encoder_model *m = NULL;
+    int rc = cp_encoder_load(path, &opt, &m);
+    fuzz_check_status(rc, what);
+    if (rc == CP_OK) {
+        run_model(m);
+        cp_encoder_free(m);
+    }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -136,7 +135,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     case 2: case 3: case 4: {
         /* CLIP: 2 fuzzed config + tiny weights; 3 tiny config + fuzzed weights; 4 a fuzzed open_clip-layout file */
-        cp_clip_model *m = NULL;
         if (mode == 4) {
             fuzz_write("oc/open_clip_model.safetensors", p, n, path, sizeof path);
         } else {
@@ -146,28 +144,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                        tmp, sizeof tmp);
             snprintf(path, sizeof path, "%s/clip", fuzz_dir());
         }
-        rc = cp_clip_model_load(path, NULL, &m);
-        fuzz_check_status(rc, "cp_clip_model_load");
-        if (rc == CP_OK) {
-            run_clip(m);
-            cp_clip_model_free(m);
-        }
+        load_and_run(path, "clip", "cp_encoder_load(clip)");
+        load_and_run(path, "auto", "cp_encoder_load(auto)");
         break;
     }
     default: {
-        /* MiniLM: 5 fuzzed config + tiny weights; 6 tiny config + fuzzed weights */
+        /* BERT: 5 fuzzed config + tiny weights; 6 tiny config + fuzzed weights */
         fuzz_write("mini/config.json", mode == 5 ? (const void *)p : minilm_cfg, mode == 5 ? n : minilm_cfg_n, tmp,
                    sizeof tmp);
         fuzz_write("mini/model.safetensors", mode == 6 ? (const void *)p : minilm_st, mode == 6 ? n : minilm_st_n, tmp,
                    sizeof tmp);
         snprintf(path, sizeof path, "%s/mini", fuzz_dir());
-        cp_minilm_model *m = NULL;
-        rc = cp_minilm_model_load(path, &m);
-        fuzz_check_status(rc, "cp_minilm_model_load");
-        if (rc == CP_OK) {
-            run_minilm(m);
-            cp_minilm_model_free(m);
-        }
+        load_and_run(path, "bert", "cp_encoder_load(bert)");
+        load_and_run(path, "auto", "cp_encoder_load(auto)");
         break;
     }
     }
