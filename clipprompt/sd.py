@@ -23,21 +23,35 @@ Beyond diffusers: ``weighting="a1111"`` / ``"compel"`` read weighted prompt synt
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
 import os
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
-from . import _C, weighting as _weighting
+from . import _C
+from . import weighting as _weighting
 from .encoders import ClipTextEncoder
 
-__all__ = ["encode_prompt", "load_encoders", "SDEncoders", "SDTokenizer", "PromptEmbeds", "CrossAttentionKV",
-           "chunk_token_ids", "negative_prompt", "NEGATIVE_PRESETS", "FAMILIES", "SOT", "EOT"]
+__all__ = [
+    "EOT",
+    "FAMILIES",
+    "NEGATIVE_PRESETS",
+    "SOT",
+    "CrossAttentionKV",
+    "PromptEmbeds",
+    "SDEncoders",
+    "SDTokenizer",
+    "chunk_token_ids",
+    "encode_prompt",
+    "load_encoders",
+    "negative_prompt",
+]
 
 SOT, EOT = 49406, 49407
 CONTEXT = 77
@@ -52,25 +66,20 @@ _PUNCT_TOKENS = {",", ".", ";", ":", "!", "?", "，", "。", "、", "；", "："
 _CJK_RUN = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]+")
 
 
-def _err(cls, msg: str):
+def _err(cls: type[Exception], msg: str) -> NoReturn:
     raise cls(msg)
 
 
 # -- tokenizers ----------------------------------------------------------------------------------------------------
+@functools.cache
 def _bundled_vocab() -> list[str]:
     """CLIP's vocabulary in id order, derived from the bundled merges the way CLIP builds it."""
-    global _BUNDLED
-    if _BUNDLED is None:
-        import gzip
+    import gzip
 
-        path = os.path.join(os.path.dirname(__file__), "data", "bpe_simple_vocab_16e6.txt.gz")
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            merges = f.read().split("\n")[1:49152 - 256 - 2 + 1]
-        _BUNDLED = _vocab_from_merges(merges), merges
-    return _BUNDLED[0]
-
-
-_BUNDLED: tuple[list[str], list[str]] | None = None
+    path = os.path.join(os.path.dirname(__file__), "data", "bpe_simple_vocab_16e6.txt.gz")
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        merges = f.read().split("\n")[1:49152 - 256 - 2 + 1]
+    return _vocab_from_merges(merges)
 
 
 def _byte_chars() -> list[str]:
@@ -111,9 +120,9 @@ class SDTokenizer:
             _err(_C.ModelFormatError, f"model_max_length {self.context} is not a usable CLIP context")
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> SDTokenizer:
+    def from_pretrained(cls, path: str | os.PathLike[str]) -> SDTokenizer:
         d = os.fspath(path)
-        cfg: dict = {}
+        cfg: dict[str, Any] = {}
         for name in ("special_tokens_map.json", "tokenizer_config.json"):  # the latter wins
             p = os.path.join(d, name)
             if os.path.exists(p):
@@ -136,7 +145,7 @@ class SDTokenizer:
             _err(_C.ModelFormatError, f"{d}: tokenizer.json holds merges that differ from CLIP's; save it with "
                                       f"vocab.json + merges.txt to use it")
 
-        def tok_name(v):
+        def tok_name(v: Any) -> Any:
             return v.get("content") if isinstance(v, dict) else v
 
         pad = tok_name(cfg.get("pad_token"))
@@ -153,7 +162,7 @@ class SDTokenizer:
         return cls(vocab_map[pad], context=ctx, bpe=bpe, vocab=derived)
 
     @staticmethod
-    def _read_vocab(d: str) -> tuple[dict, list[str]]:
+    def _read_vocab(d: str) -> tuple[dict[str, int], list[str]]:
         vj, mt, tj = (os.path.join(d, n) for n in ("vocab.json", "merges.txt", "tokenizer.json"))
         try:
             if os.path.exists(vj) and os.path.exists(mt):
@@ -212,9 +221,9 @@ class SDEncoders:
                 f"path={self.path!r})")
 
 
-def _family_of(path: str, index: dict) -> str:
+def _family_of(path: str, index: dict[str, Any]) -> str:
     cls = str(index.get("_class_name", ""))
-    if "XL" in cls or "text_encoder_2" in index and index.get("text_encoder_2", [None])[0]:
+    if "XL" in cls or ("text_encoder_2" in index and index.get("text_encoder_2", [None])[0]):
         return "sdxl"
     try:
         with open(os.path.join(path, "text_encoder", "config.json"), encoding="utf-8") as f:
@@ -224,7 +233,7 @@ def _family_of(path: str, index: dict) -> str:
     return "sd2" if width == 1024 else "sd15"
 
 
-def load_encoders(path: str | os.PathLike, family: str | None = None) -> SDEncoders:
+def load_encoders(path: str | os.PathLike[str], family: str | None = None) -> SDEncoders:
     """Load the text encoders and tokenizers of a diffusers pipeline directory (``save_pretrained`` layout).
     ``family`` is read from model_index.json when None."""
     p = os.path.expanduser(os.fspath(path))
@@ -243,10 +252,10 @@ def load_encoders(path: str | os.PathLike, family: str | None = None) -> SDEncod
         names.append(("text_encoder_2", "tokenizer_2", True))
     towers = []
     for enc_dir, tok_dir, pooled in names:
-        e, t = os.path.join(p, enc_dir), os.path.join(p, tok_dir)
-        if not os.path.isdir(e) or not os.path.isdir(t):
+        ed, td = os.path.join(p, enc_dir), os.path.join(p, tok_dir)
+        if not os.path.isdir(ed) or not os.path.isdir(td):
             _err(_C.FileAccessError, f"{p}: family {fam!r} needs {enc_dir}/ and {tok_dir}/")
-        towers.append(_Tower(ClipTextEncoder.from_pretrained(e), SDTokenizer.from_pretrained(t), pooled))
+        towers.append(_Tower(ClipTextEncoder.from_pretrained(ed), SDTokenizer.from_pretrained(td), pooled))
     return SDEncoders(fam, towers, bool(index.get("force_zeros_for_empty_prompt", False)), p)
 
 
@@ -311,7 +320,7 @@ def chunk_token_ids(ids: Sequence[int], vocab: Sequence[str], *, window: int = W
     hard = sorted({b for b in breaks if 0 < b < n})
     out: list[tuple[int, int]] = []
     start = 0
-    for seg_end in hard + [n]:
+    for seg_end in [*hard, n]:
         while seg_end - start > window:
             limit = start + window
             cut = None
@@ -338,7 +347,10 @@ class _Stream:
 
 
 def _stream(tok: SDTokenizer, fragments: list[tuple[str, float]], split_cjk: bool) -> _Stream:
-    ids, weights, frag, breaks = [], [], [], []
+    ids: list[int] = []
+    weights: list[float] = []
+    frag: list[int] = []
+    breaks: list[int] = []
     for fi, (text, w) in enumerate(fragments):
         if text == "BREAK" and w == -1:
             breaks.append(len(ids))
@@ -378,7 +390,8 @@ class _Spec:
     strict: bool
 
 
-def _plan(tok: SDTokenizer, fragments: list[tuple[str, float]], long_prompts: str):
+def _plan(tok: SDTokenizer, fragments: list[tuple[str, float]], long_prompts: str
+          ) -> tuple[_Stream, list[tuple[int, int]], np.ndarray, np.ndarray]:
     """Token windows of one prompt: (stream, [(start, end)], int32 ids [n, 77], float32 per-token weights [n, 77])."""
     s = _stream(tok, fragments, split_cjk=False)
     if long_prompts == "chunk" and len(s.ids) > tok.context - 2 and any(_CJK_RUN.search(t) for t, _ in fragments):
@@ -398,11 +411,11 @@ def _compel_weighted(z: np.ndarray, w: np.ndarray, empty: np.ndarray) -> np.ndar
         m = w[r] != 1.0
         if m.any():
             out[r][m] = empty[m] + (z[r][m] - empty[m]) * w[r][m][:, None]
-    return out
+    return np.asarray(out, np.float32)
 
 
 def _tower_batch(tower: _Tower, frag_lists: list[list[tuple[str, float]]], spec: _Spec,
-                 empty: np.ndarray | None = None):
+                 empty: np.ndarray | None = None) -> tuple[list[np.ndarray], np.ndarray | None]:
     """[n_b·77, W] states of each prompt on one tower (one forward pass for all windows and, unless given, the
     empty window), weighted per spec.weighting; and the empty prompt's window [77, W]."""
     tok = tower.tokenizer
@@ -433,7 +446,8 @@ def _tower_batch(tower: _Tower, frag_lists: list[list[tuple[str, float]]], spec:
     return out, empty
 
 
-def _compel_downweight(tower: _Tower, fragments, base: np.ndarray, empty: np.ndarray, spec: _Spec) -> np.ndarray:
+def _compel_downweight(tower: _Tower, fragments: list[tuple[str, float]], base: np.ndarray, empty: np.ndarray,
+                       spec: _Spec) -> np.ndarray:
     """compel's downweighting (weights < 1) as its DownweightMode.REMOVE: blend with the prompt without that
     fragment, lerp weight tan((1 - w)·π/2), the weights normalised to sum 1."""
     blend, weights = [base], [1.0]
@@ -451,7 +465,7 @@ def _compel_downweight(tower: _Tower, fragments, base: np.ndarray, empty: np.nda
         return base
     wts = np.asarray(weights, np.float32)
     wts = wts / wts.sum()
-    return np.einsum("k,ktw->tw", wts, np.stack(blend)).astype(np.float32)
+    return np.asarray(np.einsum("k,ktw->tw", wts, np.stack(blend)), np.float32)
 
 
 def _plain_text(fragments: list[tuple[str, float]], syntax: str | None) -> str:
@@ -470,17 +484,20 @@ class PromptEmbeds:
     negative_pooled_prompt_embeds: np.ndarray | None = None
     token_windows: list[int] = dataclasses.field(default_factory=list)  # windows per prompt (before padding)
 
-    def as_kwargs(self) -> dict:
+    def as_kwargs(self) -> dict[str, np.ndarray]:
         keys = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
-def _batch(encs: SDEncoders, texts: list[str], spec: _Spec, cache: Any):
+def _batch(encs: SDEncoders, texts: list[str], spec: _Spec, cache: Any
+           ) -> tuple[list[np.ndarray], np.ndarray | None, np.ndarray]:
     """Per prompt: [n·77, sum W] states (towers concatenated on the feature axis); the pooled vectors [B, D] of the
     pooled tower (or None); the empty prompt's window [77, sum W]."""
     frags = [_weighting.parse(t, spec.weighting, strict=spec.strict) for t in texts]
     kind = f"sd:{spec.layer}:{int(spec.final_norm)}:{spec.weighting}:{spec.long_prompts}"
-    per_tower, empties, pooled = [], [], None
+    per_tower: list[list[np.ndarray]] = []
+    empties: list[np.ndarray] = []
+    pooled: np.ndarray | None = None
     for tower in encs.towers:
         fp = f"{tower.encoder.fingerprint}:pad{tower.tokenizer.pad_id}"
         rows: list[np.ndarray | None] = [None] * len(texts)
@@ -490,26 +507,27 @@ def _batch(encs: SDEncoders, texts: list[str], spec: _Spec, cache: Any):
                 if hit is not None:
                     rows[b] = np.asarray(hit, np.float32).reshape(-1, tower.encoder.width)
         todo = [b for b, r in enumerate(rows) if r is None]
-        empty = None
+        empty: np.ndarray | None = None
         if cache is not None:  # the empty window too, so that cached results are bit-identical
             hit = cache.get(fp, "", kind=kind + ":empty")
             empty = None if hit is None else np.asarray(hit, np.float32).reshape(-1, tower.encoder.width)
         known = empty is not None
         got, empty = _tower_batch(tower, [frags[b] for b in todo], spec, empty)
+        assert empty is not None  # computed when not given
         if cache is not None and not known:
             cache.put(fp, "", empty, kind=kind + ":empty")
         for b, z in zip(todo, got):
             rows[b] = z
             if cache is not None:
                 cache.put(fp, texts[b], z, kind=kind)
-        per_tower.append(rows)
+        per_tower.append([r for r in rows if r is not None])
         empties.append(empty)
         if tower.pooled:
             # the pooled text_embeds of the first window (truncated, as diffusers does). compel pools the prompt as
             # written, syntax included; a1111 pools the text without its syntax.
             plain = list(texts) if spec.weighting == "compel" else [_plain_text(f, spec.weighting) for f in frags]
             pooled = np.asarray(tower.encoder.encode(tower.tokenizer(plain), normalize=False), np.float32)
-    out = []
+    out: list[np.ndarray] = []
     for b, t in enumerate(texts):
         parts = [rows[b] for rows in per_tower]
         if len({len(p) for p in parts}) != 1:  # towers chunked differently (not for CLIP's shared vocabulary)
@@ -556,8 +574,7 @@ def encode_prompt(prompt: str | Sequence[str], negative: str | Sequence[str] | N
     if encoders is None:
         _err(_C.InvalidArgumentError, "encoders= is required: a diffusers pipeline directory or ClipTextEncoder(s)")
     encs = _as_encoders(encoders, family)
-    single = isinstance(prompt, str)
-    texts = [prompt] if single else list(prompt)
+    texts: list[str] = [prompt] if isinstance(prompt, str) else list(prompt)
     if not texts or not all(isinstance(t, str) for t in texts):
         _err(_C.InvalidArgumentError, "prompt must be a str or a non-empty list of str")
     sdxl = family == "sdxl"
@@ -567,10 +584,7 @@ def encode_prompt(prompt: str | Sequence[str], negative: str | Sequence[str] | N
         _err(_C.InvalidArgumentError, f"clip_skip={clip_skip} leaves no layer of a {nlayers}-layer text encoder")
 
     def spec_for(cs: int | None) -> _Spec:
-        if sdxl:
-            layer = -((cs or 0) + 2)
-        else:
-            layer = -((cs or 0) + 1)
+        layer = -((cs or 0) + 2) if sdxl else -((cs or 0) + 1)
         return _Spec(layer, not sdxl, weighting, long_prompts, strict)
 
     pos_spec = spec_for(clip_skip)
@@ -578,18 +592,20 @@ def encode_prompt(prompt: str | Sequence[str], negative: str | Sequence[str] | N
     zero_neg = negative is None and sdxl and encs.force_zeros_for_empty_prompt
     negs: list[str] = []
     if not zero_neg:
-        negs = [negative or ""] * len(texts) if negative is None or isinstance(negative, str) else list(negative)
+        negs = [negative or ""] * len(texts) if negative is None or isinstance(negative, str) else \
+            [str(x) if isinstance(x, str) else x for x in negative]
         if len(negs) != len(texts) or not all(isinstance(t, str) for t in negs):
             _err(_C.DimensionMismatchError, f"negative must be a str or {len(texts)} str, one per prompt")
+    neg_rows: list[np.ndarray] | None = None
+    pooled: np.ndarray | None = None
+    neg_pooled: np.ndarray | None = None
     if negs and neg_spec == pos_spec:  # one pass for both
         both, both_pooled, empty = _batch(encs, texts + negs, pos_spec, cache)
         rows, neg_rows, neg_empty = both[:len(texts)], both[len(texts):], empty
-        pooled = neg_pooled = None
         if both_pooled is not None:
             pooled, neg_pooled = both_pooled[:len(texts)], both_pooled[len(texts):]
     else:
         rows, pooled, empty = _batch(encs, texts, pos_spec, cache)
-        neg_rows = neg_pooled = None
         if negs:
             neg_rows, neg_pooled, neg_empty = _batch(encs, negs, neg_spec, cache)
     n_tok = max(len(z) for z in rows + (neg_rows or []))
@@ -598,7 +614,7 @@ def encode_prompt(prompt: str | Sequence[str], negative: str | Sequence[str] | N
     if zero_neg:
         out.negative_prompt_embeds = np.zeros_like(out.prompt_embeds)
     else:
-        out.negative_prompt_embeds = _pad_stack(neg_rows, n_tok, neg_empty)
+        out.negative_prompt_embeds = _pad_stack(neg_rows or [], n_tok, neg_empty)
     if sdxl:
         out.pooled_prompt_embeds = pooled
         out.negative_pooled_prompt_embeds = np.zeros_like(pooled) if zero_neg else neg_pooled
@@ -647,9 +663,10 @@ class CrossAttentionKV:
             _err(_C.ModelFormatError, f"cross-attention layers take different context widths: {sorted(dims)}")
         self.context_dim = dims.pop()
         self.cache = _C.PromptCache(capacity_bytes=int(capacity_bytes))
+        self.file: Any = None  # from_unet: the SafetensorsFile whose mapping the weights view
 
     @classmethod
-    def from_unet(cls, path: str | os.PathLike, *, capacity_bytes: int = 1 << 30) -> CrossAttentionKV:
+    def from_unet(cls, path: str | os.PathLike[str], *, capacity_bytes: int = 1 << 30) -> CrossAttentionKV:
         files = _unet_files(os.fspath(path))
         st = _C.SafetensorsFile(files)
         pat = re.compile(r"^(.*\.attn2)\.to_([kv])\.weight$")
@@ -674,7 +691,7 @@ class CrossAttentionKV:
                 _err(_C.ModelFormatError, f"{mod}: has to_{''.join(kv)} but not both to_k and to_v")
             weights[mod] = (kv["k"], kv["v"])
         obj = cls(weights, "kv-" + h.hexdigest()[:16], capacity_bytes)
-        obj._file = st  # the mapping the weight views live in
+        obj.file = st  # the mapping the weight views live in
         return obj
 
     def __len__(self) -> int:
@@ -723,18 +740,19 @@ class CrossAttentionKV:
         e = self._check(prompt_embeds, dtype)
         fp = self.prompt_fingerprint(e)
         shape = e.shape[:2]
-        out, missing = {}, False
+        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        missing = False
         for name, (wk, _) in self.layers.items():
-            got = []
+            got: list[np.ndarray] = []
             for which in "kv":
                 v = self.cache.get(self.fingerprint, fp, kind=f"{name}:{which}:{dtype}")
                 if v is None:
                     missing = True
                     break
-                got.append(_unpack(np.asarray(v), dtype, shape + (wk.shape[0],)))
+                got.append(_unpack(np.asarray(v), dtype, (*shape, wk.shape[0])))
             if missing:
                 break
-            out[name] = tuple(got)
+            out[name] = (got[0], got[1])
         if not missing:
             return out
         out = self.compute(e, dtype)
@@ -743,8 +761,8 @@ class CrossAttentionKV:
             self.cache.put(self.fingerprint, fp, _pack(v), kind=f"{name}:v:{dtype}")
         return out
 
-    def stats(self) -> dict:
-        return self.cache.stats()
+    def stats(self) -> dict[str, Any]:
+        return dict(self.cache.stats())
 
     def __repr__(self) -> str:
         return (f"CrossAttentionKV(layers={len(self.layers)}, context_dim={self.context_dim}, "
@@ -761,7 +779,7 @@ def _pack(a: np.ndarray) -> np.ndarray:
     return flat
 
 
-def _unpack(v: np.ndarray, dtype: str, shape: tuple) -> np.ndarray:
+def _unpack(v: np.ndarray, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
     n = int(np.prod(shape))
     if dtype == "float16":
         return np.ascontiguousarray(v, np.float32).view(np.float16)[:n].reshape(shape)
@@ -784,7 +802,8 @@ NEGATIVE_PRESETS["default"] = NEGATIVE_PRESETS["quality"] + NEGATIVE_PRESETS["te
 NEGATIVE_PRESETS["people"] = NEGATIVE_PRESETS["default"] + NEGATIVE_PRESETS["anatomy"]
 
 
-def negative_prompt(preset="default", *, extra=(), positive: str | None = None, exclude=()) -> str:
+def negative_prompt(preset: str | Sequence[str] = "default", *, extra: Sequence[str] = (),
+                    positive: str | None = None, exclude: Sequence[str] = ()) -> str:
     """A negative prompt from presets (a name or list of names in NEGATIVE_PRESETS) plus ``extra`` terms,
     de-duplicated in order; terms that appear in the ``positive`` prompt or in ``exclude`` are left out (a prompt
     asking for "a watercolor painting" must not get "painting" as a negative)."""

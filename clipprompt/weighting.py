@@ -26,10 +26,11 @@ weight with nothing to apply to. ``strict=False`` is the lenient mode: A1111's o
 from __future__ import annotations
 
 import re
+from typing import Any, NoReturn
 
 from . import _C
 
-__all__ = ["parse_a1111", "parse_compel", "parse", "BREAK"]
+__all__ = ["BREAK", "parse", "parse_a1111", "parse_compel"]
 
 BREAK = ("BREAK", -1.0)
 
@@ -38,12 +39,12 @@ _A1111_WEIGHT = re.compile(r":([+-]?[.\d]+)\)")
 _BREAK_SPLIT = re.compile(r"\s*\bBREAK\b\s*", re.S)
 
 
-def _syntax_error(msg: str) -> None:
+def _syntax_error(msg: str) -> NoReturn:
     raise _C.TokenizerError(msg)
 
 
-def _merge(res: list[list]) -> list[tuple[str, float]]:
-    out: list[list] = []
+def _merge(res: list[list[Any]]) -> list[tuple[str, float]]:
+    out: list[list[Any]] = []
     for text, w in res:
         if out and out[-1][1] == w:
             out[-1][0] += text
@@ -56,7 +57,7 @@ def parse_a1111(text: str, *, strict: bool = True) -> list[tuple[str, float]]:
     """A1111 attention syntax -> [(text, weight)]; ("BREAK", -1.0) marks a BREAK. See the module docstring."""
     if not isinstance(text, str):
         raise _C.InvalidArgumentError(f"parse_a1111: prompt must be str, not {type(text).__name__}")
-    res: list[list] = []
+    res: list[list[Any]] = []
     opened: list[tuple[str, int, int]] = []  # (bracket, index in res where it starts, position in text)
 
     def scale(start: int, factor: float) -> None:
@@ -143,13 +144,13 @@ def parse_compel(text: str, *, strict: bool = True) -> list[tuple[str, float]]:
         raise _C.InvalidArgumentError(f"parse_compel: prompt must be str, not {type(text).__name__}")
     pos, n = 0, len(text)
 
-    def signs_weight(m: re.Match) -> float:
+    def signs_weight(m: re.Match[str]) -> float:
         k = len(m.group(0))
         return 1.1 ** k if m.group(0)[0] == "+" else 0.9 ** k
 
-    def parse_seq(depth_open: int | None) -> list[list]:
+    def parse_seq(depth_open: int | None) -> list[list[Any]]:
         nonlocal pos
-        items: list[list] = []
+        items: list[list[Any]] = []
         word: list[str] = []
 
         def flush(weight: float = 1.0) -> None:
@@ -193,14 +194,15 @@ def parse_compel(text: str, *, strict: bool = True) -> list[tuple[str, float]]:
                 word.append(c)
                 pos += 1
             elif c in "+-" and word:
-                m = _SIGNS.match(text, pos)
-                nxt = text[m.end()] if m.end() < n else ""
-                if len(m.group(0)) >= 2 or not nxt.isalnum():
-                    pos = m.end()
-                    flush(signs_weight(m))
+                sm = _SIGNS.match(text, pos)
+                assert sm is not None  # text[pos] is a sign
+                nxt = text[sm.end()] if sm.end() < n else ""
+                if len(sm.group(0)) >= 2 or not nxt.isalnum():
+                    pos = sm.end()
+                    flush(signs_weight(sm))
                 else:
-                    word.append(m.group(0))
-                    pos = m.end()
+                    word.append(sm.group(0))
+                    pos = sm.end()
             else:
                 word.append(c)
                 pos += 1
@@ -208,7 +210,7 @@ def parse_compel(text: str, *, strict: bool = True) -> list[tuple[str, float]]:
         return items
 
     items = parse_seq(None)
-    out: list[list] = []
+    out: list[list[Any]] = []
     for t, w in items:
         if out and out[-1][1] == w:
             out[-1][0] += " " + t

@@ -88,8 +88,7 @@ def _vae(seed: int):
 
 
 def _build_one(family: str, out: pathlib.Path, scratch: pathlib.Path) -> None:
-    from diffusers import (EulerDiscreteScheduler, PNDMScheduler, StableDiffusionPipeline,
-                           StableDiffusionXLPipeline)
+    from diffusers import EulerDiscreteScheduler, PNDMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
     if family == "sdxl":
         pipe = StableDiffusionXLPipeline(

@@ -1,13 +1,15 @@
 """SD prompts without the big models: the SD tokenizer layout (pad ids), 75-token windows at punctuation / word /
 CJK-word boundaries and BREAK, encode_prompt's layout and errors on a tiny random-init CLIP tower, the cache
 entries, negative-prompt presets. (Parity with diffusers / compel: test_sd_diffusers.py.)"""
-import numpy as np
-import pytest
+import itertools
 
 import _prompt_helpers as helpers
+import numpy as np
+import pytest
+from conftest import read_lines
+
 import clipprompt as cp
 from clipprompt import sd
-from conftest import read_lines
 
 TAGS = ", ".join(["masterpiece", "best quality", "a portrait of an old sailor with a grey beard",
                   "wearing a blue knitted hat", "dramatic rim lighting", "oil painting on canvas",
@@ -61,7 +63,7 @@ def test_windows_fit_lose_nothing_and_end_at_word_ends(tok, text):
     ids = tok.encode(text)
     wins = windows(ids, tok.vocab)
     assert len(wins) >= 2 and wins[0][0] == 0 and wins[-1][1] == len(ids)
-    for (a, b), (c, _) in zip(wins, wins[1:]):
+    for (_, b), (c, _) in itertools.pairwise(wins):
         assert b == c  # contiguous: nothing lost or repeated
     for a, b in wins:
         assert 0 < b - a <= 75
@@ -70,7 +72,7 @@ def test_windows_fit_lose_nothing_and_end_at_word_ends(tok, text):
 
 def test_windows_prefer_punctuation(tok):
     ids = tok.encode(TAGS)
-    for a, b in windows(ids, tok.vocab)[:-1]:
+    for _, b in windows(ids, tok.vocab)[:-1]:
         assert tok.vocab[ids[b - 1]] == ",</w>"  # the tags are short: a comma within 20 tokens
 
 
@@ -133,7 +135,7 @@ def test_encode_prompt_errors(clip):
         sd.encode_prompt(["a", "b"], ["c"], encoders=clip)
     with pytest.raises(cp.TokenizerError, match="position 2"):
         sd.encode_prompt("a (b", encoders=clip, weighting="a1111")
-    with pytest.raises(cp.FileAccessError, match="model_index.json"):
+    with pytest.raises(cp.FileAccessError, match=r"model_index\.json"):
         sd.encode_prompt("x", encoders="/nonexistent/pipeline")
 
 
@@ -143,7 +145,7 @@ def test_kv_from_weights_and_errors(tmp_path):
                                                                rng.standard_normal((16, 8)).astype(np.float32))}
     kv = sd.CrossAttentionKV(w, "t")
     e = rng.standard_normal((1, 5, 8)).astype(np.float32)
-    k, v = kv.compute(e)["mid_block.attentions.0.transformer_blocks.0.attn2"]
+    k, _ = kv.compute(e)["mid_block.attentions.0.transformer_blocks.0.attn2"]
     np.testing.assert_allclose(k, e @ w["mid_block.attentions.0.transformer_blocks.0.attn2"][0].T, rtol=1e-6)
     with pytest.raises(cp.InvalidArgumentError, match="NaN"):
         kv.compute(np.full((1, 5, 8), np.nan, np.float32))

@@ -4,12 +4,12 @@ pipelines with the real text-encoder configurations, saved by diffusers (tests/_
 ~2.5 min and ~5 GB of disk, once per session, or once for good with CLIPPROMPT_SD_MODELS=dir)."""
 import functools
 
+import _sd_models as M
 import numpy as np
 import pytest
 import torch
 from compel import Compel, DownweightMode, ReturnedEmbeddingsType
 
-import _sd_models as M
 import clipprompt as cp
 
 TOL = 1e-5
@@ -24,7 +24,7 @@ def rel(ours, ref):
     return float(np.abs(ours - ref).max()) / scale
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def pipeline(family):
     return M.load_pipeline(M.session_models()[family])
 
@@ -90,7 +90,8 @@ def test_pad_ids_regression(models):
 def compel_for(family, **kw):
     pipe = pipeline(family)
     if family == "sdxl":
-        return Compel(tokenizer=[pipe.tokenizer, pipe.tokenizer_2], text_encoder=[pipe.text_encoder, pipe.text_encoder_2],
+        return Compel(tokenizer=[pipe.tokenizer, pipe.tokenizer_2],
+                      text_encoder=[pipe.text_encoder, pipe.text_encoder_2],
                       returned_embeddings_type=ReturnedEmbeddingsType.PENULTIMATE_HIDDEN_STATES_NON_NORMALIZED,
                       requires_pooled=[False, True], **kw)
     return Compel(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, **kw)
