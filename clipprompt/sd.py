@@ -786,6 +786,45 @@ def _unpack(v: np.ndarray, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
     return np.asarray(v, np.float32).reshape(shape)
 
 
+# -- window texts and (cond, uncond) pairs: the earlier helpers, over encode_prompt ---------------------------------
+def chunk_prompt(text: str, tokenizer: Any = None, *, window: int = WINDOW, lookback: int = 20,
+                 lang: str = "auto") -> list[str]:
+    """The texts of ``text``'s windows as ``encode_prompt(long_prompts="chunk")`` cuts it (decoded from each window's
+    token ids, so lower-cased and with CLIP's spacing); ``[""]`` for an empty prompt. ``tokenizer``: a ClipTokenizer
+    or SDTokenizer (default: the bundled BPE). ``lang`` is accepted for compatibility (CJK runs are cut between
+    ``cp.segment`` words whatever it says)."""
+    del lang
+    if window < 1 or lookback < 0:
+        _err(_C.InvalidArgumentError, f"chunk_prompt: window must be >= 1 and lookback >= 0, got {window}, {lookback}")
+    tok = tokenizer if isinstance(tokenizer, SDTokenizer) else SDTokenizer(bpe=tokenizer)
+    frags = [(" ".join(text.split()), 1.0)]
+    s = _stream(tok, frags, split_cjk=False)
+    if len(s.ids) > window and _CJK_RUN.search(text):
+        s = _stream(tok, frags, split_cjk=True)
+    if not s.ids:
+        return [""]
+    wins = chunk_token_ids(s.ids, tok.vocab, window=window, lookback=lookback)
+    return [str(tok.bpe.decode(s.ids[a:b])).strip() for a, b in wins]
+
+
+def encode_pair(encoder: Any, prompt: str, negative: str | None = None, layer: int = -1, *, tokenizer: Any = None,
+                cache: Any = None, lang: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """(cond, uncond) [1, 77·n, W] for one CLIP tower with SD 1.x conventions (pad <|endoftext|>), every window
+    kept: ``encode_prompt(prompt, negative, family="sd15", encoders=encoder, long_prompts="chunk")`` with ``layer``
+    as the hidden-state layer of both. ``negative=None`` uses ``negative_prompt(positive=prompt)``."""
+    del tokenizer, lang
+    if negative is None:
+        negative = negative_prompt(positive=prompt)
+    nl = int(encoder.config["num_hidden_layers"])
+    if not -nl - 1 <= layer <= nl:
+        _err(_C.InvalidArgumentError, f"layer {layer} out of range for a {nl}-layer tower")
+    skip = -layer - 1 if layer < 0 else nl - layer
+    r = encode_prompt(prompt, negative, family="sd15", encoders=encoder, clip_skip=skip or None,
+                      long_prompts="chunk", cache=cache, negative_clip_skip=True)
+    assert r.negative_prompt_embeds is not None
+    return r.prompt_embeds, r.negative_prompt_embeds
+
+
 # -- negative-prompt vocabularies -------------------------------------------------------------------------------------
 # Common negative-prompt terms (what SD users put in the negative box), grouped so they compose.
 NEGATIVE_PRESETS = {

@@ -196,3 +196,21 @@ def test_negative_prompt_helper():
     assert "text" not in sd.negative_prompt(exclude=["TEXT"]).split(", ")
     with pytest.raises(cp.InvalidArgumentError, match="unknown preset"):
         sd.negative_prompt("nope")
+
+
+def test_chunk_prompt_and_encode_pair(clip, tok):
+    chunks = sd.chunk_prompt(TAGS)
+    assert len(chunks) >= 3 and all(0 < len(tok.encode(c)) <= 75 for c in chunks)
+    assert all(c.endswith(",") for c in chunks[:-1])
+    assert sd.chunk_prompt("  ") == [""] and sd.chunk_prompt("a cat on a mat") == ["a cat on a mat"]
+    with pytest.raises(cp.InvalidArgumentError, match="window"):
+        sd.chunk_prompt("a cat", window=0)
+    cond, uncond = sd.encode_pair(clip, TAGS, "", layer=-2)
+    r = sd.encode_prompt(TAGS, "", family="sd15", encoders=clip, clip_skip=1, long_prompts="chunk",
+                         negative_clip_skip=True)
+    np.testing.assert_array_equal(cond, r.prompt_embeds)
+    np.testing.assert_array_equal(uncond, r.negative_prompt_embeds)
+    c2, u2 = sd.encode_pair(clip, "a cat")  # the default negative prompt, padded to the same windows
+    assert c2.shape == u2.shape and c2.shape[1] % 77 == 0
+    with pytest.raises(cp.InvalidArgumentError, match="layer"):
+        sd.encode_pair(clip, "a cat", layer=9)
