@@ -70,7 +70,7 @@ def _cmd_tokenize(args: argparse.Namespace) -> int:
         print(json.dumps([{"text": t, "n_tokens": len(ids) + 2, "ids": ids} for t, ids in rows], ensure_ascii=False))
     else:
         for t, ids in rows:
-            flag = "  (over 77: truncated by the encoder; see sd.chunk_prompt)" if len(ids) + 2 > 77 else ""
+            flag = "  (over 77: truncated; see sd.encode_prompt(long_prompts='chunk'))" if len(ids) + 2 > 77 else ""
             print(f"{len(ids) + 2:4d} tokens{flag}  {t!r}\n     {ids}")
     return 0
 

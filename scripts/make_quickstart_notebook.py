@@ -108,6 +108,33 @@ code("""for name in ("strategies_coco", "encode_speed", "service_throughput", "s
     f = ROOT / "benchmarks" / "figures" / f"{name}.png"
     print(f.name)
     display(Image(filename=str(f)))"""),
+md("""## 9. Stable Diffusion conditioning
+`cp.sd.encode_prompt` computes what diffusers' `pipe.encode_prompt` computes (SD 1.x, 2.x, SDXL), from the pipeline
+directory `save_pretrained` writes, without torch; pass the arrays as `pipe(prompt_embeds=torch.from_numpy(...), ...)`.
+Here on a **random-initialised** SD 1.5 pipeline that the test suite builds (`tests/_sd_models.py`: the real text
+encoder size, a tiny UNet; ~1 min the first time; set `CLIPPROMPT_SD_MODELS=dir` to keep it). Prompt weighting
+understands A1111's `(word:1.3)`, `[word]`, `BREAK` and compel's `word++`, `(words)0.8`; long prompts become several
+77-token windows split after punctuation. `CrossAttentionKV` precomputes every UNet cross-attention layer's K and V
+for a prompt once, instead of at every denoising step."""),
+code("""sys.path.insert(0, str(ROOT / "tests"))
+import _sd_models
+sd15 = _sd_models.session_models(("sd15",))["sd15"]
+
+r = cp.sd.encode_prompt("a red dress, summer", "blurry, lowres", family="sd15", encoders=sd15)
+print("prompt_embeds", r.prompt_embeds.shape, "negative_prompt_embeds", r.negative_prompt_embeds.shape)
+
+from clipprompt.weighting import parse_a1111
+text = "a (red dress:1.3), [summer] BREAK a beach at dusk"
+print(parse_a1111(text))
+w = cp.sd.encode_prompt(text, family="sd15", encoders=sd15, weighting="a1111", long_prompts="chunk")
+print("weighted, BREAK -> windows:", w.token_windows, w.prompt_embeds.shape)
+
+kv = cp.sd.CrossAttentionKV.from_unet(sd15)
+first = kv.get_or_compute(r.prompt_embeds)
+again = kv.get_or_compute(r.prompt_embeds)          # the next denoising step: a cache hit per layer
+name, (K, V) = next(iter(again.items()))
+print(len(again), "cross-attention layers;", name, K.shape, V.shape)
+print({k: kv.stats()[k] for k in ("hits", "misses", "bytes")}, f"{kv.bytes_per_prompt(77) / 2**20:.2f} MiB per prompt")"""),
 ]
 nb["cells"] = cells
 nb["metadata"] = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},

@@ -17,6 +17,6 @@ def test_quickstart_notebook_runs(monkeypatch):
     outs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outs if o.get("output_type") == "error"]
     text = "".join(o.get("text", "") for o in outs if o.get("output_type") == "stream")
-    for needle in ("EmptyPromptError", "tokens", "hit_rate", "R@1", "80 "):
+    for needle in ("EmptyPromptError", "tokens", "hit_rate", "R@1", "80 ", "prompt_embeds (1, 77, 768)", "attn2"):
         assert needle in text, needle
     assert any("image/png" in o.get("data", {}) for o in outs)  # the strategy plot

@@ -1,7 +1,7 @@
-"""SD prompts: chunking at word/punctuation/CJK-word boundaries, chunked hidden states [B, 77·n, W] equal to manual
-per-chunk encodes, padding, the hidden-state cache entries, negative prompts. CLIP = a small random-init
-CLIPTextModel saved with save_pretrained into a tmp dir."""
-
+"""SD prompts without the big models: the SD tokenizer layout (pad ids), 75-token windows at punctuation / word /
+CJK-word boundaries and BREAK, encode_prompt's layout and errors on a tiny random-init CLIP tower, the cache
+entries, negative-prompt presets. (Parity with diffusers / compel: test_sd_diffusers.py.)"""
+import itertools
 
 import _prompt_helpers as helpers
 import numpy as np
@@ -19,112 +19,168 @@ ZH = "一位穿着红色连衣裙的女孩站在海边的岩石上看着日落�
 
 
 @pytest.fixture(scope="module")
-def clip_dir(tmp_path_factory):
-    return helpers.save_tiny_clip(tmp_path_factory.mktemp("tinyclip"))
-
-
-@pytest.fixture(scope="module")
-def clip(clip_dir):
-    return cp.ClipTextEncoder.from_pretrained(clip_dir)
+def clip(tmp_path_factory):
+    return cp.ClipTextEncoder.from_pretrained(helpers.save_tiny_clip(tmp_path_factory.mktemp("tinyclip")))
 
 
 @pytest.fixture(scope="module")
 def tok():
-    return helpers.clip_tokenizer()
+    return sd.SDTokenizer()
 
 
-def test_short_prompt_is_one_chunk(tok):
-    assert sd.chunk_prompt("a red dress", tok) == ["a red dress"]
-    assert sd.chunk_prompt("   ", tok) == [""]
-    ids = sd.chunk_ids("a red dress", tok)
-    np.testing.assert_array_equal(ids, tok(["a red dress"]))
+def test_sd_tokenizer_layout(tok):
+    ids = tok(["a red dress, summer", ""])
+    assert ids.shape == (2, 77) and ids.dtype == np.int32
+    assert list(ids[0, :7]) == [sd.SOT, 320, 736, 2595, 267, 1673, sd.EOT] and set(ids[0, 7:]) == {sd.EOT}
+    assert list(ids[1, :2]) == [sd.SOT, sd.EOT] and set(ids[1, 2:]) == {sd.EOT}
+    bang = sd.SDTokenizer(pad_id=0)(["a red dress, summer"])
+    assert set(bang[0, 7:]) == {0}
+    long = tok(["word " * 100])[0]
+    assert long[-1] == sd.EOT and len(long) == 77  # truncated to 75 + SOT/EOT
+    with pytest.raises(cp.ModelFormatError, match="pad id"):
+        sd.SDTokenizer(pad_id=10 ** 6)
 
 
-@pytest.mark.parametrize("text", [TAGS, ZH, TAGS + " " + ZH, " ".join(read_lines("captions/coco_dev_caps.txt")[:12])])
-def test_chunks_fit_and_lose_nothing(tok, text):
-    chunks = sd.chunk_prompt(text, tok)
-    assert len(chunks) >= 2
-    for c in chunks:
-        assert 0 < len(tok.encode(c)) <= 75, c
-    # the chunks are the text, cut: nothing lost, reordered or added (spaces aside)
-    assert "".join(chunks).replace(" ", "") == text.replace(" ", "")
-    ids = sd.chunk_ids(text, tok)
-    assert ids.shape == (len(chunks), 77) and ids.dtype == np.int32
-    for row, c in zip(ids, chunks):
-        np.testing.assert_array_equal(row, tok([c])[0])
+def test_tokenizer_dir_is_read_and_checked(tmp_path, tok):
+    import json
+
+    vocab = {v: i for i, v in enumerate(tok.vocab)}
+    d = tmp_path / "tok"
+    d.mkdir()
+    (d / "tokenizer.json").write_text(json.dumps({"model": {"vocab": vocab, "merges": []}}))
+    with pytest.raises(cp.ModelFormatError, match="vocabulary"):
+        sd.SDTokenizer.from_pretrained(d)
+    with pytest.raises(cp.FileAccessError):
+        sd.SDTokenizer.from_pretrained(tmp_path)
 
 
-def test_cuts_at_word_and_punctuation_boundaries(tok):
-    chunks = sd.chunk_prompt(TAGS, tok)
-    words = TAGS.split()
-    # every chunk is a run of whole words of the prompt (no word cut in two)
-    pos = 0
-    for c in chunks:
-        cw = c.split()
-        assert words[pos:pos + len(cw)] == cw
-        pos += len(cw)
-    assert pos == len(words)
-    # every chunk but the last ends at a comma (the tags are short: there is always one within 20 tokens)
-    assert all(c.endswith(",") for c in chunks[:-1])
+def windows(ids, vocab, **kw):
+    return sd.chunk_token_ids(ids, vocab, **kw)
 
 
-def test_cjk_cut_at_segmenter_boundaries(tok):
-    chunks = sd.chunk_prompt(ZH, tok)
-    bounds, pos = {0}, 0
-    for w in cp.segment(ZH):
-        pos += len(w)
-        bounds.add(pos)
-    pos = 0
-    for c in chunks[:-1]:
-        pos += len(c)
-        assert pos in bounds, (pos, c[-4:])
+@pytest.mark.parametrize("text", [TAGS, " ".join(read_lines("captions/coco_dev_caps.txt")[:14])])
+def test_windows_fit_lose_nothing_and_end_at_word_ends(tok, text):
+    ids = tok.encode(text)
+    wins = windows(ids, tok.vocab)
+    assert len(wins) >= 2 and wins[0][0] == 0 and wins[-1][1] == len(ids)
+    for (_, b), (c, _) in itertools.pairwise(wins):
+        assert b == c  # contiguous: nothing lost or repeated
+    for a, b in wins:
+        assert 0 < b - a <= 75
+        assert tok.vocab[ids[b - 1]].endswith("</w>")  # never inside a word
 
 
-def test_one_huge_word_falls_back_to_characters(tok):
-    word = "x" * 400
-    chunks = sd.chunk_prompt(word, tok)
-    assert "".join(chunks) == word and all(len(tok.encode(c)) <= 75 for c in chunks)
+def test_windows_prefer_punctuation(tok):
+    ids = tok.encode(TAGS)
+    for _, b in windows(ids, tok.vocab)[:-1]:
+        assert tok.vocab[ids[b - 1]] == ",</w>"  # the tags are short: a comma within 20 tokens
 
 
-def test_hidden_states_equal_manual_chunk_encodes(clip, tok):
-    texts = [TAGS, "a cat on a mat", ZH]
-    hs = sd.chunked_hidden_states(clip, texts, tokenizer=tok)
-    n = max(len(sd.chunk_prompt(t, tok)) for t in texts)
-    assert hs.shape == (3, 77 * n, clip.width) and hs.dtype == np.float32
-    empty = np.zeros((1, 77), np.int32)
-    empty[0, :2] = (sd.SOT, sd.EOT)
-    pad = clip.hidden_states(empty)[0]
-    for b, t in enumerate(texts):
-        chunks = sd.chunk_prompt(t, tok)
-        for i, c in enumerate(chunks):
-            np.testing.assert_allclose(hs[b, 77 * i:77 * (i + 1)], clip.hidden_states([c])[0], atol=1e-5, rtol=1e-5)
-        for i in range(len(chunks), n):  # padded with SD's unconditional window
-            np.testing.assert_allclose(hs[b, 77 * i:77 * (i + 1)], pad, atol=1e-5, rtol=1e-5)
-    # a short prompt is exactly the plain hidden states
-    np.testing.assert_allclose(sd.chunked_hidden_states(clip, ["a cat on a mat"], tokenizer=tok)[0],
-                               clip.hidden_states(["a cat on a mat"])[0], atol=1e-6)
+def test_windows_breaks_and_huge_word(tok):
+    ids = tok.encode("a cat " * 10 + "on a mat")
+    assert windows(ids, tok.vocab, breaks=[4]) == [(0, 4), (4, len(ids))]
+    word = tok.encode("x" * 400)
+    wins = windows(word, tok.vocab)
+    assert all(b - a <= 75 for a, b in wins) and wins[-1][1] == len(word)
+    assert windows([], tok.vocab) == [(0, 0)]
+    with pytest.raises(cp.InvalidArgumentError):
+        windows(ids, tok.vocab, window=0)
 
 
-def test_hidden_states_layer(clip, tok):
-    hs = sd.chunked_hidden_states(clip, [TAGS], layer=-2, tokenizer=tok)
-    c0 = sd.chunk_prompt(TAGS, tok)[0]
-    np.testing.assert_allclose(hs[0, :77], clip.hidden_states([c0], layer=-2)[0], atol=1e-5, rtol=1e-5)
-    assert not np.allclose(hs[0, :77], clip.hidden_states([c0], layer=-1)[0])
+def test_encode_prompt_layout(clip):
+    r = sd.encode_prompt("a cat on a mat", family="sd15", encoders=clip)
+    ids = sd.SDTokenizer()(["a cat on a mat", ""])
+    h = clip.hidden_states(ids)
+    np.testing.assert_allclose(r.prompt_embeds[0], h[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(r.negative_prompt_embeds[0], h[1], rtol=1e-6, atol=1e-6)
+    assert r.pooled_prompt_embeds is None and set(r.as_kwargs()) == {"prompt_embeds", "negative_prompt_embeds"}
+    # long prompts: truncated as diffusers, or every window; the negative padded with empty windows
+    t = sd.encode_prompt(TAGS, family="sd15", encoders=clip)
+    c = sd.encode_prompt(TAGS, "ugly", family="sd15", encoders=clip, long_prompts="chunk")
+    n = c.token_windows[0]
+    assert t.prompt_embeds.shape == (1, 77, 32) and c.prompt_embeds.shape == (1, 77 * n, 32) and n >= 3
+    np.testing.assert_allclose(c.negative_prompt_embeds[0, 77:154], h[1], rtol=1e-6, atol=1e-6)
+    # CJK: windows end between segmenter words
+    z = sd.encode_prompt(ZH, family="sd15", encoders=clip, long_prompts="chunk")
+    assert z.token_windows[0] >= 2
 
 
-def test_hidden_states_cached(clip, tok):
+def test_encode_prompt_cache(clip):
     cache = cp.PromptCache()
-    a = sd.chunked_hidden_states(clip, [TAGS, "a dog"], tokenizer=tok, cache=cache)
+    a = sd.encode_prompt([TAGS, "a dog"], ["", "ugly"], family="sd15", encoders=clip, long_prompts="chunk",
+                         cache=cache)
     s1 = cache.stats()
-    assert s1["misses"] == 2 and s1["entries"] == 2
-    b = sd.chunked_hidden_states(clip, [TAGS, "a dog"], tokenizer=tok, cache=cache)
+    b = sd.encode_prompt([TAGS, "a dog"], ["", "ugly"], family="sd15", encoders=clip, long_prompts="chunk",
+                         cache=cache)
     s2 = cache.stats()
-    assert s2["hits"] - s1["hits"] == 2 and s2["misses"] == s1["misses"]
-    np.testing.assert_array_equal(a, b)
-    # the entry is a hidden-state entry of kind hidden:<layer>:chunked, separate from the pooled vectors
-    v = cache.get(clip.fingerprint, "a dog", kind="hidden:-1:chunked")
-    assert v is not None and v.size == 77 * clip.width
-    assert cache.get(clip.fingerprint, "a dog") is None
+    assert s2["hits"] - s1["hits"] == 5 and s2["misses"] == s1["misses"]  # 4 prompts + the empty window
+    np.testing.assert_array_equal(a.prompt_embeds, b.prompt_embeds)
+    np.testing.assert_array_equal(a.negative_prompt_embeds, b.negative_prompt_embeds)
+
+
+def test_encode_prompt_errors(clip):
+    with pytest.raises(cp.InvalidArgumentError, match="family"):
+        sd.encode_prompt("x", family="sd3", encoders=clip)
+    with pytest.raises(cp.InvalidArgumentError, match="long_prompts"):
+        sd.encode_prompt("x", encoders=clip, long_prompts="wrap")
+    with pytest.raises(cp.InvalidArgumentError, match="clip_skip"):
+        sd.encode_prompt("x", encoders=clip, clip_skip=-1)
+    with pytest.raises(cp.InvalidArgumentError, match="clip_skip"):
+        sd.encode_prompt("x", encoders=clip, clip_skip=5)  # a 2-layer tower
+    with pytest.raises(cp.InvalidArgumentError, match="encoders"):
+        sd.encode_prompt("x")
+    with pytest.raises(cp.InvalidArgumentError, match="2 ClipTextEncoder"):
+        sd.encode_prompt("x", family="sdxl", encoders=clip)
+    with pytest.raises(cp.DimensionMismatchError):
+        sd.encode_prompt(["a", "b"], ["c"], encoders=clip)
+    with pytest.raises(cp.TokenizerError, match="position 2"):
+        sd.encode_prompt("a (b", encoders=clip, weighting="a1111")
+    with pytest.raises(cp.FileAccessError, match=r"model_index\.json"):
+        sd.encode_prompt("x", encoders="/nonexistent/pipeline")
+
+
+def test_kv_from_weights_and_errors(tmp_path):
+    rng = np.random.default_rng(0)
+    w = {"mid_block.attentions.0.transformer_blocks.0.attn2": (rng.standard_normal((16, 8)).astype(np.float32),
+                                                               rng.standard_normal((16, 8)).astype(np.float32))}
+    kv = sd.CrossAttentionKV(w, "t")
+    e = rng.standard_normal((1, 5, 8)).astype(np.float32)
+    k, _ = kv.compute(e)["mid_block.attentions.0.transformer_blocks.0.attn2"]
+    np.testing.assert_allclose(k, e @ w["mid_block.attentions.0.transformer_blocks.0.attn2"][0].T, rtol=1e-6)
+    with pytest.raises(cp.InvalidArgumentError, match="NaN"):
+        kv.compute(np.full((1, 5, 8), np.nan, np.float32))
+    with pytest.raises(cp.InvalidArgumentError, match="dtype"):
+        kv.compute(e, dtype="int8")
+    with pytest.raises(cp.ModelFormatError):
+        sd.CrossAttentionKV({}, "t")
+    with pytest.raises(cp.FileAccessError):
+        sd.CrossAttentionKV.from_unet(tmp_path)
+
+
+def test_safetensors_views(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    t = {"a": torch.arange(12, dtype=torch.float32).reshape(3, 4), "b": torch.ones(5, dtype=torch.bfloat16),
+         "c": torch.arange(6, dtype=torch.float16)}
+    save_file(t, str(tmp_path / "m.safetensors"))
+    f = cp._C.SafetensorsFile(str(tmp_path / "m.safetensors"))
+    a = f.array("a")
+    assert a.shape == (3, 4) and not a.flags.writeable and a[2, 3] == 11
+    with pytest.raises(ValueError):
+        a[0, 0] = 1
+    assert f.info("b") == ("BF16", (5,)) and "c" in f and len(f) == 3
+    np.testing.assert_array_equal(f.to_float32("b"), np.ones(5, np.float32))
+    np.testing.assert_array_equal(f.array("c"), np.arange(6, dtype=np.float16))
+    with pytest.raises(cp.ModelFormatError, match="to_float32"):
+        f.array("b")
+    with pytest.raises(cp.ModelFormatError, match="'zz'"):
+        f.array("zz")
+    del f
+    assert a.sum() == 66  # the view keeps the mapping alive
+    (tmp_path / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
+    with pytest.raises(cp.ClipPromptError):
+        cp._C.SafetensorsFile(str(tmp_path / "bad.safetensors"))
 
 
 def test_negative_prompt_helper():
@@ -142,11 +198,19 @@ def test_negative_prompt_helper():
         sd.negative_prompt("nope")
 
 
-def test_encode_pair(clip, tok):
-    cache = cp.PromptCache()
-    cond, uncond = sd.encode_pair(clip, TAGS, "", tokenizer=tok, cache=cache)
-    n = len(sd.chunk_prompt(TAGS, tok))
-    assert cond.shape == uncond.shape == (1, 77 * n, clip.width)
-    cond2, uncond2 = sd.encode_pair(clip, "a cat", tokenizer=tok, cache=cache)  # default negative prompt
-    assert cond2.shape == uncond2.shape
-    assert cache.stats()["entries"] >= 4
+def test_chunk_prompt_and_encode_pair(clip, tok):
+    chunks = sd.chunk_prompt(TAGS)
+    assert len(chunks) >= 3 and all(0 < len(tok.encode(c)) <= 75 for c in chunks)
+    assert all(c.endswith(",") for c in chunks[:-1])
+    assert sd.chunk_prompt("  ") == [""] and sd.chunk_prompt("a cat on a mat") == ["a cat on a mat"]
+    with pytest.raises(cp.InvalidArgumentError, match="window"):
+        sd.chunk_prompt("a cat", window=0)
+    cond, uncond = sd.encode_pair(clip, TAGS, "", layer=-2)
+    r = sd.encode_prompt(TAGS, "", family="sd15", encoders=clip, clip_skip=1, long_prompts="chunk",
+                         negative_clip_skip=True)
+    np.testing.assert_array_equal(cond, r.prompt_embeds)
+    np.testing.assert_array_equal(uncond, r.negative_prompt_embeds)
+    c2, u2 = sd.encode_pair(clip, "a cat")  # the default negative prompt, padded to the same windows
+    assert c2.shape == u2.shape and c2.shape[1] % 77 == 0
+    with pytest.raises(cp.InvalidArgumentError, match="layer"):
+        sd.encode_pair(clip, "a cat", layer=9)
