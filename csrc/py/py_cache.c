@@ -253,10 +253,11 @@ static PyObject *PromptCache_get_or_encode(PyPromptCache *self, PyObject *args, 
         keys[i] = (cp_cache_key){fp, fp_len, texts.data[i], texts.len[i], kind, kind_len};
     }
     int rc;
-    Py_BEGIN_ALLOW_THREADS rc = cp_cache_lookup_many(self->c, keys, (size_t)n, hits);
+    cp_batch_status st;
+    Py_BEGIN_ALLOW_THREADS rc = cp_cache_lookup_batch(self->c, keys, (size_t)n, hits, &st);
     Py_END_ALLOW_THREADS
     if (rc != CP_OK) {
-        cp_py_raise(rc);
+        cp_py_raise_batch(rc, &st);
         goto error;
     }
     /* the misses, each distinct text once, in first-seen order */

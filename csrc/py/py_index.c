@@ -151,10 +151,11 @@ static PyObject *FlatIPIndex_add(PyFlatIPIndex *self, PyObject *args, PyObject *
     int rc;
     const float *xp = (const float *)PyArray_DATA(x);
     const int64_t *ip = ids ? (const int64_t *)PyArray_DATA(ids) : NULL;
-    Py_BEGIN_ALLOW_THREADS rc = cp_index_add(self->ix, xp, n, ip);
+    cp_batch_status st;
+    Py_BEGIN_ALLOW_THREADS rc = cp_index_add(self->ix, xp, n, ip, &st);
     Py_END_ALLOW_THREADS
     if (rc != CP_OK) {
-        cp_py_raise(rc);
+        cp_py_raise_batch(rc, &st);
         goto error;
     }
     Py_DECREF(x);
@@ -185,6 +186,8 @@ static PyObject *FlatIPIndex_search(PyFlatIPIndex *self, PyObject *args, PyObjec
         return NULL;
     }
     int rc;
+    cp_batch_status st;
+    cp_batch_status_clear(&st);
     const float *qp = (const float *)PyArray_DATA(q);
     float *Dp = (float *)PyArray_DATA((PyArrayObject *)Dobj);
     int64_t *Ip = (int64_t *)PyArray_DATA((PyArrayObject *)Iobj);
@@ -193,13 +196,13 @@ static PyObject *FlatIPIndex_search(PyFlatIPIndex *self, PyObject *args, PyObjec
         Py_BEGIN_ALLOW_THREADS rc = cp_index_cuda_search(self->dev, self->ix, qp, nq, k, Dp, Ip);
         Py_END_ALLOW_THREADS
     } else {
-        Py_BEGIN_ALLOW_THREADS rc = cp_index_search(self->ix, qp, nq, k, Dp, Ip);
+        Py_BEGIN_ALLOW_THREADS rc = cp_index_search(self->ix, qp, nq, k, Dp, Ip, &st);
         Py_END_ALLOW_THREADS
     }
     Py_DECREF(q);
     if (rc != CP_OK) {
         Py_DECREF(Dobj), Py_DECREF(Iobj);
-        return cp_py_raise(rc);
+        return cp_py_raise_batch(rc, &st);
     }
     PyObject *t = PyTuple_Pack(2, Dobj, Iobj);
     Py_DECREF(Dobj), Py_DECREF(Iobj);

@@ -196,21 +196,24 @@ static PyObject *run_batch(PyObject *texts, const cp_normalize_opts *o, int seg_
         PyErr_NoMemory();
         goto error;
     }
-    size_t bad = 0;
+    cp_batch_status st;
     int rc;
     Py_BEGIN_ALLOW_THREADS;
-    rc = o ? cp_normalize_batch(t.data, t.len, n, o, outs, lens, &bad)
-           : cp_clip_clean_batch(t.data, t.len, n, outs, lens, &bad);
+    rc = o ? cp_normalize_batch(t.data, t.len, n, o, outs, lens, &st)
+           : cp_clip_clean_batch(t.data, t.len, n, outs, lens, &st);
     for (size_t i = 0; rc == CP_OK && seg_on && i < n; i++) {
         rc = segment_inplace(&outs[i], &lens[i], seg_lang);
-        if (rc != CP_OK) bad = i;
+        if (rc != CP_OK) st.index = i, st.code = rc;
     }
     Py_END_ALLOW_THREADS;
     if (rc != CP_OK) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", cp_last_error());
-        cp_fail(rc, "%s: texts[%zu]: %s", fn, bad, msg);
-        cp_py_raise(rc);
+        if (st.index != CP_BATCH_NO_INDEX)
+            cp_fail(rc, "%s: texts[%zu]: %s", fn, st.index, msg);
+        else
+            cp_fail(rc, "%s: %s", fn, msg);
+        cp_py_raise_batch(rc, &st);
         goto error;
     }
     list = PyList_New((Py_ssize_t)n);

@@ -197,9 +197,10 @@ static PyObject *WP_call(WPObject *self, PyObject *args, PyObject *kw) {
         goto error;
     }
     int rc;
-    Py_BEGIN_ALLOW_THREADS rc = cp_wordpiece_encode_batch(self->wp, tx.data, tx.len, n, L, buf, lens);
+    cp_batch_status st;
+    Py_BEGIN_ALLOW_THREADS rc = cp_wordpiece_encode_batch(self->wp, tx.data, tx.len, n, L, buf, lens, &st);
     Py_END_ALLOW_THREADS if (rc != CP_OK) {
-        cp_py_raise(rc);
+        cp_py_raise_batch(rc, &st);
         goto error;
     }
     size_t width = L;
