@@ -94,7 +94,7 @@ int cp_strmap_put(cp_strmap *m, const void *key, size_t len, int64_t value) {
     for (;; i = (i + 1) & m->mask) { /* present: replace in place (nothing to allocate) */
         cp_strmap_slot *e = &m->slots[i];
         if (e->len == CP_STRMAP_EMPTY) break;
-        if (e->h == h && e->len == len && (len == 0 || memcmp(m->pool + e->off, key, len) == 0)) {
+        if (e->h == h && e->len == len && cp_strmap_key_eq(m->pool + e->off, key, len)) {
             e->value = value;
             return CP_OK;
         }
@@ -161,7 +161,7 @@ int cp_strmap_remove(cp_strmap *m, const void *key, size_t len) {
     for (uint64_t i = h & m->mask;; i = (i + 1) & m->mask) {
         const cp_strmap_slot *e = &m->slots[i];
         if (e->len == CP_STRMAP_EMPTY) return 0;
-        if (e->h == h && e->len == len && (len == 0 || memcmp(m->pool + e->off, key, len) == 0)) {
+        if (e->h == h && e->len == len && cp_strmap_key_eq(m->pool + e->off, key, len)) {
             remove_at(m, i);
             return 1;
         }

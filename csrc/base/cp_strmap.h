@@ -77,6 +77,28 @@ static inline uint64_t cp_strmap_memory_bytes(const cp_strmap *m) {
 /** The hash a BYTES map uses for `key`: pass it to cp_strmap_get_hashed when the caller needs it twice. */
 static inline uint64_t cp_strmap_hash(const void *key, size_t len) { return cp_hash64(key, len, CP_STRMAP_SEED); }
 
+/* Equality of two n-byte keys without a call: dictionary words and word pieces are a few bytes long. */
+static inline int cp_strmap_key_eq(const char *a, const void *bv, size_t n) {
+    const char *b = (const char *)bv;
+    uint64_t x, y;
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&x, a + i, 8), memcpy(&y, b + i, 8);
+            if (x != y) return 0;
+        }
+        memcpy(&x, a + n - 8, 8), memcpy(&y, b + n - 8, 8); /* the last 8 bytes (overlapping) */
+        return x == y;
+    }
+    if (n >= 4) {
+        uint32_t p, q, r, t;
+        memcpy(&p, a, 4), memcpy(&q, b, 4), memcpy(&r, a + n - 4, 4), memcpy(&t, b + n - 4, 4);
+        return p == q && r == t;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (a[i] != b[i]) return 0;
+    return 1;
+}
+
 /** BYTES lookup with the key's hash already computed (cp_strmap_hash). 1 and *value when found, else 0. */
 static inline int cp_strmap_get_hashed(const cp_strmap *m, const void *key, size_t len, uint64_t h, int64_t *value) {
     const cp_strmap_slot *s = m->slots;
@@ -84,7 +106,7 @@ static inline int cp_strmap_get_hashed(const cp_strmap *m, const void *key, size
     for (;;) {
         const cp_strmap_slot *e = &s[i];
         if (e->len == CP_STRMAP_EMPTY) return 0;
-        if (e->h == h && e->len == len && (len == 0 || memcmp(m->pool + e->off, key, len) == 0)) {
+        if (e->h == h && e->len == len && cp_strmap_key_eq(m->pool + e->off, key, len)) {
             *value = e->value;
             return 1;
         }

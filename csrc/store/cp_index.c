@@ -125,9 +125,13 @@ static CP_INLINE CP_AVX2 void tile(const float *q, int64_t d, const void *x0, co
     for (int j = 0; j < MQ; j++) acc[j][0] = acc[j][1] = _mm256_setzero_ps();
     const int64_t d8 = d & ~(int64_t)7;
     for (int64_t t = 0; t < d8; t += 8) {
-        const __m256 xa = row8(x0, t, f16), xb = NR > 1 ? row8(x1, t, f16) : xa;
+        __m256 xa = row8(x0, t, f16), xb = NR > 1 ? row8(x1, t, f16) : xa;
+        /* keep the loaded vectors in registers: folded into every FMA as memory operands they would be loaded MQ
+         * (or NR) times per step, and the kernel would be bound by loads instead of FMAs */
+        __asm__("" : "+x"(xa), "+x"(xb));
         for (int j = 0; j < MQ; j++) {
-            const __m256 qv = _mm256_loadu_ps(q + j * d + t);
+            __m256 qv = _mm256_loadu_ps(q + j * d + t);
+            __asm__("" : "+x"(qv));
             acc[j][0] = _mm256_fmadd_ps(qv, xa, acc[j][0]);
             if (NR > 1) acc[j][1] = _mm256_fmadd_ps(qv, xb, acc[j][1]);
         }

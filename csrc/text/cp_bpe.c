@@ -564,17 +564,12 @@ int cp_bpe_encode(const cp_bpe *t, const char *s, size_t n, int32_t **ids, size_
 /* One row of a batch. A failure's message names the prompt (index and prefix), composed here on the worker. */
 static int cp_bpe_row(const cp_bpe *t, size_t index, const char *s, size_t n, size_t ctx, int truncate, cp_bpe_ws *ws,
                       int32_t *row, int32_t *len, int32_t *full) {
-    char prefix[64];
     int rc = cp_bpe_encode_ws(t, s, n, ws);
-    if (rc != CP_OK) {
-        char inner[512];
-        snprintf(inner, sizeof inner, "%s", cp_last_error());
-        cp_prompt_prefix(s, n, prefix, sizeof prefix);
-        return cp_fail(rc, "prompt %zu (\"%s\"): %s", index, prefix, inner);
-    }
+    if (rc != CP_OK) return cp_prompt_fail(rc, index, s, n);
     size_t total = ws->n_ids + 2;
     if (full) *full = total > INT32_MAX ? INT32_MAX : (int32_t)total;
     if (total > ctx && !truncate) {
+        char prefix[64];
         cp_prompt_prefix(s, n, prefix, sizeof prefix);
         return cp_fail(CP_ERR_TOKENIZER,
                        "prompt %zu (\"%s\") is %zu tokens long with SOT/EOT, more than context_length %zu "

@@ -437,11 +437,7 @@ static int cp_wp_row(const cp_wordpiece *t, size_t index, const char *s, size_t 
                      int32_t *row, int32_t *len, cp_batch_errors *errs) {
     int rc = cp_wp_encode_ws(t, s, n, ws);
     if (rc != CP_OK) {
-        char prefix[64], inner[512];
-        snprintf(inner, sizeof inner, "%s", cp_last_error());
-        cp_prompt_prefix(s, n, prefix, sizeof prefix);
-        cp_fail(rc, "prompt %zu (\"%s\"): %s", index, prefix, inner);
-        cp_batch_errors_note(errs, index, rc);
+        cp_batch_errors_note(errs, index, cp_prompt_fail(rc, index, s, n));
         return rc;
     }
     size_t keep = ws->n_ids < L - 2 ? ws->n_ids : L - 2;
