@@ -1,5 +1,6 @@
 """The one-of-each primitives of csrc/base: the hash (XXH64), the UTF-8 decoder, the string -> id map and the batch
 status every `*_batch` function reports with. Oracles: python-xxhash, Python's own UTF-8 codec, a dict."""
+import itertools
 import os
 
 import numpy as np
@@ -35,7 +36,7 @@ def test_hash_matches_xxhash_one_shot_and_streaming(data, seed, cuts):
     want = xxhash.xxh64_intdigest(data, seed)
     assert _C._hash64(data, seed) == want
     edges = sorted({0, len(data), *(c for c in cuts if c <= len(data))})
-    chunks = [data[a:b] for a, b in zip(edges, edges[1:])]
+    chunks = [data[a:b] for a, b in itertools.pairwise(edges)]
     assert _C._hash64_stream(chunks, seed) == want
 
 
@@ -47,7 +48,7 @@ def test_hash_u64_is_the_hash_of_its_8_bytes(key, seed):
 
 def test_hash_every_length_around_the_stripe_edges():
     data = bytes(range(256)) * 2
-    for n in range(0, 130):
+    for n in range(130):
         assert _C._hash64(data[:n], 5) == xxhash.xxh64_intdigest(data[:n], 5), n
 
 
