@@ -367,3 +367,40 @@ def test_save_load_and_corruption(tmp_path, dtype):
     empty = cp.FlatIPIndex(3)
     empty.save(tmp_path / "e")
     assert len(cp.FlatIPIndex.load(tmp_path / "e")) == 0
+
+
+# ---- determinism: a score does not depend on how the query was batched -----------------------------------------
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("d", [48, 61, 384])
+def test_scores_are_bitwise_invariant(dtype, d):
+    """The score of (query, row) is one fixed-order dot product: alone or in a batch of 1000, first or last in it,
+    on 1 or 2 threads, on either search path and under any blocking, the distances are equal bit for bit."""
+    rng = np.random.default_rng(d)
+    X = rng.standard_normal((3001, d)).astype(np.float32)
+    Q = rng.standard_normal((1000, d)).astype(np.float32)
+    ix = cp.FlatIPIndex(d, dtype=dtype)
+    ix.add(X)
+    old = cp.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            cp.set_num_threads(threads)
+            for mode, block, qblock in [("auto", 0, 0), ("gemm", 37, 5), ("split", 13, 0), ("gemm", 0, 1000)]:
+                ix._set_knobs(block_size=block, query_block=qblock, mode=mode)
+                D, I = ix.search(Q, 10)
+                alone = [ix.search(Q[j:j + 1], 10) for j in (0, 1, 500, 999)]
+                results.append((D, I))
+                for j, (Dj, Ij) in zip((0, 1, 500, 999), alone):
+                    assert Dj[0].tobytes() == D[j].tobytes(), (threads, mode, j)
+                    np.testing.assert_array_equal(Ij[0], I[j])
+        for D, I in results[1:]:
+            assert D.tobytes() == results[0][0].tobytes()
+            np.testing.assert_array_equal(I, results[0][1])
+    finally:
+        cp.set_num_threads(old if old != os.cpu_count() else 0)
+    # the scores are the dot products (float64 reference; fp32 rounding only)
+    Xs = X.astype(np.float16).astype(np.float64) if dtype == "float16" else X.astype(np.float64)
+    ref = Q[:50].astype(np.float64) @ Xs.T
+    top = np.take_along_axis(ref, results[0][1][:50], 1)
+    np.testing.assert_allclose(results[0][0][:50], top, rtol=1e-5, atol=1e-4 * np.sqrt(d))

@@ -90,39 +90,6 @@ int cp_mul_size(size_t a, size_t b, size_t *out) {
     return CP_OK;
 }
 
-int cp_utf8_validate(const char *s, size_t n, size_t *bad_offset) {
-    const unsigned char *p = (const unsigned char *)s;
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = p[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t need;
-        uint32_t cp, min;
-        if ((c & 0xE0) == 0xC0) {
-            need = 1, cp = c & 0x1F, min = 0x80;
-        } else if ((c & 0xF0) == 0xE0) {
-            need = 2, cp = c & 0x0F, min = 0x800;
-        } else if ((c & 0xF8) == 0xF0) {
-            need = 3, cp = c & 0x07, min = 0x10000;
-        } else {
-            goto bad;
-        }
-        for (size_t k = 1; k <= need; k++) {
-            if (i + k >= n || (p[i + k] & 0xC0) != 0x80) goto bad;
-            cp = (cp << 6) | (p[i + k] & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) goto bad;
-        i += need + 1;
-    }
-    return CP_OK;
-bad:
-    if (bad_offset) *bad_offset = i;
-    CP_FAIL(CP_ERR_TOKENIZER, "invalid UTF-8 at byte offset %zu (byte 0x%02x)", i, (unsigned)p[i]);
-}
-
 /* ---- half-precision conversions (shared by the weight loader and the float16 index) ---- */
 
 uint16_t cp_f32_to_f16(float f) {

@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/cp_utf8.h" /* cp_utf8_validate, used with these status codes everywhere */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -72,12 +74,6 @@ void cp_free_aligned(void *p);
 
 /** a*b into *out, CP_ERR_INVALID_ARG on overflow (used for every size computed from untrusted input). */
 int cp_mul_size(size_t a, size_t b, size_t *out);
-
-/* ---- UTF-8 ---------------------------------------------------------------------------------------- */
-
-/** Strict UTF-8 check (no overlongs, no surrogates, <= U+10FFFF). Returns CP_OK, or CP_ERR_TOKENIZER with
- *  *bad_offset set to the byte offset of the first invalid sequence (message names it). */
-int cp_utf8_validate(const char *s, size_t n, size_t *bad_offset);
 
 /* ---- half precision -------------------------------------------------------------------------------- */
 

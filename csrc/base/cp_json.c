@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "base/cp_common.h"
+#include "base/cp_utf8.h"
 
 typedef struct {
     const char *s;
@@ -62,18 +63,6 @@ static int hex4(cp_jp *p, uint32_t *out) {
     return CP_OK;
 }
 
-static size_t put_utf8(char *d, uint32_t cp) {
-    if (cp < 0x80) { d[0] = (char)cp; return 1; }
-    if (cp < 0x800) { d[0] = (char)(0xC0 | (cp >> 6)); d[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
-    if (cp < 0x10000) {
-        d[0] = (char)(0xE0 | (cp >> 12)); d[1] = (char)(0x80 | ((cp >> 6) & 0x3F)); d[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    d[0] = (char)(0xF0 | (cp >> 18)); d[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    d[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); d[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
 /* Parses a string starting at the opening quote; the decoded text is never longer than the raw text. */
 static int jp_string(cp_jp *p, char **out, size_t *outlen) {
     p->i++; /* opening quote */
@@ -120,7 +109,7 @@ static int jp_string(cp_jp *p, char **out, size_t *outlen) {
                 if (lo < 0xDC00 || lo > 0xDFFF) { free(d); return jp_fail(p, "bad surrogate pair"); }
                 u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00);
             }
-            o += put_utf8(d + o, u); /* \uXXXX (6 bytes) -> at most 3; pair (12) -> 4 */
+            o += cp_utf8_put((unsigned char *)d + o, u); /* \uXXXX (6 bytes) -> at most 3; pair (12) -> 4 */
             break;
         }
         default: free(d); return jp_fail(p, "bad escape");

@@ -1,6 +1,6 @@
-/* cp_persist.h — what the cache and the index share for files: a 64-bit hash (XXH64, written from the public
- * algorithm description) in one-shot and streaming form, an atomic file writer (temp file + fsync + rename, so a
- * crash never leaves a half-written file under the final name) and a checked reader.
+/* cp_persist.h — what the cache and the index share for files: an atomic file writer (temp file + fsync + rename,
+ * so a crash never leaves a half-written file under the final name) and a checked reader, both hashing what they
+ * pass with XXH64 (base/cp_hash.h).
  *
  * File layout used by both: fourcc (4 bytes) | version u32 | body ... | XXH64(everything before it) u64, all
  * little-endian. A short or corrupt file is CP_ERR_INDEX_STATE; a file that cannot be opened is CP_ERR_IO.
@@ -12,25 +12,11 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "base/cp_hash.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/** XXH64 of `n` bytes with `seed`. */
-uint64_t cp_hash64(const void *data, size_t n, uint64_t seed);
-
-/** Streaming XXH64 state (same result as cp_hash64 over the concatenated input). */
-typedef struct {
-    uint64_t v[4];
-    uint64_t total;
-    uint8_t buf[32];
-    uint32_t buffered;
-    uint64_t seed;
-} cp_hash64_state;
-
-void cp_hash64_init(cp_hash64_state *s, uint64_t seed);
-void cp_hash64_update(cp_hash64_state *s, const void *data, size_t n);
-uint64_t cp_hash64_digest(const cp_hash64_state *s);
 
 /** An atomic writer. open: creates "<path>.tmp.<pid>.<n>" next to `path`; write: appends and hashes;
  *  commit: appends the checksum, flushes, fsyncs, closes and renames onto `path` (then fsyncs the folder);

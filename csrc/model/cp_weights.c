@@ -6,11 +6,12 @@
 #include <string.h>
 
 #include "base/cp_common.h"
+#include "base/cp_hash.h"
 
 void cp_wstore_init(cp_wstore *ws, cp_st_set *st) {
     memset(ws, 0, sizeof *ws);
     ws->st = st;
-    ws->hash = 1469598103934665603ull;
+    ws->hash = 0;
 }
 
 void cp_wstore_release(cp_wstore *ws) {
@@ -20,13 +21,8 @@ void cp_wstore_release(cp_wstore *ws) {
     ws->st = NULL;
 }
 
-static void hash_bytes(uint64_t *h, const void *p, size_t n) {
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) {
-        *h ^= b[i];
-        *h *= 1099511628211ull;
-    }
-}
+/* The weights' sample hash: XXH64 (base/cp_hash.h) chained, each piece hashed with the hash so far as its seed. */
+static void hash_bytes(uint64_t *h, const void *p, size_t n) { *h = cp_hash64(p, n, *h); }
 
 static void append(char *dst, size_t cap, const char *s) {
     size_t l = strlen(dst);

@@ -4,6 +4,8 @@
  * InvalidArgumentError. Keys: fingerprint, text and kind are str (or UTF-8 bytes), stored exactly as given. */
 #include "py_common.h"
 
+#include "base/cp_hash.h"
+
 #include "store/cp_cache.h"
 
 #include <math.h>
@@ -253,10 +255,11 @@ static PyObject *PromptCache_get_or_encode(PyPromptCache *self, PyObject *args, 
         keys[i] = (cp_cache_key){fp, fp_len, texts.data[i], texts.len[i], kind, kind_len};
     }
     int rc;
-    Py_BEGIN_ALLOW_THREADS rc = cp_cache_lookup_many(self->c, keys, (size_t)n, hits);
+    cp_batch_status st;
+    Py_BEGIN_ALLOW_THREADS rc = cp_cache_lookup_batch(self->c, keys, (size_t)n, hits, &st);
     Py_END_ALLOW_THREADS
     if (rc != CP_OK) {
-        cp_py_raise(rc);
+        cp_py_raise_batch(rc, &st);
         goto error;
     }
     /* the misses, each distinct text once, in first-seen order */
@@ -642,6 +645,58 @@ static PyType_Slot PromptCache_slots[] = {
 static PyType_Spec PromptCache_spec = {"clipprompt.PromptCache", sizeof(PyPromptCache), 0, Py_TPFLAGS_DEFAULT,
                                        PromptCache_slots};
 
+/* ---- testing hooks for the hash (base/cp_hash.h) ------------------------------------------------------- */
+
+/* _hash64(data: bytes, seed=0) -> int: one-shot XXH64. */
+static PyObject *py_hash64(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer b;
+    unsigned long long seed = 0;
+    if (!PyArg_ParseTuple(args, "y*|K:_hash64", &b, &seed)) return NULL;
+    uint64_t h = cp_hash64(b.buf, (size_t)b.len, seed);
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLongLong(h);
+}
+
+/* _hash64_stream(chunks: list[bytes], seed=0) -> int: the streaming form over the chunks in order. */
+static PyObject *py_hash64_stream(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *chunks;
+    unsigned long long seed = 0;
+    if (!PyArg_ParseTuple(args, "O|K:_hash64_stream", &chunks, &seed)) return NULL;
+    PyObject *seq = PySequence_Fast(chunks, "_hash64_stream: chunks must be a sequence of bytes");
+    if (!seq) return NULL;
+    cp_hash64_state st;
+    cp_hash64_init(&st, seed);
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        char *p;
+        Py_ssize_t n;
+        if (PyBytes_AsStringAndSize(PySequence_Fast_GET_ITEM(seq, i), &p, &n) < 0) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+        cp_hash64_update(&st, p, (size_t)n);
+    }
+    Py_DECREF(seq);
+    return PyLong_FromUnsignedLongLong(cp_hash64_digest(&st));
+}
+
+/* _hash64_u64(key: int, seed=0) -> int: the 8-byte-key form. */
+static PyObject *py_hash64_u64(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long key, seed = 0;
+    if (!PyArg_ParseTuple(args, "K|K:_hash64_u64", &key, &seed)) return NULL;
+    return PyLong_FromUnsignedLongLong(cp_hash64_u64(key, seed));
+}
+
+static PyMethodDef cache_functions[] = {
+    {"_hash64", py_hash64, METH_VARARGS, "_hash64(data: bytes, seed=0) -> int: XXH64 (testing hook)."},
+    {"_hash64_stream", py_hash64_stream, METH_VARARGS,
+     "_hash64_stream(chunks, seed=0) -> int: streaming XXH64 over the chunks (testing hook)."},
+    {"_hash64_u64", py_hash64_u64, METH_VARARGS,
+     "_hash64_u64(key, seed=0) -> int: XXH64 of the key's 8 little-endian bytes (testing hook)."},
+    {NULL, NULL, 0, NULL}};
+
 int cp_py_add_cache(PyObject *m) {
     PromptCache_Type = (PyTypeObject *)PyType_FromSpec(&PromptCache_spec);
     if (!PromptCache_Type) return -1;
@@ -656,5 +711,5 @@ int cp_py_add_cache(PyObject *m) {
         Py_DECREF(PromptCache_Type);
         return -1;
     }
-    return 0;
+    return PyModule_AddFunctions(m, cache_functions);
 }

@@ -17,6 +17,7 @@
 #endif
 #include <numpy/arrayobject.h>
 
+#include "base/cp_batch.h"
 #include "base/cp_common.h"
 
 /* Exception classes, created once in py_module.c. */
@@ -30,6 +31,10 @@ PyObject *cp_py_raise(int status);
 
 /** Same as cp_py_raise, returning -1 for use in int-returning slots. */
 int cp_py_raise_int(int status);
+
+/** cp_py_raise for a failed `*_batch` call (base/cp_batch.h): the exception also gets `index`, the lowest failing
+ *  item (None when the failure belongs to no item). Returns NULL. */
+PyObject *cp_py_raise_batch(int status, const cp_batch_status *st);
 
 /* A UTF-8 view of a str or bytes argument. `owner` keeps the memory alive; release with cp_py_text_release.
  * str with lone surrogates and bytes that are not valid UTF-8 raise TokenizerError naming the offset. */

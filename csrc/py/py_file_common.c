@@ -98,9 +98,10 @@ PyObject *cp_py_encode_rows(cp_py_batch_fn fn, const void *tok, PyObject *texts,
         goto error;
     }
     int rc;
-    Py_BEGIN_ALLOW_THREADS rc = fn(tok, tx.data, tx.len, n, L, buf, lens);
+    cp_batch_status st;
+    Py_BEGIN_ALLOW_THREADS rc = fn(tok, tx.data, tx.len, n, L, buf, lens, &st);
     Py_END_ALLOW_THREADS if (rc != CP_OK) {
-        cp_py_raise(rc);
+        cp_py_raise_batch(rc, &st);
         goto error;
     }
     res = cp_py_ids_mask(buf, lens, n, L, pad_max);

@@ -23,10 +23,11 @@ PyObject *cp_py_ids_mask(const int32_t *buf, const int32_t *lens, size_t n, size
 
 /** A tokenizer's batch call: rows of max_length ids into out, lengths per row (the cp_*_encode_batch shape). */
 typedef int (*cp_py_batch_fn)(const void *tok, const char *const *texts, const size_t *lens, size_t n,
-                              size_t max_length, int32_t *out, int32_t *lengths);
+                              size_t max_length, int32_t *out, int32_t *lengths, cp_batch_status *status);
 
 /** tok's rows for `texts` (str/bytes or a sequence of them) as (input_ids, attention_mask) via cp_py_ids_mask; the
- *  batch runs with the GIL released. New reference or NULL. */
+ *  batch runs with the GIL released; a failure raises with the failing text's index (cp_py_raise_batch). New
+ *  reference or NULL. */
 PyObject *cp_py_encode_rows(cp_py_batch_fn fn, const void *tok, PyObject *texts, size_t max_length, int pad_max);
 
 #endif

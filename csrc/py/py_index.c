@@ -5,6 +5,8 @@
 #include "py_common.h"
 #include "py_limits.h"
 
+#include "base/cp_strmap.h"
+
 #include "device/cp_device.h"
 #include "store/cp_index.h"
 
@@ -153,10 +155,11 @@ static PyObject *FlatIPIndex_add(PyFlatIPIndex *self, PyObject *args, PyObject *
     int rc;
     const float *xp = (const float *)PyArray_DATA(x);
     const int64_t *ip = ids ? (const int64_t *)PyArray_DATA(ids) : NULL;
-    Py_BEGIN_ALLOW_THREADS rc = cp_index_add(self->ix, xp, n, ip);
+    cp_batch_status st;
+    Py_BEGIN_ALLOW_THREADS rc = cp_index_add(self->ix, xp, n, ip, &st);
     Py_END_ALLOW_THREADS
     if (rc != CP_OK) {
-        cp_py_raise(rc);
+        cp_py_raise_batch(rc, &st);
         goto error;
     }
     Py_DECREF(x);
@@ -206,6 +209,8 @@ static PyObject *FlatIPIndex_search(PyFlatIPIndex *self, PyObject *args, PyObjec
         return NULL;
     }
     int rc;
+    cp_batch_status st;
+    cp_batch_status_clear(&st);
     const float *qp = (const float *)PyArray_DATA(q);
     float *Dp = (float *)PyArray_DATA((PyArrayObject *)Dobj);
     int64_t *Ip = (int64_t *)PyArray_DATA((PyArrayObject *)Iobj);
@@ -214,13 +219,13 @@ static PyObject *FlatIPIndex_search(PyFlatIPIndex *self, PyObject *args, PyObjec
         Py_BEGIN_ALLOW_THREADS rc = cp_index_cuda_search(self->dev, self->ix, qp, nq, k, Dp, Ip);
         Py_END_ALLOW_THREADS
     } else {
-        Py_BEGIN_ALLOW_THREADS rc = cp_index_search(self->ix, qp, nq, k, Dp, Ip);
+        Py_BEGIN_ALLOW_THREADS rc = cp_index_search(self->ix, qp, nq, k, Dp, Ip, &st);
         Py_END_ALLOW_THREADS
     }
     Py_DECREF(q);
     if (rc != CP_OK) {
         Py_DECREF(Dobj), Py_DECREF(Iobj);
-        return cp_py_raise(rc);
+        return cp_py_raise_batch(rc, &st);
     }
     PyObject *t = PyTuple_Pack(2, Dobj, Iobj);
     Py_DECREF(Dobj), Py_DECREF(Iobj);
@@ -437,7 +442,91 @@ static PyObject *py_f32_to_f16_bits(PyObject *self, PyObject *arg) {
     return out;
 }
 
+/* ---- testing hook for the string map (base/cp_strmap.h) ----------------------------------------------- */
+
+/* _strmap_run(kind, ops) -> list: runs ops on a fresh map of kind "bytes" or "int64" and returns one result per
+ * op: ("put", key, value) -> None, ("get", key) -> value or None, ("remove", key) -> bool, ("size",) -> int,
+ * ("clear",) -> None, ("reserve", n) -> None. Keys are bytes or ints to match the kind. */
+static PyObject *py_strmap_run(PyObject *self, PyObject *args) {
+    (void)self;
+    const char *kind_s;
+    PyObject *ops;
+    if (!PyArg_ParseTuple(args, "sO:_strmap_run", &kind_s, &ops)) return NULL;
+    int kind = strcmp(kind_s, "int64") == 0 ? CP_STRMAP_INT64 : CP_STRMAP_BYTES;
+    if (kind == CP_STRMAP_BYTES && strcmp(kind_s, "bytes") != 0) {
+        PyErr_Format(cp_py_InvalidArgumentError, "kind must be 'bytes' or 'int64', got '%s'", kind_s);
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(ops, "_strmap_run: ops must be a sequence");
+    if (!seq) return NULL;
+    cp_strmap *m = NULL;
+    int rc = cp_strmap_create(&m, kind, 0);
+    if (rc != CP_OK) {
+        Py_DECREF(seq);
+        return cp_py_raise(rc);
+    }
+    PyObject *out = PyList_New(0);
+    for (Py_ssize_t i = 0; out && i < PySequence_Fast_GET_SIZE(seq); i++) {
+        PyObject *op = PySequence_Fast_GET_ITEM(seq, i), *res = NULL;
+        const char *name;
+        PyObject *key = NULL;
+        long long value = 0;
+        if (!PyTuple_Check(op) || PyTuple_GET_SIZE(op) < 1 || !(name = PyUnicode_AsUTF8(PyTuple_GET_ITEM(op, 0)))) {
+            PyErr_SetString(PyExc_TypeError, "_strmap_run: each op is a tuple starting with its name");
+            Py_CLEAR(out);
+            break;
+        }
+        if (PyTuple_GET_SIZE(op) > 1) key = PyTuple_GET_ITEM(op, 1);
+        if (PyTuple_GET_SIZE(op) > 2) value = PyLong_AsLongLong(PyTuple_GET_ITEM(op, 2));
+        char *kb = NULL;
+        Py_ssize_t kl = 0;
+        long long ki = 0;
+        int need_key = strcmp(name, "put") == 0 || strcmp(name, "get") == 0 || strcmp(name, "remove") == 0;
+        if (need_key && key && kind == CP_STRMAP_BYTES && PyBytes_AsStringAndSize(key, &kb, &kl) < 0) key = NULL;
+        if (need_key && key && kind == CP_STRMAP_INT64 && (ki = PyLong_AsLongLong(key)) == -1 && PyErr_Occurred())
+            key = NULL;
+        if ((need_key && !key) || PyErr_Occurred()) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "_strmap_run: op needs a key");
+            Py_CLEAR(out);
+            break;
+        }
+        if (strcmp(name, "put") == 0) {
+            rc = kind == CP_STRMAP_BYTES ? cp_strmap_put(m, kb, (size_t)kl, value) : cp_strmap_put_int(m, ki, value);
+            res = rc == CP_OK ? Py_NewRef(Py_None) : cp_py_raise(rc);
+        } else if (strcmp(name, "get") == 0) {
+            int64_t v;
+            int found = kind == CP_STRMAP_BYTES ? cp_strmap_get(m, kb, (size_t)kl, &v) : cp_strmap_get_int(m, ki, &v);
+            res = found ? PyLong_FromLongLong(v) : Py_NewRef(Py_None);
+        } else if (strcmp(name, "remove") == 0) {
+            res = PyBool_FromLong(kind == CP_STRMAP_BYTES ? cp_strmap_remove(m, kb, (size_t)kl)
+                                                          : cp_strmap_remove_int(m, ki));
+        } else if (strcmp(name, "size") == 0) {
+            res = PyLong_FromSize_t(cp_strmap_size(m));
+        } else if (strcmp(name, "clear") == 0) {
+            cp_strmap_clear(m);
+            res = Py_NewRef(Py_None);
+        } else if (strcmp(name, "reserve") == 0) {
+            long long r = key ? PyLong_AsLongLong(key) : 0;
+            if (r < 0 || r > (1LL << 24)) {
+                if (!PyErr_Occurred()) PyErr_SetString(cp_py_InvalidArgumentError, "reserve: 0..2**24");
+            } else {
+                rc = cp_strmap_reserve(m, (size_t)r);
+                res = rc == CP_OK ? Py_NewRef(Py_None) : cp_py_raise(rc);
+            }
+        } else {
+            PyErr_Format(cp_py_InvalidArgumentError, "_strmap_run: unknown op '%s'", name);
+        }
+        if (!res || PyList_Append(out, res) < 0) Py_CLEAR(out);
+        Py_XDECREF(res);
+    }
+    cp_strmap_free(m);
+    Py_DECREF(seq);
+    return out;
+}
+
 static PyMethodDef index_functions[] = {
+    {"_strmap_run", py_strmap_run, METH_VARARGS,
+     "_strmap_run(kind, ops) -> list: the C string map (base/cp_strmap.h) driven by a list of ops (testing hook)."},
     {"_f32_to_f16_bits", py_f32_to_f16_bits, METH_O, "float32 array -> uint16 float16 bits (round to nearest even)."},
     {NULL, NULL, 0, NULL}};
 

@@ -46,6 +46,20 @@ int cp_py_raise_int(int status) {
     return -1;
 }
 
+PyObject *cp_py_raise_batch(int status, const cp_batch_status *st) {
+    cp_py_raise(status);
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (value != NULL) {
+        PyObject *idx = st && st->index != CP_BATCH_NO_INDEX ? PyLong_FromSize_t(st->index) : Py_NewRef(Py_None);
+        if (idx == NULL || PyObject_SetAttrString(value, "index", idx) < 0) PyErr_Clear(); /* keep the original */
+        Py_XDECREF(idx);
+    }
+    PyErr_Restore(type, value, tb);
+    return NULL;
+}
+
 /* ---- text arguments ------------------------------------------------------------------------------- */
 
 Py_ssize_t cp_py_utf8_invalid_offset(const char *s, Py_ssize_t n) {

@@ -6,6 +6,8 @@
  */
 #include "py_common.h"
 
+#include "base/cp_utf8.h"
+
 #include "text/cp_mojibake.h"
 #include "text/cp_normalize.h"
 #include "text/cp_segment.h"
@@ -196,21 +198,24 @@ static PyObject *run_batch(PyObject *texts, const cp_normalize_opts *o, int seg_
         PyErr_NoMemory();
         goto error;
     }
-    size_t bad = 0;
+    cp_batch_status st;
     int rc;
     Py_BEGIN_ALLOW_THREADS;
-    rc = o ? cp_normalize_batch(t.data, t.len, n, o, outs, lens, &bad)
-           : cp_clip_clean_batch(t.data, t.len, n, outs, lens, &bad);
+    rc = o ? cp_normalize_batch(t.data, t.len, n, o, outs, lens, &st)
+           : cp_clip_clean_batch(t.data, t.len, n, outs, lens, &st);
     for (size_t i = 0; rc == CP_OK && seg_on && i < n; i++) {
         rc = segment_inplace(&outs[i], &lens[i], seg_lang);
-        if (rc != CP_OK) bad = i;
+        if (rc != CP_OK) st.index = i, st.code = rc;
     }
     Py_END_ALLOW_THREADS;
     if (rc != CP_OK) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", cp_last_error());
-        cp_fail(rc, "%s: texts[%zu]: %s", fn, bad, msg);
-        cp_py_raise(rc);
+        if (st.index != CP_BATCH_NO_INDEX)
+            cp_fail(rc, "%s: texts[%zu]: %s", fn, st.index, msg);
+        else
+            cp_fail(rc, "%s: %s", fn, msg);
+        cp_py_raise_batch(rc, &st);
         goto error;
     }
     list = PyList_New((Py_ssize_t)n);
@@ -288,6 +293,55 @@ static PyObject *py_ftfy_is_bad(PyObject *self, PyObject *text) {
     return PyBool_FromLong(bad);
 }
 
+/* ---- testing hooks for the UTF-8 decoder (base/cp_utf8.h) ------------------------------------------- */
+
+/* _utf8_decode(data: bytes) -> list[(offset, length, value)]: one item per decoded sequence or maximal invalid
+ * subpart; value is the code point, or the negative CP_UTF8_* class. */
+static PyObject *py_utf8_decode(PyObject *self, PyObject *arg) {
+    (void)self;
+    char *buf;
+    Py_ssize_t n;
+    if (PyBytes_AsStringAndSize(arg, &buf, &n) < 0) return NULL;
+    PyObject *out = PyList_New(0);
+    const unsigned char *s = (const unsigned char *)buf;
+    for (Py_ssize_t i = 0; out && i < n;) {
+        uint32_t c;
+        size_t len;
+        int cls = cp_utf8_decode(s + i, (size_t)(n - i), &c, &len);
+        PyObject *t = Py_BuildValue("(nnl)", i, (Py_ssize_t)len, cls == CP_UTF8_OK ? (long)c : (long)cls);
+        if (!t || PyList_Append(out, t) < 0) Py_CLEAR(out);
+        Py_XDECREF(t);
+        i += (Py_ssize_t)len;
+    }
+    return out;
+}
+
+/* _utf8_replace(data: bytes) -> bytes: cp_utf8_replace_invalid (bytes.decode("utf-8", "replace") as UTF-8). */
+static PyObject *py_utf8_replace(PyObject *self, PyObject *arg) {
+    (void)self;
+    char *buf;
+    Py_ssize_t n;
+    if (PyBytes_AsStringAndSize(arg, &buf, &n) < 0) return NULL;
+    unsigned char *dst = PyMem_Malloc(3 * (size_t)n + 1);
+    if (!dst) return PyErr_NoMemory();
+    size_t m = cp_utf8_replace_invalid((const unsigned char *)buf, (size_t)n, dst);
+    PyObject *r = PyBytes_FromStringAndSize((const char *)dst, (Py_ssize_t)m);
+    PyMem_Free(dst);
+    return r;
+}
+
+/* _utf8_validate(data: bytes) -> None, or raises TokenizerError naming the offset (cp_utf8_validate). */
+static PyObject *py_utf8_validate(PyObject *self, PyObject *arg) {
+    (void)self;
+    char *buf;
+    Py_ssize_t n;
+    if (PyBytes_AsStringAndSize(arg, &buf, &n) < 0) return NULL;
+    size_t bad;
+    int rc = cp_utf8_validate(buf, (size_t)n, &bad);
+    if (rc != CP_OK) return cp_py_raise(rc);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef normalize_methods[] = {
     {"normalize", (PyCFunction)(void (*)(void))py_normalize, METH_VARARGS | METH_KEYWORDS,
      "normalize(text, *, lowercase=False, form='NFKC', fullwidth=True, html=True, ftfy=True,\n"
@@ -308,6 +362,12 @@ static PyMethodDef normalize_methods[] = {
     {"clip_clean_batch", py_clip_clean_batch, METH_O,
      "clip_clean_batch(texts) -> list[str]: clip_clean over a list, GIL released for the whole batch."},
     {"_ftfy_is_bad", py_ftfy_is_bad, METH_O, "_ftfy_is_bad(text) -> bool: ftfy.badness.is_bad in C (testing hook)."},
+    {"_utf8_decode", py_utf8_decode, METH_O,
+     "_utf8_decode(data: bytes) -> list[(offset, length, value)]: the C decoder step by step; value = code point, or\n"
+     "the negative error class (testing hook)."},
+    {"_utf8_replace", py_utf8_replace, METH_O,
+     "_utf8_replace(data: bytes) -> bytes: invalid sequences -> U+FFFD as bytes.decode('utf-8', 'replace') (hook)."},
+    {"_utf8_validate", py_utf8_validate, METH_O, "_utf8_validate(data: bytes): raises TokenizerError (hook)."},
     {NULL, NULL, 0, NULL}};
 
 int cp_py_add_normalize(PyObject *m) { return PyModule_AddFunctions(m, normalize_methods); }

@@ -76,13 +76,13 @@ static PyObject *py_segment_batch(PyObject *self, PyObject *args, PyObject *kw) 
         return PyErr_NoMemory();
     }
     int rc;
-    size_t failed = 0;
+    cp_batch_status st;
     Py_BEGIN_ALLOW_THREADS
-    rc = cp_segment_batch(ts.data, ts.len, n, lang, outs, &failed);
+    rc = cp_segment_batch(ts.data, ts.len, n, lang, outs, &st);
     Py_END_ALLOW_THREADS
     PyObject *res = NULL;
     if (rc != CP_OK) {
-        cp_py_raise(rc);
+        cp_py_raise_batch(rc, &st);
     } else if ((res = PyList_New((Py_ssize_t)n)) != NULL) {
         for (size_t i = 0; i < n; i++) {
             PyObject *l = spans_to_list(ts.data[i], &outs[i]);

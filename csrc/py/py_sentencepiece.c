@@ -170,8 +170,8 @@ static PyObject *SP_normalize(SPObject *self, PyObject *arg) {
 }
 
 static int batch_sp(const void *tok, const char *const *texts, const size_t *lens, size_t n, size_t max_length,
-                    int32_t *out, int32_t *lengths) {
-    return cp_sp_encode_batch((const cp_sp *)tok, texts, lens, n, max_length, out, lengths);
+                    int32_t *out, int32_t *lengths, cp_batch_status *status) {
+    return cp_sp_encode_batch((const cp_sp *)tok, texts, lens, n, max_length, out, lengths, status);
 }
 
 static PyObject *SP_call(SPObject *self, PyObject *args, PyObject *kw) {

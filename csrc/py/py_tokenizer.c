@@ -198,11 +198,12 @@ static PyObject *ClipTok_call(ClipTokObject *self, PyObject *args, PyObject *kw)
         goto error;
     }
     int rc;
+    cp_batch_status st;
     Py_BEGIN_ALLOW_THREADS rc =
         cp_bpe_encode_batch(self->bpe, tx.data, tx.len, (size_t)tx.n, (size_t)ctx, truncate,
-                            (int32_t *)PyArray_DATA(out), (int32_t *)PyArray_DATA(lens), full);
+                            (int32_t *)PyArray_DATA(out), (int32_t *)PyArray_DATA(lens), full, &st);
     Py_END_ALLOW_THREADS if (rc != CP_OK) {
-        cp_py_raise(rc);
+        cp_py_raise_batch(rc, &st);
         goto error;
     }
     trunc = PyList_New(tx.n);

@@ -152,8 +152,8 @@ static PyObject *WP_tokenize(WPObject *self, PyObject *arg) {
 }
 
 static int batch_wp(const void *tok, const char *const *texts, const size_t *lens, size_t n, size_t max_length,
-                    int32_t *out, int32_t *lengths) {
-    return cp_wordpiece_encode_batch((const cp_wordpiece *)tok, texts, lens, n, max_length, out, lengths);
+                    int32_t *out, int32_t *lengths, cp_batch_status *status) {
+    return cp_wordpiece_encode_batch((const cp_wordpiece *)tok, texts, lens, n, max_length, out, lengths, status);
 }
 
 /* max_length sizes a [B, max_length] work buffer and the two outputs: 2..CP_PY_MAX_SEQ, and they must fit

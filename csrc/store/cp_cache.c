@@ -1,9 +1,10 @@
-/* cp_cache.c — the prompt cache: a chained hash table over entries that also sit on an intrusive doubly-linked
+/* cp_cache.c — the prompt cache: a chained hash table (XXH64 keys, base/cp_hash.h) over entries that also sit on an intrusive doubly-linked
  * LRU list; one mutex; pinned entries outlive eviction until unpinned (see cp_cache.h). */
 #define _GNU_SOURCE
 #include "store/cp_cache.h"
 
 #include "base/cp_common.h"
+#include "base/cp_hash.h"
 #include "base/cp_persist.h"
 
 #include <math.h>
@@ -194,9 +195,14 @@ int cp_cache_lookup(cp_cache *c, const cp_cache_key *key, cp_cache_entry **out, 
     return CP_OK;
 }
 
-int cp_cache_lookup_many(cp_cache *c, const cp_cache_key *keys, size_t n, cp_cache_entry **out) {
+int cp_cache_lookup_batch(cp_cache *c, const cp_cache_key *keys, size_t n, cp_cache_entry **out,
+                          cp_batch_status *status) {
+    cp_batch_status_clear(status);
     uint64_t *hs = malloc((n ? n : 1) * sizeof *hs);
-    if (!hs) CP_FAIL(CP_ERR_NOMEM, "out of memory");
+    if (!hs) {
+        for (size_t i = 0; i < n; i++) out[i] = NULL;
+        return cp_batch_fail(status, CP_BATCH_NO_INDEX, CP_ERR_NOMEM, "cache: out of memory looking up %zu keys", n);
+    }
     for (size_t i = 0; i < n; i++) hs[i] = key_hash(&keys[i]);
     pthread_mutex_lock(&c->mu);
     for (size_t i = 0; i < n; i++) lookup_locked(c, &keys[i], hs[i], &out[i], 1);

@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/cp_batch.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -58,8 +60,11 @@ uint64_t cp_cache_entry_cost(const cp_cache_key *key, uint64_t count, int ndim);
  *  doing anything (the caller can drop its own locks and retry blocking); otherwise CP_OK. */
 int cp_cache_lookup(cp_cache *c, const cp_cache_key *key, cp_cache_entry **out, int count_stats, int try_only);
 
-/** Look up `n` keys under one lock: pins hits into out[i] (NULL for misses), counts hits and misses. */
-int cp_cache_lookup_many(cp_cache *c, const cp_cache_key *keys, size_t n, cp_cache_entry **out);
+/** Look up `n` keys under one lock: pins hits into out[i] (NULL for misses), counts hits and misses. A miss is not
+ *  a failure; the only one is CP_ERR_NOMEM for the batch's scratch (then every out[i] is NULL and nothing is
+ *  pinned), reported as base/cp_batch.h says (index CP_BATCH_NO_INDEX). */
+int cp_cache_lookup_batch(cp_cache *c, const cp_cache_key *keys, size_t n, cp_cache_entry **out,
+                          cp_batch_status *status);
 
 /** Release pins taken by lookups (NULL entries are skipped). */
 void cp_cache_unpin(cp_cache *c, cp_cache_entry **entries, size_t n);

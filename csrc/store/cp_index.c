@@ -5,9 +5,8 @@
 
 #include "base/cp_common.h"
 #include "base/cp_persist.h"
+#include "base/cp_strmap.h"
 
-#include <cblas.h>
-#undef I /* <complex.h>, pulled in by openblas_config.h */
 #include <math.h>
 #include <omp.h>
 #include <pthread.h>
@@ -21,7 +20,6 @@
 #define DEFAULT_QBLOCK 1024
 #define DEFAULT_SMALL_NQ 32
 #define MAX_PARTS 4096
-#define SUBTILE 32 /* rows scored at a time in the split path */
 
 struct cp_index {
     pthread_rwlock_t lock;
@@ -34,9 +32,7 @@ struct cp_index {
     int64_t *ids;     /* (cap) */
     int64_t next_id;
     uint64_t generation; /* bumped by every removal and reset (device mirrors re-sync; appends do not bump it) */
-    /* id -> row: open addressing, key -1 = empty, mask = size - 1 */
-    int64_t *map_keys, *map_rows;
-    uint64_t map_size;
+    cp_strmap *idmap; /* id -> row (int64 keys); NULL until the first add and after reset */
     /* knobs */
     int64_t block, qblock, small_nq;
     int mode;
@@ -64,138 +60,132 @@ static void f16_block(const uint16_t *src, float *dst, size_t n) {
     for (size_t i = 0; i < n; i++) dst[i] = cp_f16_to_f32(src[i]);
 }
 
-/* ---- dot products for the split path --------------------------------------------------------------- */
+/* ---- the score kernel -------------------------------------------------------------------------------
+ *
+ * score(q, x) = <q, x> is computed in ONE fixed order, whatever the batch, the path, the blocking, the thread or the
+ * number of threads, so a search is deterministic bit for bit (the BLAS GEMM this replaced summed in an order that
+ * moved with the matrix sizes and its thread count):
+ *   AVX2+FMA:  lane l (0..7) accumulates fma(q[t], x[t], .) over t = l, l+8, ... below d8 = d & ~7, in increasing t;
+ *              the 8 lanes are added in one fixed tree (hsum8); then t = d8 .. d-1 are fma'd in order.
+ *   otherwise: the same 8-lane structure in scalar code (multiply, then add: no fused operations).
+ * float16 rows are widened exactly (f16 -> f32) before the same arithmetic. Which of the two is used depends only on
+ * the CPU, never on the call.
+ * The register tile is 4 queries x 2 rows: 8 independent accumulators hide the FMA latency, and each 8-float step
+ * loads 4 query + 2 row vectors for 8 FMAs. Edge tiles (fewer queries, one row) run the same per-pair sequence. */
 
-/* scores[j * ldc + r] = <q_j, x_r> for r < nr, j < nq. */
-static void dots_generic(const float *q, int64_t nq, const float *x, int64_t nr, int64_t d, float *scores,
-                         int64_t ldc) {
-    for (int64_t r = 0; r < nr; r++) {
-        const float *xr = x + r * d;
-        for (int64_t j = 0; j < nq; j++) {
-            const float *qj = q + j * d;
-            float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-            int64_t t = 0;
-            for (; t + 4 <= d; t += 4) s0 += qj[t] * xr[t], s1 += qj[t + 1] * xr[t + 1], s2 += qj[t + 2] * xr[t + 2],
-                                       s3 += qj[t + 3] * xr[t + 3];
-            for (; t < d; t++) s0 += qj[t] * xr[t];
-            scores[j * ldc + r] = (s0 + s1) + (s2 + s3);
+#define ROW_TILE 64 /* rows scored at a time: (ROW_TILE x d) stays in L2 while every query group passes over it */
+
+static inline float row_value(const void *x, int64_t t, int f16) {
+    return f16 ? cp_f16_to_f32(((const uint16_t *)x)[t]) : ((const float *)x)[t];
+}
+
+/* scores[j * lds + r] = score(q_j, x_r), j < nq, r < nr; rows `rowbytes` apart. */
+static void scores_generic(const float *q, int64_t nq, const char *x, size_t rowbytes, int f16, int64_t nr,
+                           int64_t d, float *scores, int64_t lds) {
+    const int64_t d8 = d & ~(int64_t)7;
+    for (int64_t j = 0; j < nq; j++) {
+        const float *qj = q + j * d;
+        for (int64_t r = 0; r < nr; r++) {
+            const void *xr = x + (size_t)r * rowbytes;
+            float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            for (int64_t t = 0; t < d8; t += 8)
+                for (int l = 0; l < 8; l++) a[l] += qj[t + l] * row_value(xr, t + l, f16);
+            float s = ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7])); /* hsum8's tree */
+            for (int64_t t = d8; t < d; t++) s += qj[t] * row_value(xr, t, f16);
+            scores[j * lds + r] = s;
         }
     }
 }
 
 #if defined(__x86_64__)
-__attribute__((target("avx2,fma"))) static inline float hsum256(__m256 v) {
+#define CP_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define CP_INLINE inline __attribute__((always_inline))
+
+/* ((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7)) */
+static CP_INLINE CP_AVX2 float hsum8(__m256 v) {
     __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     a = _mm_add_ps(a, _mm_movehl_ps(a, a));
     a = _mm_add_ss(a, _mm_movehdup_ps(a));
     return _mm_cvtss_f32(a);
 }
 
-__attribute__((target("avx2,fma"))) static void dots_avx2(const float *q, int64_t nq, const float *x, int64_t nr,
-                                                          int64_t d, float *scores, int64_t ldc) {
-    int64_t d8 = d & ~(int64_t)7;
-    for (int64_t r = 0; r < nr; r++) {
-        const float *xr = x + r * d;
-        int64_t j = 0;
-        for (; j + 4 <= nq; j += 4) { /* one pass over the row for 4 queries */
-            const float *q0 = q + j * d, *q1 = q0 + d, *q2 = q1 + d, *q3 = q2 + d;
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            for (int64_t t = 0; t < d8; t += 8) {
-                __m256 xv = _mm256_loadu_ps(xr + t);
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + t), xv, a0);
-                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q1 + t), xv, a1);
-                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(q2 + t), xv, a2);
-                a3 = _mm256_fmadd_ps(_mm256_loadu_ps(q3 + t), xv, a3);
-            }
-            float s0 = hsum256(a0), s1 = hsum256(a1), s2 = hsum256(a2), s3 = hsum256(a3);
-            for (int64_t t = d8; t < d; t++)
-                s0 += q0[t] * xr[t], s1 += q1[t] * xr[t], s2 += q2[t] * xr[t], s3 += q3[t] * xr[t];
-            scores[j * ldc + r] = s0, scores[(j + 1) * ldc + r] = s1;
-            scores[(j + 2) * ldc + r] = s2, scores[(j + 3) * ldc + r] = s3;
+static CP_INLINE CP_AVX2 __m256 row8(const void *x, int64_t t, int f16) {
+    return f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)x + t)))
+               : _mm256_loadu_ps((const float *)x + t);
+}
+
+static CP_INLINE CP_AVX2 float fma1(float a, float b, float c) {
+    return _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c)));
+}
+
+/* One MQ x NR tile (MQ <= 4, NR <= 2, f16: compile-time constants after inlining). */
+static CP_INLINE CP_AVX2 void tile(const float *q, int64_t d, const void *x0, const void *x1, float *s, int64_t lds,
+                                   const int MQ, const int NR, const int f16) {
+    __m256 acc[4][2];
+    for (int j = 0; j < MQ; j++) acc[j][0] = acc[j][1] = _mm256_setzero_ps();
+    const int64_t d8 = d & ~(int64_t)7;
+    for (int64_t t = 0; t < d8; t += 8) {
+        __m256 xa = row8(x0, t, f16), xb = NR > 1 ? row8(x1, t, f16) : xa;
+        /* keep the loaded vectors in registers: folded into every FMA as memory operands they would be loaded MQ
+         * (or NR) times per step, and the kernel would be bound by loads instead of FMAs */
+        __asm__("" : "+x"(xa), "+x"(xb));
+        for (int j = 0; j < MQ; j++) {
+            __m256 qv = _mm256_loadu_ps(q + j * d + t);
+            __asm__("" : "+x"(qv));
+            acc[j][0] = _mm256_fmadd_ps(qv, xa, acc[j][0]);
+            if (NR > 1) acc[j][1] = _mm256_fmadd_ps(qv, xb, acc[j][1]);
         }
-        for (; j < nq; j++) {
-            const float *qj = q + j * d;
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-            int64_t t = 0;
-            for (; t + 16 <= d8; t += 16) {
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qj + t), _mm256_loadu_ps(xr + t), a0);
-                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qj + t + 8), _mm256_loadu_ps(xr + t + 8), a1);
+    }
+    for (int j = 0; j < MQ; j++)
+        for (int r = 0; r < NR; r++) {
+            const void *xr = r ? x1 : x0;
+            float v = hsum8(acc[j][r]);
+            for (int64_t t = d8; t < d; t++) v = fma1(q[j * d + t], row_value(xr, t, f16), v);
+            s[j * lds + r] = v;
+        }
+}
+
+static CP_INLINE CP_AVX2 void scores_avx2_impl(const float *q, int64_t nq, const char *x, size_t rowbytes, int64_t nr,
+                                               int64_t d, float *s, int64_t lds, const int f16) {
+    for (int64_t j = 0; j < nq; j += 4) {
+        const float *qj = q + j * d;
+        float *sj = s + j * lds;
+        const int64_t mq = nq - j < 4 ? nq - j : 4;
+        int64_t r = 0;
+        for (; r + 2 <= nr; r += 2) {
+            const char *xa = x + (size_t)r * rowbytes, *xb = xa + rowbytes;
+            switch (mq) {
+            case 4: tile(qj, d, xa, xb, sj + r, lds, 4, 2, f16); break;
+            case 3: tile(qj, d, xa, xb, sj + r, lds, 3, 2, f16); break;
+            case 2: tile(qj, d, xa, xb, sj + r, lds, 2, 2, f16); break;
+            default: tile(qj, d, xa, xb, sj + r, lds, 1, 2, f16); break;
             }
-            for (; t < d8; t += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qj + t), _mm256_loadu_ps(xr + t), a0);
-            float s = hsum256(_mm256_add_ps(a0, a1));
-            for (; t < d; t++) s += qj[t] * xr[t];
-            scores[j * ldc + r] = s;
+        }
+        if (r < nr) {
+            const char *xa = x + (size_t)r * rowbytes;
+            switch (mq) {
+            case 4: tile(qj, d, xa, xa, sj + r, lds, 4, 1, f16); break;
+            case 3: tile(qj, d, xa, xa, sj + r, lds, 3, 1, f16); break;
+            case 2: tile(qj, d, xa, xa, sj + r, lds, 2, 1, f16); break;
+            default: tile(qj, d, xa, xa, sj + r, lds, 1, 1, f16); break;
+            }
         }
     }
 }
-#endif
 
-#if defined(__x86_64__)
-/* The same for float16 rows, converted in registers (no scratch round trip). */
-__attribute__((target("avx2,fma,f16c"))) static void dots_f16_avx2(const float *q, int64_t nq, const uint16_t *x,
-                                                                  int64_t nr, int64_t d, float *scores, int64_t ldc) {
-    int64_t d8 = d & ~(int64_t)7;
-    for (int64_t r = 0; r < nr; r++) {
-        const uint16_t *xr = x + r * d;
-        int64_t j = 0;
-        for (; j + 4 <= nq; j += 4) {
-            const float *q0 = q + j * d, *q1 = q0 + d, *q2 = q1 + d, *q3 = q2 + d;
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            for (int64_t t = 0; t < d8; t += 8) {
-                __m256 xv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(xr + t)));
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + t), xv, a0);
-                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q1 + t), xv, a1);
-                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(q2 + t), xv, a2);
-                a3 = _mm256_fmadd_ps(_mm256_loadu_ps(q3 + t), xv, a3);
-            }
-            float s0 = hsum256(a0), s1 = hsum256(a1), s2 = hsum256(a2), s3 = hsum256(a3);
-            for (int64_t t = d8; t < d; t++) {
-                float xf = cp_f16_to_f32(xr[t]);
-                s0 += q0[t] * xf, s1 += q1[t] * xf, s2 += q2[t] * xf, s3 += q3[t] * xf;
-            }
-            scores[j * ldc + r] = s0, scores[(j + 1) * ldc + r] = s1;
-            scores[(j + 2) * ldc + r] = s2, scores[(j + 3) * ldc + r] = s3;
-        }
-        for (; j < nq; j++) {
-            const float *qj = q + j * d;
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-            int64_t t = 0;
-            for (; t + 16 <= d8; t += 16) {
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qj + t),
-                                     _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(xr + t))), a0);
-                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qj + t + 8),
-                                     _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(xr + t + 8))), a1);
-            }
-            for (; t < d8; t += 8)
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qj + t),
-                                     _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(xr + t))), a0);
-            float s = hsum256(_mm256_add_ps(a0, a1));
-            for (; t < d; t++) s += qj[t] * cp_f16_to_f32(xr[t]);
-            scores[j * ldc + r] = s;
-        }
-    }
+static CP_AVX2 void scores_avx2_f32(const float *q, int64_t nq, const char *x, size_t rowbytes, int64_t nr, int64_t d,
+                                    float *s, int64_t lds) {
+    scores_avx2_impl(q, nq, x, rowbytes, nr, d, s, lds, 0);
+}
+static CP_AVX2 void scores_avx2_f16(const float *q, int64_t nq, const char *x, size_t rowbytes, int64_t nr, int64_t d,
+                                    float *s, int64_t lds) {
+    scores_avx2_impl(q, nq, x, rowbytes, nr, d, s, lds, 1);
 }
 #endif
 
-/* Scores of rows [r0, r0+nr) against all queries; `scratch` (SUBTILE x d floats) for float16 without AVX2. */
-static void dots_rows(const cp_index *ix, const float *q, int64_t nq, int64_t r0, int64_t nr, float *scratch,
-                      float *scores, int64_t ldc);
-
-static void dots(const float *q, int64_t nq, const float *x, int64_t nr, int64_t d, float *scores, int64_t ldc) {
+static int have_avx2_fma_f16c(void) {
 #if defined(__x86_64__)
-    static int have = -1;
-    if (have < 0) have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (have) {
-        dots_avx2(q, nq, x, nr, d, scores, ldc);
-        return;
-    }
-#endif
-    dots_generic(q, nq, x, nr, d, scores, ldc);
-}
-
-static int have_avx2_f16c(void) {
-#if defined(__x86_64__)
-    static int have = -1;
+    static int have = -1; /* benign race: every thread computes the same value */
     if (have < 0)
         have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
     return have;
@@ -204,22 +194,20 @@ static int have_avx2_f16c(void) {
 #endif
 }
 
-static void dots_rows(const cp_index *ix, const float *q, int64_t nq, int64_t r0, int64_t nr, float *scratch,
-                      float *scores, int64_t ldc) {
+/* scores[j * lds + r] = score(q_j, row r0 + r) for j < nq, r < nr. */
+static void score_rows(const cp_index *ix, const float *q, int64_t nq, int64_t r0, int64_t nr, float *scores,
+                       int64_t lds) {
     const int64_t d = ix->dim;
-    if (ix->dtype == CP_INDEX_FLOAT32) {
-        dots(q, nq, (const float *)ix->data + r0 * d, nr, d, scores, ldc);
-        return;
-    }
-    const uint16_t *x = (const uint16_t *)ix->data + r0 * d;
+    const int f16 = ix->dtype == CP_INDEX_FLOAT16;
+    const size_t rowbytes = (size_t)d * ix->elem;
+    const char *x = (const char *)ix->data + (size_t)r0 * rowbytes;
 #if defined(__x86_64__)
-    if (have_avx2_f16c()) {
-        dots_f16_avx2(q, nq, x, nr, d, scores, ldc);
+    if (have_avx2_fma_f16c()) {
+        (f16 ? scores_avx2_f16 : scores_avx2_f32)(q, nq, x, rowbytes, nr, d, scores, lds);
         return;
     }
 #endif
-    f16_block(x, scratch, (size_t)(nr * d));
-    dots(q, nq, scratch, nr, d, scores, ldc);
+    scores_generic(q, nq, x, rowbytes, f16, nr, d, scores, lds);
 }
 
 /* ---- top-k heaps ------------------------------------------------------------------------------------ */
@@ -280,47 +268,17 @@ static void emit(const cp_index *ix, hit *h, int64_t n, int64_t k, float *D, int
     for (int64_t i = n; i < k; i++) D[i] = -INFINITY, I[i] = -1;
 }
 
-/* ---- id map ----------------------------------------------------------------------------------------- */
+/* ---- id map (base/cp_strmap.h) ------------------------------------------------------------------------ */
 
-static inline uint64_t mix64(uint64_t x) {
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
+static inline int64_t map_find(const cp_index *ix, int64_t id) {
+    int64_t row;
+    return ix->idmap && cp_strmap_get_int(ix->idmap, id, &row) ? row : -1;
 }
 
-static int64_t map_find(const cp_index *ix, int64_t id) {
-    if (!ix->map_size) return -1;
-    uint64_t m = ix->map_size - 1, i = mix64((uint64_t)id) & m;
-    while (ix->map_keys[i] != -1) {
-        if (ix->map_keys[i] == id) return ix->map_rows[i];
-        i = (i + 1) & m;
-    }
-    return -1;
-}
-
-static void map_insert(cp_index *ix, int64_t id, int64_t row) {
-    uint64_t m = ix->map_size - 1, i = mix64((uint64_t)id) & m;
-    while (ix->map_keys[i] != -1 && ix->map_keys[i] != id) i = (i + 1) & m;
-    ix->map_keys[i] = id;
-    ix->map_rows[i] = row;
-}
-
-/* Rebuild the map for rows [0, n) with room for at least `want` ids (load <= 1/2). */
-static int map_rebuild(cp_index *ix, int64_t want) {
-    uint64_t size = 16;
-    while (size < 2 * (uint64_t)want) size *= 2;
-    int64_t *k = malloc(size * sizeof *k), *r = malloc(size * sizeof *r);
-    if (!k || !r) {
-        free(k), free(r);
-        CP_FAIL(CP_ERR_NOMEM, "out of memory for the id map (%llu slots)", (unsigned long long)size);
-    }
-    memset(k, 0xff, size * sizeof *k);
-    free(ix->map_keys), free(ix->map_rows);
-    ix->map_keys = k, ix->map_rows = r, ix->map_size = size;
-    for (int64_t i = 0; i < ix->ntotal; i++) map_insert(ix, ix->ids[i], i);
-    return CP_OK;
+/* Refill the map from ids[0, ntotal) after rows moved. The map already holds room for them: cannot fail. */
+static void map_refill(cp_index *ix) {
+    cp_strmap_clear(ix->idmap);
+    for (int64_t i = 0; i < ix->ntotal; i++) (void)cp_strmap_put_int(ix->idmap, ix->ids[i], i);
 }
 
 /* ---- lifecycle -------------------------------------------------------------------------------------- */
@@ -343,7 +301,8 @@ int cp_index_create(cp_index **out, int64_t dim, int dtype) {
 void cp_index_free(cp_index *ix) {
     if (!ix) return;
     cp_free_aligned(ix->data);
-    free(ix->ids), free(ix->map_keys), free(ix->map_rows);
+    free(ix->ids);
+    cp_strmap_free(ix->idmap);
     pthread_rwlock_destroy(&ix->lock);
     free(ix);
 }
@@ -360,7 +319,7 @@ int64_t cp_index_ntotal(cp_index *ix) {
 
 uint64_t cp_index_memory_bytes(cp_index *ix) {
     pthread_rwlock_rdlock(&ix->lock);
-    uint64_t b = (uint64_t)ix->cap * ((uint64_t)ix->dim * ix->elem + 8) + ix->map_size * 16;
+    uint64_t b = (uint64_t)ix->cap * ((uint64_t)ix->dim * ix->elem + 8) + (ix->idmap ? cp_strmap_memory_bytes(ix->idmap) : 0);
     pthread_rwlock_unlock(&ix->lock);
     return b;
 }
@@ -377,7 +336,7 @@ void cp_index_set_knobs(cp_index *ix, int64_t block_size, int64_t query_block, i
 /* ---- add / remove ----------------------------------------------------------------------------------- */
 
 /* Branch-free scan (vectorises) first; the slow loop that names the bad element runs only on failure. */
-static int check_finite(const float *x, int64_t n, int64_t d, const char *what, int f16) {
+static int check_finite(const float *x, int64_t n, int64_t d, const char *what, int f16, cp_batch_status *status) {
     const uint32_t *b = (const uint32_t *)x;
     const uint32_t lim = f16 ? 0x477fe000u /* 65504 */ : 0x7f7fffffu /* FLT_MAX */;
     uint32_t bad = 0;
@@ -385,11 +344,13 @@ static int check_finite(const float *x, int64_t n, int64_t d, const char *what, 
     if (!bad) return CP_OK;
     for (int64_t i = 0; i < n * d; i++) {
         if (!isfinite(x[i]))
-            CP_FAIL(CP_ERR_INVALID_ARG, "%s row %lld, column %lld is %s; vectors must be finite", what,
-                    (long long)(i / d), (long long)(i % d), isnan(x[i]) ? "NaN" : "inf");
+            return cp_batch_fail(status, (size_t)(i / d), CP_ERR_INVALID_ARG,
+                                 "%s row %lld, column %lld is %s; vectors must be finite", what, (long long)(i / d),
+                                 (long long)(i % d), isnan(x[i]) ? "NaN" : "inf");
         if (f16 && fabsf(x[i]) > 65504.0f)
-            CP_FAIL(CP_ERR_INVALID_ARG, "%s row %lld, column %lld is %g, outside the float16 range (|x| <= 65504)",
-                    what, (long long)(i / d), (long long)(i % d), (double)x[i]);
+            return cp_batch_fail(status, (size_t)(i / d), CP_ERR_INVALID_ARG,
+                                 "%s row %lld, column %lld is %g, outside the float16 range (|x| <= 65504)", what,
+                                 (long long)(i / d), (long long)(i % d), (double)x[i]);
     }
     return CP_OK;
 }
@@ -415,21 +376,22 @@ static void f32_to_f16_block(const float *src, uint16_t *dst, size_t n) {
     for (size_t i = 0; i < n; i++) dst[i] = cp_f32_to_f16(src[i]);
 }
 
-static int add_locked(cp_index *ix, const float *x, int64_t n, const int64_t *ids) {
+static int add_locked(cp_index *ix, const float *x, int64_t n, const int64_t *ids, cp_batch_status *st) {
     const int64_t d = ix->dim;
-    CP_CHECK(check_finite(x, n, d, "add: vector", ix->dtype == CP_INDEX_FLOAT16));
+    CP_CHECK(check_finite(x, n, d, "add: vector", ix->dtype == CP_INDEX_FLOAT16, st));
     int64_t maxid = ix->next_id - 1;
     if (ids) {
         for (int64_t i = 0; i < n; i++) {
             if (ids[i] < 0)
-                CP_FAIL(CP_ERR_INVALID_ARG, "add: ids must be >= 0 (ids[%lld] = %lld)", (long long)i,
-                        (long long)ids[i]);
+                return cp_batch_fail(st, (size_t)i, CP_ERR_INVALID_ARG, "add: ids must be >= 0 (ids[%lld] = %lld)",
+                                     (long long)i, (long long)ids[i]);
             if (map_find(ix, ids[i]) >= 0)
-                CP_FAIL(CP_ERR_INVALID_ARG, "add: id %lld is already in the index", (long long)ids[i]);
+                return cp_batch_fail(st, (size_t)i, CP_ERR_INVALID_ARG, "add: id %lld is already in the index",
+                                     (long long)ids[i]);
             if (ids[i] > maxid) maxid = ids[i];
         }
     } else if (ix->next_id > INT64_MAX - n) {
-        CP_FAIL(CP_ERR_INVALID_ARG, "add: id space exhausted");
+        return cp_batch_fail(st, CP_BATCH_NO_INDEX, CP_ERR_INVALID_ARG, "add: id space exhausted");
     }
     int64_t need = ix->ntotal + n;
     if (need > ix->cap) {
@@ -438,12 +400,13 @@ static int add_locked(cp_index *ix, const float *x, int64_t n, const int64_t *id
         if (cap < 256) cap = 256;
         size_t bytes;
         if (cp_mul_size((size_t)cap, (size_t)d * ix->elem, &bytes) != CP_OK)
-            CP_FAIL(CP_ERR_NOMEM, "add: index too large");
+            return cp_batch_fail(st, CP_BATCH_NO_INDEX, CP_ERR_NOMEM, "add: index too large");
         void *nd = cp_malloc_aligned(bytes);
         int64_t *ni = malloc((size_t)cap * sizeof *ni);
         if (!nd || !ni) {
             cp_free_aligned(nd), free(ni);
-            CP_FAIL(CP_ERR_NOMEM, "add: out of memory growing to %lld rows (%zu bytes)", (long long)cap, bytes);
+            return cp_batch_fail(st, CP_BATCH_NO_INDEX, CP_ERR_NOMEM,
+                                 "add: out of memory growing to %lld rows (%zu bytes)", (long long)cap, bytes);
         }
         if (ix->ntotal) {
             memcpy(nd, ix->data, (size_t)ix->ntotal * d * ix->elem);
@@ -452,23 +415,24 @@ static int add_locked(cp_index *ix, const float *x, int64_t n, const int64_t *id
         cp_free_aligned(ix->data), free(ix->ids);
         ix->data = nd, ix->ids = ni, ix->cap = cap;
     }
-    /* the map: grow first (can fail) so that the batch's own duplicates can be detected before anything changes */
-    if ((uint64_t)need * 2 > ix->map_size) CP_CHECK(map_rebuild(ix, need + need / 2));
-    int64_t base = ix->ntotal;
-    if (ids) {
-        for (int64_t i = 0; i < n; i++) {
-            if (map_find(ix, ids[i]) >= 0) { /* a repeat inside this batch: undo the inserts so far */
-                int64_t dup = ids[i];
-                CP_CHECK(map_rebuild(ix, need));
-                CP_FAIL(CP_ERR_INVALID_ARG, "add: id %lld appears twice in ids", (long long)dup);
-            }
-            map_insert(ix, ids[i], base + i);
-        }
+    /* the map: make room first (the only step that can fail), then the inserts cannot fail, and the batch's own
+     * duplicates are found before anything changes for good */
+    int rc = ix->idmap ? CP_OK : cp_strmap_create(&ix->idmap, CP_STRMAP_INT64, (size_t)need);
+    if (rc == CP_OK) rc = cp_strmap_reserve(ix->idmap, (size_t)(need + need / 2));
+    if (rc != CP_OK) {
+        if (st) st->index = CP_BATCH_NO_INDEX, st->code = rc;
+        return rc;
     }
+    int64_t base = ix->ntotal;
     for (int64_t i = 0; i < n; i++) {
         int64_t id = ids ? ids[i] : ix->next_id + i;
+        if (ids && map_find(ix, id) >= 0) { /* a repeat inside this batch: undo the inserts so far */
+            for (int64_t u = 0; u < i; u++) cp_strmap_remove_int(ix->idmap, ids[u]);
+            return cp_batch_fail(st, (size_t)i, CP_ERR_INVALID_ARG, "add: id %lld appears twice in ids",
+                                 (long long)id);
+        }
+        (void)cp_strmap_put_int(ix->idmap, id, base + i);
         ix->ids[base + i] = id;
-        if (!ids) map_insert(ix, id, base + i);
     }
     if (ix->dtype == CP_INDEX_FLOAT32) {
         memcpy((float *)ix->data + base * d, x, (size_t)n * d * 4);
@@ -480,11 +444,12 @@ static int add_locked(cp_index *ix, const float *x, int64_t n, const int64_t *id
     return CP_OK;
 }
 
-int cp_index_add(cp_index *ix, const float *x, int64_t n, const int64_t *ids) {
-    if (n < 0) CP_FAIL(CP_ERR_INVALID_ARG, "add: n < 0");
+int cp_index_add(cp_index *ix, const float *x, int64_t n, const int64_t *ids, cp_batch_status *status) {
+    cp_batch_status_clear(status);
+    if (n < 0) return cp_batch_fail(status, CP_BATCH_NO_INDEX, CP_ERR_INVALID_ARG, "add: n < 0");
     if (n == 0) return CP_OK;
     pthread_rwlock_wrlock(&ix->lock);
-    int rc = add_locked(ix, x, n, ids);
+    int rc = add_locked(ix, x, n, ids, status);
     pthread_rwlock_unlock(&ix->lock);
     return rc;
 }
@@ -516,9 +481,7 @@ int cp_index_remove_ids(cp_index *ix, const int64_t *ids, int64_t n, int64_t *re
         }
         ix->ntotal = w;
         ix->generation++;
-        /* rebuilding in place cannot fail for lack of a bigger table: reuse the size we have */
-        memset(ix->map_keys, 0xff, ix->map_size * sizeof *ix->map_keys);
-        for (int64_t i = 0; i < ix->ntotal; i++) map_insert(ix, ix->ids[i], i);
+        map_refill(ix); /* fewer ids than the map holds room for: cannot fail */
     }
     free(gone);
     pthread_rwlock_unlock(&ix->lock);
@@ -528,9 +491,10 @@ int cp_index_remove_ids(cp_index *ix, const int64_t *ids, int64_t n, int64_t *re
 
 void cp_index_reset(cp_index *ix) {
     pthread_rwlock_wrlock(&ix->lock);
-    cp_free_aligned(ix->data), free(ix->ids), free(ix->map_keys), free(ix->map_rows);
-    ix->data = NULL, ix->ids = NULL, ix->map_keys = ix->map_rows = NULL;
-    ix->map_size = 0, ix->ntotal = ix->cap = 0, ix->next_id = 0;
+    cp_free_aligned(ix->data), free(ix->ids);
+    cp_strmap_free(ix->idmap);
+    ix->data = NULL, ix->ids = NULL, ix->idmap = NULL;
+    ix->ntotal = ix->cap = 0, ix->next_id = 0;
     ix->generation++;
     pthread_rwlock_unlock(&ix->lock);
 }
@@ -579,128 +543,117 @@ int cp_index_get_ids(cp_index *ix, int64_t *out, int64_t cap, int64_t *n) {
     return CP_OK;
 }
 
-/* ---- search ----------------------------------------------------------------------------------------- */
+/* ---- search -----------------------------------------------------------------------------------------
+ *
+ * One driver for every nq: the database is cut into parts searched in parallel (OpenMP, dynamic), each part
+ * scores ROW_TILE rows at a time against a block of queries and keeps a top-k heap per (part, query); the parts'
+ * heaps are then merged per query. Few queries (nq < small_nq, or mode "split"): parts of `block` rows, many of
+ * them, for balance. Many queries (mode "gemm", the name kept from the BLAS path): a few large parts, so each
+ * thread streams its rows once per query block. Scores never depend on any of this (see the kernel above), and the
+ * top-k of (score, row) with earlier rows winning ties is unique, so every split gives the same answer. */
 
-/* Few queries: split the database into parts (parallel), a top-k per (part, query), then merge per query. */
-static int search_split(const cp_index *ix, const float *q, int64_t nq, int64_t k, int64_t keff, float *D,
-                        int64_t *I) {
-    const int64_t n = ix->ntotal, d = ix->dim;
-    int64_t part = ix->block;
-    if ((n + part - 1) / part > MAX_PARTS) part = (n + MAX_PARTS - 1) / MAX_PARTS;
+static int search_block(const cp_index *ix, const float *q, int64_t nq, int64_t k, int64_t keff, int64_t part,
+                        float *D, int64_t *I) {
+    const int64_t n = ix->ntotal;
     const int64_t nparts = (n + part - 1) / part;
     /* a part holds at most `part` rows, so its heaps need no more: total <= nq * n entries even when k ~ n */
     const int64_t kp = keff < part ? keff : part;
     hit *heaps = malloc((size_t)nparts * nq * kp * sizeof *heaps);
     int64_t *sizes = calloc((size_t)(nparts * nq), sizeof *sizes);
-    hit *fin = malloc((size_t)keff * sizeof *fin);
-    if (!heaps || !sizes || !fin) {
-        free(heaps), free(sizes), free(fin);
-        CP_FAIL(CP_ERR_NOMEM, "search: out of memory");
+    if (!heaps || !sizes) {
+        free(heaps), free(sizes);
+        CP_FAIL(CP_ERR_NOMEM, "search: out of memory for %lld x %lld heaps", (long long)nparts, (long long)nq);
     }
     int nth = cp_get_num_threads();
     if (nth > nparts) nth = (int)nparts;
     int failed = 0;
 #pragma omp parallel num_threads(nth)
     {
-        float *scores = malloc((size_t)nq * SUBTILE * sizeof *scores);
-        float *scratch = ix->dtype == CP_INDEX_FLOAT16 ? malloc((size_t)SUBTILE * d * sizeof *scratch) : NULL;
-        if (!scores || (ix->dtype == CP_INDEX_FLOAT16 && !scratch)) {
+        float *scores = malloc((size_t)nq * ROW_TILE * sizeof *scores);
+        if (!scores) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(dynamic, 1)
         for (int64_t p = 0; p < nparts; p++) {
-            if (!scores || (ix->dtype == CP_INDEX_FLOAT16 && !scratch)) continue;
+            if (!scores) continue;
             hit *hp = heaps + p * nq * kp;
             int64_t *sz = sizes + p * nq;
-            int64_t lo = p * part, hi = lo + part < n ? lo + part : n;
-            for (int64_t r0 = lo; r0 < hi; r0 += SUBTILE) {
-                int64_t nr = hi - r0 < SUBTILE ? hi - r0 : SUBTILE;
-                dots_rows(ix, q, nq, r0, nr, scratch, scores, SUBTILE);
-                for (int64_t j = 0; j < nq; j++) heap_scan(hp + j * kp, &sz[j], kp, scores + j * SUBTILE, nr, r0);
+            const int64_t lo = p * part, hi = lo + part < n ? lo + part : n;
+            for (int64_t r0 = lo; r0 < hi; r0 += ROW_TILE) {
+                const int64_t nr = hi - r0 < ROW_TILE ? hi - r0 : ROW_TILE;
+                score_rows(ix, q, nq, r0, nr, scores, ROW_TILE);
+                for (int64_t j = 0; j < nq; j++) heap_scan(hp + j * kp, &sz[j], kp, scores + j * ROW_TILE, nr, r0);
             }
         }
-        free(scores), free(scratch);
+        free(scores);
     }
-    if (failed) {
-        free(heaps), free(sizes), free(fin);
-        CP_FAIL(CP_ERR_NOMEM, "search: out of memory");
-    }
-    /* merge: fold every part's heap for query j into one of size keff */
-    for (int64_t j = 0; j < nq; j++) {
-        int64_t nf = 0;
-        for (int64_t p = 0; p < nparts; p++) {
-            const hit *hp = heaps + (p * nq + j) * kp;
-            for (int64_t t = 0; t < sizes[p * nq + j]; t++) heap_push(fin, &nf, keff, hp[t]);
+    if (!failed) {
+        /* merge: fold every part's heap for query j into one of size keff */
+#pragma omp parallel num_threads(nth) if (nq >= 64)
+        {
+            hit *fin = malloc((size_t)keff * sizeof *fin);
+            if (!fin) {
+#pragma omp atomic write
+                failed = 1;
+            }
+#pragma omp for schedule(static)
+            for (int64_t j = 0; j < nq; j++) {
+                if (!fin) continue;
+                int64_t nf = 0;
+                for (int64_t p = 0; p < nparts; p++) {
+                    const hit *hp = heaps + (p * nq + j) * kp;
+                    for (int64_t t = 0; t < sizes[p * nq + j]; t++) heap_push(fin, &nf, keff, hp[t]);
+                }
+                emit(ix, fin, nf, k, D + j * k, I + j * k);
+            }
+            free(fin);
         }
-        emit(ix, fin, nf, k, D + j * k, I + j * k);
     }
-    free(heaps), free(sizes), free(fin);
+    free(heaps), free(sizes);
+    if (failed) CP_FAIL(CP_ERR_NOMEM, "search: out of memory");
     return CP_OK;
 }
 
-/* Many queries: for each query block, for each database tile: C = Q X^T (sgemm), then each query's heap scans its
- * row of C (parallel over queries). */
-static int search_gemm(const cp_index *ix, const float *q, int64_t nq, int64_t k, int64_t keff, float *D, int64_t *I) {
+static int search_locked(const cp_index *ix, const float *q, int64_t nq, int64_t k, float *D, int64_t *I) {
     const int64_t n = ix->ntotal, d = ix->dim;
-    int64_t bq = ix->qblock < nq ? ix->qblock : nq;
-    /* keep the per-query heaps of one block within ~256 MiB when k is very large */
-    const int64_t heap_budget = ((int64_t)256 << 20) / (int64_t)sizeof(hit);
-    if (bq * keff > heap_budget) bq = heap_budget / keff > 0 ? heap_budget / keff : 1;
-    const int64_t bs = ix->block < n ? ix->block : n;
-    float *C = malloc((size_t)bq * bs * sizeof *C);
-    float *scratch = ix->dtype == CP_INDEX_FLOAT16 ? malloc((size_t)bs * d * sizeof *scratch) : NULL;
-    hit *heaps = malloc((size_t)bq * keff * sizeof *heaps);
-    int64_t *sizes = malloc((size_t)bq * sizeof *sizes);
-    if (!C || !heaps || !sizes || (ix->dtype == CP_INDEX_FLOAT16 && !scratch)) {
-        free(C), free(scratch), free(heaps), free(sizes);
-        CP_FAIL(CP_ERR_NOMEM, "search: out of memory for a %lld x %lld score tile", (long long)bq, (long long)bs);
+    const int64_t keff = k < n ? k : n;
+    const int nth = cp_get_num_threads();
+    const int few = ix->mode == CP_INDEX_SEARCH_SPLIT || (ix->mode == CP_INDEX_SEARCH_AUTO && nq < ix->small_nq);
+    int64_t part = ix->block;
+    if (!few) {
+        const int64_t big = (n + 4 * (int64_t)nth - 1) / (4 * (int64_t)nth); /* ~4 parts per thread */
+        if (big > part) part = big;
     }
-    /* OpenBLAS (pthreads) and OpenMP thread pools both spin-wait after their parallel sections; on few cores the
-     * spinning of one steals the CPU from the other, so there the scans run on the calling thread (measured on 2
-     * cores: 1.8 s serial vs 2.0-3.0 s with OpenMP for 1024 x 50k x 512). */
-    const int nth = cp_get_num_threads() > 2 ? cp_get_num_threads() : 1;
+    if ((n + part - 1) / part > MAX_PARTS) part = (n + MAX_PARTS - 1) / MAX_PARTS;
+    const int64_t nparts = (n + part - 1) / part, kp = keff < part ? keff : part;
+    /* query blocks: at most qblock queries, and the heaps of one block within ~256 MiB when k is very large */
+    int64_t bq = few ? nq : (ix->qblock < nq ? ix->qblock : nq);
+    const int64_t heap_budget = ((int64_t)256 << 20) / (int64_t)sizeof(hit);
+    if (bq > 1 && nparts * bq * kp > heap_budget) bq = heap_budget / (nparts * kp) > 0 ? heap_budget / (nparts * kp) : 1;
     for (int64_t q0 = 0; q0 < nq; q0 += bq) {
         const int64_t nqb = nq - q0 < bq ? nq - q0 : bq;
-        memset(sizes, 0, (size_t)nqb * sizeof *sizes);
-        for (int64_t r0 = 0; r0 < n; r0 += bs) {
-            const int64_t nr = n - r0 < bs ? n - r0 : bs;
-            const float *x;
-            if (ix->dtype == CP_INDEX_FLOAT32) {
-                x = (const float *)ix->data + r0 * d;
-            } else {
-                const uint16_t *src = (const uint16_t *)ix->data + r0 * d;
-#pragma omp parallel for num_threads(nth) schedule(static) if (nr * d > 65536)
-                for (int64_t r = 0; r < nr; r++) f16_block(src + r * d, scratch + r * d, (size_t)d);
-                x = scratch;
-            }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nqb, (int)nr, (int)d, 1.0f, q + q0 * d, (int)d, x,
-                        (int)d, 0.0f, C, (int)nr);
-#pragma omp parallel for num_threads(nth) schedule(static) if (nqb * nr > 65536)
-            for (int64_t j = 0; j < nqb; j++) heap_scan(heaps + j * keff, &sizes[j], keff, C + j * nr, nr, r0);
-        }
-#pragma omp parallel for num_threads(nth) schedule(static) if (nqb > 64)
-        for (int64_t j = 0; j < nqb; j++) emit(ix, heaps + j * keff, sizes[j], k, D + (q0 + j) * k, I + (q0 + j) * k);
+        CP_CHECK(search_block(ix, q + q0 * d, nqb, k, keff, part, D + q0 * k, I + q0 * k));
     }
-    free(C), free(scratch), free(heaps), free(sizes);
     return CP_OK;
 }
 
-int cp_index_search(cp_index *ix, const float *q, int64_t nq, int64_t k, float *D, int64_t *I) {
-    if (k < 1) CP_FAIL(CP_ERR_INVALID_ARG, "search: k must be >= 1, got %lld", (long long)k);
-    if (nq < 0) CP_FAIL(CP_ERR_INVALID_ARG, "search: nq < 0");
-    CP_CHECK(check_finite(q, nq, ix->dim, "search: query", 0));
+int cp_index_search(cp_index *ix, const float *q, int64_t nq, int64_t k, float *D, int64_t *I,
+                    cp_batch_status *status) {
+    cp_batch_status_clear(status);
+    if (k < 1) return cp_batch_fail(status, CP_BATCH_NO_INDEX, CP_ERR_INVALID_ARG, "search: k must be >= 1, got %lld", (long long)k);
+    if (nq < 0) return cp_batch_fail(status, CP_BATCH_NO_INDEX, CP_ERR_INVALID_ARG, "search: nq < 0");
+    CP_CHECK(check_finite(q, nq, ix->dim, "search: query", 0, status));
     pthread_rwlock_rdlock(&ix->lock);
     int rc = CP_OK;
-    const int64_t keff = k < ix->ntotal ? k : ix->ntotal;
     if (nq == 0) {
     } else if (ix->ntotal == 0) {
         for (int64_t i = 0; i < nq * k; i++) D[i] = -INFINITY, I[i] = -1;
     } else {
-        int split = ix->mode == CP_INDEX_SEARCH_SPLIT || (ix->mode == CP_INDEX_SEARCH_AUTO && nq < ix->small_nq);
-        rc = split ? search_split(ix, q, nq, k, keff, D, I) : search_gemm(ix, q, nq, k, keff, D, I);
+        rc = search_locked(ix, q, nq, k, D, I);
     }
     pthread_rwlock_unlock(&ix->lock);
+    if (rc != CP_OK && status) status->code = rc;
     return rc;
 }
 
@@ -765,18 +718,17 @@ int cp_index_load(cp_index **out, const char *path) {
     if (rc == CP_OK) {
         ix->ntotal = n;
         ix->next_id = h64[2];
-        rc = map_rebuild(ix, n);
+        if (n > 0) rc = cp_strmap_create(&ix->idmap, CP_STRMAP_INT64, (size_t)n);
         for (int64_t i = 0; i < n && rc == CP_OK; i++) {
             if (ix->ids[i] < 0 || ix->ids[i] >= ix->next_id)
                 rc = cp_fail(CP_ERR_INDEX_STATE, "index file '%s' is corrupt (id %lld)", path, (long long)ix->ids[i]);
+            else
+                (void)cp_strmap_put_int(ix->idmap, ix->ids[i], i); /* reserved: cannot fail */
         }
-        if (rc == CP_OK) {
-            int64_t distinct = 0;
-            for (uint64_t s = 0; s < ix->map_size; s++) distinct += ix->map_keys[s] != -1;
-            if (distinct != n) rc = cp_fail(CP_ERR_INDEX_STATE, "index file '%s' is corrupt (repeated ids)", path);
-        }
+        if (rc == CP_OK && n > 0 && (int64_t)cp_strmap_size(ix->idmap) != n)
+            rc = cp_fail(CP_ERR_INDEX_STATE, "index file '%s' is corrupt (repeated ids)", path);
         if (rc == CP_OK && ix->dtype == CP_INDEX_FLOAT32)
-            rc = check_finite((const float *)ix->data, n, ix->dim, "index file row", 0) == CP_OK
+            rc = check_finite((const float *)ix->data, n, ix->dim, "index file row", 0, NULL) == CP_OK
                      ? CP_OK
                      : cp_fail(CP_ERR_INDEX_STATE, "index file '%s' is corrupt (non-finite values)", path);
         if (rc == CP_OK && ix->dtype == CP_INDEX_FLOAT16) {

@@ -17,6 +17,9 @@
 #endif
 
 #include "base/cp_common.h"
+#include "base/cp_hash.h"
+#include "base/cp_strmap.h"
+#include "base/cp_utf8.h"
 #include "text/cp_normalize.h"
 #include "text/cp_textutil.h"
 #include "text/cp_tokenizer_tables.h"
@@ -46,11 +49,8 @@ struct cp_bpe {
     int32_t n_vocab, sot, eot;
     int32_t sym_id[256]; /* byte -> id of its one-byte symbol                    */
     int32_t eow_id[256]; /* byte -> id of the same symbol + "</w>"               */
-    /* merge pairs: key (a << 32 | b) -> rank, merged id; open addressing, empty key = UINT64_MAX */
-    uint64_t *pair_key; /* (pair_mask + 1)                                       */
-    int32_t *pair_rank; /* (pair_mask + 1)                                       */
-    int32_t *pair_id;   /* (pair_mask + 1)                                       */
-    uint64_t pair_mask;
+    /* merge pairs: key (a << 32 | b) -> rank << 32 | merged id (base/cp_strmap.h, int64 keys) */
+    cp_strmap *pairs;
     /* decode: id -> raw bytes (with "</w>" as 4 bytes) */
     uint32_t *tok_off; /* (n_vocab + 1)                                          */
     uint8_t *tok_ok;   /* (n_vocab): 1 when the id is the one the vocabulary maps its string to */
@@ -65,38 +65,12 @@ int32_t cp_bpe_vocab_size(const cp_bpe *t) { return t->n_vocab; }
 int32_t cp_bpe_sot(const cp_bpe *t) { return t->sot; }
 int32_t cp_bpe_eot(const cp_bpe *t) { return t->eot; }
 
-static inline uint64_t cp_hash_bytes(const void *p, size_t n) {
-    /* FNV-1a 64 with a final mix; pieces are short */
-    const uint8_t *s = (const uint8_t *)p;
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 1099511628211ULL;
-    h ^= h >> 29;
-    h *= 0xBF58476D1CE4E5B9ULL;
-    h ^= h >> 32;
-    return h;
-}
-
-static inline uint64_t cp_hash_u64(uint64_t x) {
-    x ^= x >> 33;
-    x *= 0xFF51AFD7ED558CCDULL;
-    x ^= x >> 33;
-    x *= 0xC4CEB9FE1A85EC53ULL;
-    x ^= x >> 33;
-    return x;
-}
-
 static inline int32_t cp_bpe_pair(const cp_bpe *t, int32_t a, int32_t b, int32_t *merged) {
-    uint64_t key = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
-    uint64_t i = cp_hash_u64(key) & t->pair_mask;
-    for (;;) {
-        uint64_t k = t->pair_key[i];
-        if (k == key) {
-            *merged = t->pair_id[i];
-            return t->pair_rank[i];
-        }
-        if (k == UINT64_MAX) return CP_BPE_NO_RANK;
-        i = (i + 1) & t->pair_mask;
-    }
+    int64_t v;
+    if (!cp_strmap_get_int(t->pairs, (int64_t)(((uint64_t)(uint32_t)a << 32) | (uint32_t)b), &v))
+        return CP_BPE_NO_RANK;
+    *merged = (int32_t)(uint32_t)v;
+    return (int32_t)(v >> 32);
 }
 
 /* ---- building ------------------------------------------------------------------------------------------- */
@@ -115,42 +89,24 @@ static void cp_bpe_byte_order(uint32_t cp_of[256], uint8_t order[256]) {
     }
 }
 
-/* string -> id map used while building (raw bytes keys; later insertions win, like dict(zip(vocab, ids))) */
-typedef struct {
-    uint32_t *off, *len; /* per id: bytes in pool */
-    const char *pool;
-    int32_t *slot; /* (mask + 1), -1 empty */
-    uint64_t mask;
-} cp_strmap;
-
-static int32_t cp_strmap_find(const cp_strmap *m, const char *s, size_t n, uint64_t *pos) {
-    uint64_t i = cp_hash_bytes(s, n) & m->mask;
-    for (;;) {
-        int32_t id = m->slot[i];
-        if (id < 0 || (m->len[id] == n && memcmp(m->pool + m->off[id], s, n) == 0)) {
-            if (pos) *pos = i;
-            return id;
-        }
-        i = (i + 1) & m->mask;
-    }
-}
-
 /* decode one byte-encoded symbol string (UTF-8 of bytes_to_unicode chars) into raw bytes; -1 if not such a string */
 static long cp_bpe_unmap(const char *s, size_t n, const int16_t *byte_of_cp, char *dst) {
     size_t i = 0;
     long k = 0;
     while (i < n) {
-        utf8proc_int32_t c;
-        utf8proc_ssize_t r = utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(n - i), &c);
-        if (r <= 0 || c < 0 || c >= 0x144 || byte_of_cp[c] < 0) return -1;
+        uint32_t c;
+        size_t r;
+        if (cp_utf8_decode((const unsigned char *)s + i, n - i, &c, &r) != CP_UTF8_OK || c >= 0x144 ||
+            byte_of_cp[c] < 0)
+            return -1;
         dst[k++] = (char)byte_of_cp[c];
-        i += (size_t)r;
+        i += r;
     }
     return k;
 }
 
 static void cp_bpe_free_tables(cp_bpe *t) {
-    free(t->pair_key), free(t->pair_rank), free(t->pair_id);
+    cp_strmap_free(t->pairs);
     free(t->tok_off), free(t->tok_ok), free(t->tok_pool);
     if (t->stripes)
         for (int i = 0; i < CP_BPE_STRIPES; i++) pthread_mutex_destroy(&t->stripes[i].mu);
@@ -178,14 +134,12 @@ int cp_bpe_create(const char *merges, size_t n, size_t cache_slots, cp_bpe **out
     uint32_t *mrg_a = malloc(sizeof(uint32_t) * 2 * CP_BPE_N_MERGES); /* (split offset, end) per merge in pool */
     char *pool = malloc(n + 4096 + 8 * 512);
     uint32_t *off = malloc(sizeof(uint32_t) * (nv_max + 1)), *len = malloc(sizeof(uint32_t) * nv_max);
-    cp_strmap m = {0};
-    m.mask = 131071;
-    m.slot = malloc(sizeof(int32_t) * (m.mask + 1));
-    if (!t || !mrg_a || !pool || !off || !len || !m.slot) {
-        free(mrg_a), free(pool), free(off), free(len), free(m.slot), free(t);
+    cp_strmap *m = NULL; /* string -> id while building */
+    int rc = t && mrg_a && pool && off && len ? cp_strmap_create(&m, CP_STRMAP_BYTES, nv_max) : CP_ERR_NOMEM;
+    if (rc != CP_OK) {
+        free(mrg_a), free(pool), free(off), free(len), free(t);
         CP_FAIL(CP_ERR_NOMEM, "out of memory building the BPE tables");
     }
-    int rc = CP_OK;
     size_t pl = 0, nv = 0;
     /* 0..255 bytes, 256..511 bytes + "</w>" */
     for (int i = 0; i < 256; i++) off[nv] = (uint32_t)pl, pool[pl++] = (char)order[i], len[nv++] = 1;
@@ -242,45 +196,40 @@ int cp_bpe_create(const char *merges, size_t n, size_t cache_slots, cp_bpe **out
     off[nv] = (uint32_t)pl;
     t->n_vocab = (int32_t)nv, t->sot = (int32_t)nv - 2, t->eot = (int32_t)nv - 1;
 
-    /* string -> id, later ids win */
-    m.off = off, m.len = len, m.pool = pool;
-    memset(m.slot, 0xFF, sizeof(int32_t) * (m.mask + 1));
-    for (size_t id = 0; id < nv; id++) {
-        uint64_t at;
-        cp_strmap_find(&m, pool + off[id], len[id], &at);
-        m.slot[at] = (int32_t)id;
-    }
+    /* string -> id, later ids win (as dict(zip(vocab, ids))) */
+    for (size_t id = 0; id < nv && rc == CP_OK; id++) rc = cp_strmap_put(m, pool + off[id], len[id], (int64_t)id);
+    if (rc != CP_OK) goto done;
     t->tok_ok = malloc(nv);
     t->tok_off = malloc(sizeof(uint32_t) * (nv + 1));
     t->tok_pool = malloc(pl ? pl : 1);
-    t->pair_mask = 131071;
-    t->pair_key = malloc(sizeof(uint64_t) * (t->pair_mask + 1));
-    t->pair_rank = malloc(sizeof(int32_t) * (t->pair_mask + 1));
-    t->pair_id = malloc(sizeof(int32_t) * (t->pair_mask + 1));
-    if (!t->tok_ok || !t->tok_off || !t->tok_pool || !t->pair_key || !t->pair_rank || !t->pair_id) {
+    if (!t->tok_ok || !t->tok_off || !t->tok_pool) {
         rc = cp_fail(CP_ERR_NOMEM, "out of memory building the BPE tables");
         goto done;
     }
+    if ((rc = cp_strmap_create(&t->pairs, CP_STRMAP_INT64, n_merges)) != CP_OK) goto done;
     memcpy(t->tok_pool, pool, pl), memcpy(t->tok_off, off, sizeof(uint32_t) * (nv + 1));
-    for (size_t id = 0; id < nv; id++) t->tok_ok[id] = cp_strmap_find(&m, pool + off[id], len[id], NULL) == (int32_t)id;
+    for (size_t id = 0; id < nv; id++) {
+        int64_t got;
+        t->tok_ok[id] = cp_strmap_get(m, pool + off[id], len[id], &got) && got == (int64_t)id;
+    }
     for (int b = 0; b < 256; b++) {
         char s[5] = {(char)b, '<', '/', 'w', '>'};
-        t->sym_id[b] = cp_strmap_find(&m, s, 1, NULL);
-        t->eow_id[b] = cp_strmap_find(&m, s, 5, NULL);
+        int64_t a = -1, e = -1;
+        cp_strmap_get(m, s, 1, &a), cp_strmap_get(m, s, 5, &e);
+        t->sym_id[b] = (int32_t)a, t->eow_id[b] = (int32_t)e;
     }
-    memset(t->pair_key, 0xFF, sizeof(uint64_t) * (t->pair_mask + 1));
-    for (size_t r = 0; r < n_merges; r++) {
+    for (size_t r = 0; r < n_merges && rc == CP_OK; r++) {
         size_t id = 512 + r;
         const char *s = pool + off[id];
         size_t ka = mrg_a[2 * r], kb = len[id] - ka;
-        int32_t a = cp_strmap_find(&m, s, ka, NULL), b = cp_strmap_find(&m, s + ka, kb, NULL);
-        int32_t merged = cp_strmap_find(&m, s, ka + kb, NULL);
-        if (a < 0 || b < 0) continue; /* a symbol no word can contain: the pair never occurs */
+        int64_t a, b, merged = -1;
+        if (!cp_strmap_get(m, s, ka, &a) || !cp_strmap_get(m, s + ka, kb, &b))
+            continue; /* a symbol no word can contain: the pair never occurs */
+        cp_strmap_get(m, s, ka + kb, &merged);
         uint64_t key = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
-        uint64_t i = cp_hash_u64(key) & t->pair_mask;
-        while (t->pair_key[i] != UINT64_MAX && t->pair_key[i] != key) i = (i + 1) & t->pair_mask;
-        t->pair_key[i] = key, t->pair_rank[i] = (int32_t)r, t->pair_id[i] = merged; /* later ranks win */
+        rc = cp_strmap_put_int(t->pairs, (int64_t)key, (int64_t)(((uint64_t)r << 32) | (uint32_t)merged)); /* later ranks win */
     }
+    if (rc != CP_OK) goto done;
     if (cache_slots > 0) {
         size_t cap = 64;
         while (cap < cache_slots && cap < ((size_t)1 << 24)) cap <<= 1;
@@ -295,7 +244,7 @@ int cp_bpe_create(const char *merges, size_t n, size_t cache_slots, cp_bpe **out
         t->slot_mask = cap - 1;
     }
 done:
-    free(mrg_a), free(pool), free(off), free(len), free(m.slot);
+    free(mrg_a), free(pool), free(off), free(len), cp_strmap_free(m);
     if (rc != CP_OK) {
         cp_bpe_free(t);
         return rc;
@@ -345,17 +294,11 @@ static inline int cp_clip_class(uint32_t c) {
     return CLS_O;
 }
 
-/* decode one code point of valid UTF-8 at p (< end); returns its length */
-static inline size_t cp_u8(const uint8_t *p, const uint8_t *end, uint32_t *c) {
-    uint8_t b = p[0];
-    if (b < 0x80) return *c = b, 1;
-    if (b < 0xE0 && p + 1 < end) return *c = ((uint32_t)(b & 0x1F) << 6) | (p[1] & 0x3F), 2;
-    if (b < 0xF0 && p + 2 < end) return *c = ((uint32_t)(b & 0x0F) << 12) | ((uint32_t)(p[1] & 0x3F) << 6) | (p[2] & 0x3F), 3;
-    if (p + 3 < end)
-        return *c = ((uint32_t)(b & 0x07) << 18) | ((uint32_t)(p[1] & 0x3F) << 12) | ((uint32_t)(p[2] & 0x3F) << 6) |
-                    (p[3] & 0x3F),
-               4;
-    return *c = 0xFFFD, (size_t)(end - p);
+/* one code point of valid UTF-8 at p (the text was cleaned or validated); returns its length */
+static inline size_t cp_u8(const uint8_t *p, uint32_t *c) {
+    size_t k = 0;
+    *c = cp_utf8_next(p, &k);
+    return k;
 }
 
 /* case-insensitive match of an ASCII pattern at p, as the regex module does it (only ASCII case pairs, plus U+017F
@@ -365,7 +308,7 @@ static size_t cp_match_ci(const uint8_t *p, const uint8_t *end, const char *pat)
     for (; *pat; pat++) {
         if (q >= end) return 0;
         uint32_t c;
-        size_t k = cp_u8(q, end, &c);
+        size_t k = cp_u8(q, &c);
         uint32_t pc = (uint8_t)*pat;
         int ok = c == pc;
         if (!ok && pc >= 'a' && pc <= 'z') ok = c == pc - 32 || (pc == 's' && c == 0x17F);
@@ -384,7 +327,7 @@ static int cp_next_piece(const uint8_t *s, const uint8_t *end, const uint8_t **p
     *special = 0;
     while (p < end) {
         uint32_t c;
-        size_t k = cp_u8(p, end, &c);
+        size_t k = cp_u8(p, &c);
         if (c == '<') {
             size_t m = cp_match_ci(p, end, "<|startoftext|>");
             int which = 1;
@@ -409,7 +352,7 @@ static int cp_next_piece(const uint8_t *s, const uint8_t *end, const uint8_t **p
             const uint8_t *q = p + k;
             while (q < end) {
                 uint32_t d;
-                size_t kd = cp_u8(q, end, &d);
+                size_t kd = cp_u8(q, &d);
                 if (cp_clip_class(d) != cls) break;
                 q += kd;
             }
@@ -546,7 +489,7 @@ static int cp_bpe_piece(const cp_bpe *t, const uint8_t *p, size_t m, cp_bpe_ws *
         ws->n_ids += cp_bpe_word(t, p, m, ws, dst);
         return CP_OK;
     }
-    uint64_t h = cp_hash_bytes(p, m);
+    uint64_t h = cp_hash64(p, m, 0);
     cp_bpe_slot *mine = NULL;
     if (ws->local) {
         mine = &ws->local[(h >> 40) & (CP_BPE_LOCAL_SLOTS - 1)];
@@ -618,12 +561,21 @@ int cp_bpe_encode(const cp_bpe *t, const char *s, size_t n, int32_t **ids, size_
     return CP_OK;
 }
 
-static int cp_bpe_row(const cp_bpe *t, const char *s, size_t n, size_t ctx, int truncate, cp_bpe_ws *ws, int32_t *row,
-                      int32_t *len, int32_t *full) {
-    CP_CHECK(cp_bpe_encode_ws(t, s, n, ws));
+/* One row of a batch. A failure's message names the prompt (index and prefix), composed here on the worker. */
+static int cp_bpe_row(const cp_bpe *t, size_t index, const char *s, size_t n, size_t ctx, int truncate, cp_bpe_ws *ws,
+                      int32_t *row, int32_t *len, int32_t *full) {
+    int rc = cp_bpe_encode_ws(t, s, n, ws);
+    if (rc != CP_OK) return cp_prompt_fail(rc, index, s, n);
     size_t total = ws->n_ids + 2;
     if (full) *full = total > INT32_MAX ? INT32_MAX : (int32_t)total;
-    if (total > ctx && !truncate) return CP_ERR_TOKENIZER; /* message composed by the caller */
+    if (total > ctx && !truncate) {
+        char prefix[64];
+        cp_prompt_prefix(s, n, prefix, sizeof prefix);
+        return cp_fail(CP_ERR_TOKENIZER,
+                       "prompt %zu (\"%s\") is %zu tokens long with SOT/EOT, more than context_length %zu "
+                       "(pass truncate=True to cut it)",
+                       index, prefix, total, ctx);
+    }
     size_t keep = total > ctx ? ctx - 2 : ws->n_ids;
     row[0] = t->sot;
     memcpy(row + 1, ws->ids, sizeof(int32_t) * keep);
@@ -634,10 +586,13 @@ static int cp_bpe_row(const cp_bpe *t, const char *s, size_t n, size_t ctx, int 
 }
 
 int cp_bpe_encode_batch(const cp_bpe *t, const char *const *texts, const size_t *lens, size_t n, size_t ctx,
-                        int truncate, int32_t *out, int32_t *lengths, int32_t *full_lengths) {
-    if (ctx < 2) CP_FAIL(CP_ERR_INVALID_ARG, "context_length must be at least 2 (SOT and EOT), got %zu", ctx);
-    size_t first_bad = SIZE_MAX;
-    int bad_rc = CP_OK;
+                        int truncate, int32_t *out, int32_t *lengths, int32_t *full_lengths, cp_batch_status *status) {
+    cp_batch_status_clear(status);
+    if (ctx < 2)
+        return cp_batch_fail(status, CP_BATCH_NO_INDEX, CP_ERR_INVALID_ARG,
+                             "context_length must be at least 2 (SOT and EOT), got %zu", ctx);
+    cp_batch_errors errs;
+    cp_batch_errors_init(&errs);
     int nt = cp_get_num_threads();
     if ((size_t)nt > n / 8 + 1) nt = (int)(n / 8 + 1);
     int local = t->slots && n >= CP_BPE_LOCAL_MIN_BATCH;
@@ -645,10 +600,10 @@ int cp_bpe_encode_batch(const cp_bpe *t, const char *const *texts, const size_t 
         cp_bpe_ws ws = {0};
         if (local) ws.local = calloc(CP_BPE_LOCAL_SLOTS, sizeof(cp_bpe_slot)); /* NULL: simply not used */
         for (size_t i = 0; i < n; i++) {
-            int rc = cp_bpe_row(t, texts[i], lens[i], ctx, truncate, &ws, out + i * ctx, &lengths[i],
+            int rc = cp_bpe_row(t, i, texts[i], lens[i], ctx, truncate, &ws, out + i * ctx, &lengths[i],
                                 full_lengths ? &full_lengths[i] : NULL);
             if (rc != CP_OK) {
-                first_bad = i, bad_rc = rc;
+                cp_batch_errors_note(&errs, i, rc);
                 break;
             }
         }
@@ -660,77 +615,17 @@ int cp_bpe_encode_batch(const cp_bpe *t, const char *const *texts, const size_t 
             if (local) ws.local = calloc(CP_BPE_LOCAL_SLOTS, sizeof(cp_bpe_slot));
 #pragma omp for schedule(dynamic, 16)
             for (size_t i = 0; i < n; i++) {
-                int rc = cp_bpe_row(t, texts[i], lens[i], ctx, truncate, &ws, out + i * ctx, &lengths[i],
+                int rc = cp_bpe_row(t, i, texts[i], lens[i], ctx, truncate, &ws, out + i * ctx, &lengths[i],
                                     full_lengths ? &full_lengths[i] : NULL);
-                if (rc != CP_OK) {
-#pragma omp critical(cp_bpe_batch_error)
-                    if (i < first_bad) first_bad = i, bad_rc = rc;
-                }
+                if (rc != CP_OK) cp_batch_errors_note(&errs, i, rc);
             }
             cp_bpe_ws_free(&ws);
         }
     }
-    if (first_bad == SIZE_MAX) return CP_OK;
-    /* compose the message on this thread: redo the failing prompt to get its own message */
-    char prefix[64], inner[512];
-    size_t i = first_bad;
-    cp_prompt_prefix(texts[i], lens[i], prefix, sizeof prefix);
-    cp_bpe_ws ws = {0};
-    int rc = cp_bpe_encode_ws(t, texts[i], lens[i], &ws);
-    size_t total = ws.n_ids + 2;
-    cp_bpe_ws_free(&ws);
-    if (rc == CP_OK && bad_rc == CP_ERR_TOKENIZER)
-        return cp_fail(CP_ERR_TOKENIZER,
-                       "prompt %zu (\"%s\") is %zu tokens long with SOT/EOT, more than context_length %zu "
-                       "(pass truncate=True to cut it)",
-                       i, prefix, total, ctx);
-    if (rc == CP_OK) rc = bad_rc;
-    snprintf(inner, sizeof inner, "%s", cp_last_error());
-    return cp_fail(rc, "prompt %zu (\"%s\"): %s", i, prefix, inner);
+    return cp_batch_errors_finish(&errs, status);
 }
 
 /* ---- decode --------------------------------------------------------------------------------------------- */
-
-/* CPython's UTF-8 "replace" decoding: each maximal invalid subpart becomes U+FFFD. dst needs 3*n bytes. */
-static size_t cp_utf8_decode_replace(const uint8_t *s, size_t n, char *dst) {
-    size_t i = 0, j = 0;
-    while (i < n) {
-        uint8_t c = s[i];
-        if (c < 0x80) {
-            dst[j++] = (char)c, i++;
-            continue;
-        }
-        size_t need;
-        uint8_t lo = 0x80, hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF)
-            need = 1;
-        else if (c >= 0xE0 && c <= 0xEF) {
-            need = 2;
-            if (c == 0xE0) lo = 0xA0;
-            if (c == 0xED) hi = 0x9F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            need = 3;
-            if (c == 0xF0) lo = 0x90;
-            if (c == 0xF4) hi = 0x8F;
-        } else {
-            memcpy(dst + j, "\xEF\xBF\xBD", 3), j += 3, i++;
-            continue;
-        }
-        size_t k = 1;
-        for (; k <= need; k++) {
-            if (i + k >= n) break;
-            uint8_t d = s[i + k];
-            uint8_t l = k == 1 ? lo : 0x80, h = k == 1 ? hi : 0xBF;
-            if (d < l || d > h) break;
-        }
-        if (k > need) {
-            memcpy(dst + j, s + i, need + 1), j += need + 1, i += need + 1;
-        } else {
-            memcpy(dst + j, "\xEF\xBF\xBD", 3), j += 3, i += k;
-        }
-    }
-    return j;
-}
 
 int cp_bpe_decode(const cp_bpe *t, const int32_t *ids, size_t n, char **out, size_t *out_len) {
     *out = NULL, *out_len = 0;
@@ -752,7 +647,7 @@ int cp_bpe_decode(const cp_bpe *t, const int32_t *ids, size_t n, char **out, siz
         size_t l = t->tok_off[ids[i] + 1] - t->tok_off[ids[i]];
         memcpy(raw + k, t->tok_pool + t->tok_off[ids[i]], l), k += l;
     }
-    size_t m = cp_utf8_decode_replace((const uint8_t *)raw, k, txt);
+    size_t m = cp_utf8_replace_invalid((const unsigned char *)raw, k, (unsigned char *)txt);
     free(raw);
     /* "</w>" -> " ", left to right */
     size_t j = 0;

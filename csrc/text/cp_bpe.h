@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/cp_batch.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -42,10 +44,11 @@ int cp_bpe_encode(const cp_bpe *t, const char *s, size_t n, int32_t **ids, size_
 /** Encode n prompts into out[n][ctx] (int32, SOT ... EOT, zero padded), with OpenMP over prompts.
  *  lengths[i]: tokens written to row i (with SOT/EOT); full_lengths[i] (may be NULL): tokens before truncation.
  *  truncate != 0: rows longer than ctx keep SOT + the first ctx-2 tokens + EOT. truncate == 0: a longer prompt is
- *  CP_ERR_TOKENIZER naming it. On error, the message names the first failing prompt (index and prefix).
- *  ctx must be >= 2 (CP_ERR_INVALID_ARG). Safe to call without the GIL. */
+ *  CP_ERR_TOKENIZER naming it. Failures as base/cp_batch.h says: *status (may be NULL) = {lowest failing prompt,
+ *  its code}, the message (naming that prompt's index and prefix) on the calling thread; rows of other prompts
+ *  are unspecified then. ctx must be >= 2 (CP_ERR_INVALID_ARG, no index). Safe to call without the GIL. */
 int cp_bpe_encode_batch(const cp_bpe *t, const char *const *texts, const size_t *lens, size_t n, size_t ctx,
-                        int truncate, int32_t *out, int32_t *lengths, int32_t *full_lengths);
+                        int truncate, int32_t *out, int32_t *lengths, int32_t *full_lengths, cp_batch_status *status);
 
 /** The inverse of encode as SimpleTokenizer.decode: token bytes joined, decoded as UTF-8 with U+FFFD for invalid
  *  sequences (CPython's "replace" rules), then every "</w>" replaced by a space. *out is malloc'd, NUL-terminated.

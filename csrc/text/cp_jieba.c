@@ -1,7 +1,7 @@
 /* cp_jieba.c — jieba's accurate mode in C (see cp_jieba.h for the contract).
  *
  * Mapping to jieba 0.42.1 (jieba/__init__.py, jieba/finalseg/__init__.py):
- *   gen_pfdict / add_word  -> dict_load / add_word_locked    (hash table over code-point strings)
+ *   gen_pfdict / add_word  -> dict_load / add_word_locked    (base/cp_strmap: word bytes -> entry)
  *   get_DAG + calc         -> route                          (DAG edges enumerated inline, DP right to left)
  *   __cut_DAG              -> cut_block_hmm                  (single-char runs buffered, then HMM or chars)
  *   __cut_DAG_NO_HMM       -> cut_block_no_hmm
@@ -12,6 +12,8 @@
  */
 #define _GNU_SOURCE
 #include "text/cp_jieba.h"
+
+#include "base/cp_strmap.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -33,9 +35,6 @@ static const char ST_CHAR[4] = {'B', 'M', 'E', 'S'};
 static const int PREV[4][2] = {{ST_E, ST_S}, {ST_M, ST_B}, {ST_B, ST_M}, {ST_S, ST_E}};
 
 typedef struct {
-    uint64_t hash;
-    uint32_t off; /* key: pool[off .. off+len) code points */
-    uint32_t len;
     int64_t freq;    /* FREQ[key]; 0 for a prefix that is not a word */
     double logf;     /* log(freq or 1), what calc uses */
     int force_split; /* in finalseg.Force_Split_Words (added with freq 0; never removed, as in jieba) */
@@ -43,12 +42,9 @@ typedef struct {
 
 struct cp_jieba {
     pthread_rwlock_t lock;
-    uint32_t *pool; /* all keys' code points */
-    size_t pool_n, pool_cap;
+    cp_strmap *dict; /* UTF-8 bytes of a word or prefix -> its index in ent */
     entry *ent;
     size_t n_ent, cap_ent;
-    uint64_t *slots; /* open addressing, linear probing: (hash tag << 32) | (entry index + 1); 0 = empty */
-    size_t mask;
     int32_t *single; /* (0x10000) entry of each one-character key below U+10000, -1 if absent: the DAG's first step */
     int64_t total;
     size_t n_force;
@@ -58,10 +54,6 @@ struct cp_jieba {
 };
 
 /* ---- small helpers ------------------------------------------------------------------------------------ */
-
-static inline uint64_t h_step(uint64_t h, uint32_t c) { return (h ^ c) * 0x100000001b3ull; }
-#define H_BASIS 0xcbf29ce484222325ull
-static inline size_t h_slot(uint64_t h) { return (size_t)((h ^ (h >> 29)) * 0x9E3779B97F4A7C15ull >> 20); }
 
 static inline int is_ascii_alnum(uint32_t c) {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
@@ -128,92 +120,48 @@ static size_t decode(const char *text, size_t len, uint32_t *cps, size_t *offs) 
 
 /* ---- the prefix dictionary ---------------------------------------------------------------------------- */
 
-static inline int64_t ht_find(const cp_jieba *j, const uint32_t *key, size_t n, uint64_t h) {
-    size_t i = h_slot(h) & j->mask;
-    const uint32_t tag = (uint32_t)(h >> 32);
-    for (;;) {
-        uint64_t s = j->slots[i];
-        if (!s) return -1;
-        if ((uint32_t)(s >> 32) == tag) { /* the tag spares a visit to the entry on most collisions */
-            uint32_t k = (uint32_t)s - 1;
-            const entry *e = &j->ent[k];
-            if (e->hash == h && e->len == n) {
-                const uint32_t *ek = j->pool + e->off;
-                size_t c = 0;
-                while (c < n && ek[c] == key[c]) c++;
-                if (c == n) return k;
-            }
-        }
-        i = (i + 1) & j->mask;
-    }
+/* The entry of word[0, n) (UTF-8), or -1. */
+static inline int64_t dict_find(const cp_jieba *j, const char *word, size_t n) {
+    int64_t e;
+    return cp_strmap_get(j->dict, word, n, &e) ? e : -1;
 }
 
-static int ht_resize(cp_jieba *j, size_t nslots) {
-    uint64_t *slots = calloc(nslots, sizeof(uint64_t));
-    if (!slots) return cp_fail(CP_ERR_NOMEM, "jieba: out of memory for a %zu-slot table", nslots);
-    size_t mask = nslots - 1;
-    for (size_t k = 0; k < j->n_ent; k++) {
-        size_t i = h_slot(j->ent[k].hash) & mask;
-        while (slots[i]) i = (i + 1) & mask;
-        slots[i] = (j->ent[k].hash >> 32 << 32) | (uint64_t)(k + 1);
-    }
-    free(j->slots);
-    j->slots = slots, j->mask = mask;
-    return CP_OK;
-}
-
-/* Find key or insert it with freq 0. *idx = its entry; *created = 1 if new. */
-static int ht_insert(cp_jieba *j, const uint32_t *key, size_t n, uint64_t h, size_t *idx, int *created) {
-    int64_t f = ht_find(j, key, n, h);
-    *created = 0;
+/* Find word[0, n) or insert it with freq 0; *idx = its entry. */
+static int dict_insert(cp_jieba *j, const char *word, size_t n, size_t *idx) {
+    int64_t f = dict_find(j, word, n);
     if (f >= 0) {
         *idx = (size_t)f;
         return CP_OK;
     }
-    if (n > UINT32_MAX || j->n_ent >= UINT32_MAX - 1 || j->pool_n + n > UINT32_MAX)
-        return cp_fail(CP_ERR_INVALID_ARG, "jieba: dictionary too large");
-    if ((j->n_ent + 1) * 2 > j->mask + 1) CP_CHECK(ht_resize(j, (j->mask + 1) * 2));
+    if (j->n_ent >= (size_t)INT32_MAX) return cp_fail(CP_ERR_INVALID_ARG, "jieba: dictionary too large");
     if (j->n_ent == j->cap_ent) {
         size_t cap = j->cap_ent ? j->cap_ent * 2 : 1024;
         entry *ne = realloc(j->ent, cap * sizeof(entry));
         if (!ne) return cp_fail(CP_ERR_NOMEM, "jieba: out of memory");
         j->ent = ne, j->cap_ent = cap;
     }
-    if (j->pool_n + n > j->pool_cap) {
-        size_t cap = j->pool_cap ? j->pool_cap * 2 : 4096;
-        while (cap < j->pool_n + n) cap *= 2;
-        uint32_t *np = realloc(j->pool, cap * sizeof(uint32_t));
-        if (!np) return cp_fail(CP_ERR_NOMEM, "jieba: out of memory");
-        j->pool = np, j->pool_cap = cap;
-    }
-    memcpy(j->pool + j->pool_n, key, n * sizeof(uint32_t));
-    entry *e = &j->ent[j->n_ent];
-    e->hash = h, e->off = (uint32_t)j->pool_n, e->len = (uint32_t)n, e->freq = 0, e->logf = 0.0, e->force_split = 0;
-    j->pool_n += n;
-    size_t i = h_slot(h) & j->mask;
-    while (j->slots[i]) i = (i + 1) & j->mask;
-    j->slots[i] = (h >> 32 << 32) | (uint64_t)(j->n_ent + 1);
-    if (n == 1 && key[0] < 0x10000) j->single[key[0]] = (int32_t)j->n_ent;
+    CP_CHECK(cp_strmap_put(j->dict, word, n, (int64_t)j->n_ent));
+    j->ent[j->n_ent] = (entry){.freq = 0, .logf = 0.0, .force_split = 0};
+    size_t one = 0;
+    uint32_t c = cp_utf8_next((const unsigned char *)word, &one);
+    if (one == n && c < 0x10000) j->single[c] = (int32_t)j->n_ent;
     *idx = j->n_ent++;
-    *created = 1;
     return CP_OK;
 }
 
-/* FREQ[word] = freq, then every prefix not yet present gets 0 (gen_pfdict / add_word). */
-static int set_word(cp_jieba *j, const uint32_t *w, size_t n, int64_t freq) {
-    uint64_t hs[64], *hp = n <= 64 ? hs : malloc(n * sizeof(uint64_t));
-    if (!hp) return cp_fail(CP_ERR_NOMEM, "jieba: out of memory");
-    uint64_t h = H_BASIS;
-    for (size_t k = 0; k < n; k++) hp[k] = h = h_step(h, w[k]);
+/* FREQ[word] = freq, then every prefix (at code point boundaries) not yet present gets 0 (gen_pfdict / add_word).
+ * word: valid UTF-8, n >= 1. */
+static int set_word(cp_jieba *j, const char *word, size_t n, int64_t freq) {
     size_t idx;
-    int created, rc = ht_insert(j, w, n, hp[n - 1], &idx, &created);
-    if (rc == CP_OK) {
-        j->ent[idx].freq = freq;
-        j->ent[idx].logf = log((double)(freq ? freq : 1));
-        for (size_t k = 0; k + 1 < n && rc == CP_OK; k++) rc = ht_insert(j, w, k + 1, hp[k], &idx, &created);
+    CP_CHECK(dict_insert(j, word, n, &idx));
+    j->ent[idx].freq = freq;
+    j->ent[idx].logf = log((double)(freq ? freq : 1));
+    size_t i = 0;
+    for (;;) {
+        cp_utf8_next((const unsigned char *)word, &i);
+        if (i >= n) return CP_OK;
+        CP_CHECK(dict_insert(j, word, i, &idx));
     }
-    if (hp != hs) free(hp);
-    return rc;
 }
 
 static int parse_freq(const char *s, size_t n, int64_t *out) {
@@ -234,8 +182,7 @@ static int dict_load(cp_jieba *j, const char *path) {
     char *buf;
     size_t n;
     CP_CHECK(read_whole_file(path, &buf, &n));
-    uint32_t *w = malloc(1024 * sizeof(uint32_t));
-    int rc = w ? CP_OK : cp_fail(CP_ERR_NOMEM, "jieba: out of memory");
+    int rc = CP_OK;
     size_t pos = 0, lineno = 0;
     while (rc == CP_OK && pos < n) {
         const char *line = buf + pos;
@@ -266,11 +213,9 @@ static int dict_load(cp_jieba *j, const char *path) {
                          (int)(ll > 80 ? 80 : ll), line);
             break;
         }
-        size_t nc = decode(line, wl, w, NULL);
-        rc = set_word(j, w, nc, freq);
+        rc = set_word(j, line, wl, freq);
         j->total += freq;
     }
-    free(w);
     free(buf);
     return rc;
 }
@@ -373,7 +318,7 @@ int cp_jieba_create(cp_jieba **out, const char *dict_path, const char *hmm_path)
     j->single = malloc(0x10000 * sizeof(int32_t));
     if (rc == CP_OK && !j->single) rc = cp_fail(CP_ERR_NOMEM, "jieba: out of memory");
     if (rc == CP_OK) memset(j->single, 0xFF, 0x10000 * sizeof(int32_t)); /* all -1 */
-    if (rc == CP_OK) rc = ht_resize(j, 1u << 20); /* jieba's dict: ~349k words + prefixes, under half full */
+    if (rc == CP_OK) rc = cp_strmap_create(&j->dict, CP_STRMAP_BYTES, 1u << 19); /* ~349k words + prefixes */
     if (rc == CP_OK) rc = dict_load(j, dict_path);
     if (rc == CP_OK) rc = hmm_load(j, hmm_path);
     if (rc != CP_OK) {
@@ -387,7 +332,8 @@ int cp_jieba_create(cp_jieba **out, const char *dict_path, const char *hmm_path)
 void cp_jieba_free(cp_jieba *j) {
     if (!j) return;
     pthread_rwlock_destroy(&j->lock);
-    free(j->pool), free(j->ent), free(j->slots), free(j->emit), free(j->single);
+    cp_strmap_free(j->dict);
+    free(j->ent), free(j->emit), free(j->single);
     free(j);
 }
 
@@ -395,6 +341,7 @@ void cp_jieba_free(cp_jieba *j) {
 
 typedef struct {
     const cp_jieba *j;
+    const char *text;  /* the UTF-8 text: dictionary keys are its byte ranges */
     const uint32_t *s; /* (n) code points of the text */
     const size_t *off; /* (n+1) byte offset of each code point */
     double logtotal;
@@ -407,10 +354,9 @@ typedef struct {
 
 static inline int emit_tok(work *w, size_t a, size_t b) { return cp_spans_push(w->out, w->off[a], w->off[b] - w->off[a]); }
 
+/* the entry of the word made of code points [a, b) */
 static inline int64_t find_range(const work *w, size_t a, size_t b) {
-    uint64_t h = H_BASIS;
-    for (size_t k = a; k < b; k++) h = h_step(h, w->s[k]);
-    return ht_find(w->j, w->s + a, b - a, h);
+    return dict_find(w->j, w->text + w->off[a], w->off[b] - w->off[a]);
 }
 
 /* get_DAG + calc over the block s[a, a+N): route relative to a. */
@@ -421,14 +367,15 @@ static void route(work *w, size_t a, size_t N) {
     int32_t *rx = w->rx;
     double logtotal = w->logtotal;
     rv[N] = 0.0, rx[N] = 0;
+    const char *text = w->text;
+    const size_t *off = w->off + a;
     for (size_t idx = N; idx-- > 0;) {
-        uint64_t h = H_BASIS;
         double best = 0.0;
         size_t bestx = 0;
         int any = 0;
         for (size_t i = idx; i < N; i++) {
-            h = h_step(h, s[i]);
-            int64_t e = i == idx && s[i] < 0x10000 ? j->single[s[i]] : ht_find(j, s + idx, i - idx + 1, h);
+            int64_t e = i == idx && s[i] < 0x10000 ? j->single[s[i]]
+                                                   : dict_find(j, text + off[idx], off[i + 1] - off[idx]);
             if (e < 0) break;
             if (j->ent[e].freq) {
                 double v = j->ent[e].logf - logtotal + rv[i + 1];
@@ -584,13 +531,14 @@ static int cut_block_no_hmm(work *w, size_t a, size_t N) {
 }
 
 /* Tokenizer.cut over code points s[0, n) (caller holds the lock, read or write). */
-static int cut_cps(const cp_jieba *j, const uint32_t *s, const size_t *off, size_t n, int hmm, cp_spans *out) {
+static int cut_cps(const cp_jieba *j, const char *text, const uint32_t *s, const size_t *off, size_t n, int hmm,
+                   cp_spans *out) {
     /* scratch: rv (n+1) doubles, V (4n) doubles, rx (n+1) int32, bp (4n) + pos (n) bytes */
     size_t bytes = (n + 1) * sizeof(double) + 4 * n * sizeof(double) + (n + 1) * sizeof(int32_t) + 5 * n + 16;
     char stackbuf[4096];
     char *mem = bytes <= sizeof stackbuf ? stackbuf : malloc(bytes);
     if (!mem) return cp_fail(CP_ERR_NOMEM, "jieba: out of memory for a %zu-character text", n);
-    work w = {.j = j, .s = s, .off = off, .out = out};
+    work w = {.j = j, .text = text, .s = s, .off = off, .out = out};
     w.logtotal = log((double)j->total);
     w.rv = (double *)mem;
     w.V = w.rv + (n + 1);
@@ -629,7 +577,7 @@ static int cut_locked(const cp_jieba *j, const char *text, size_t len, int hmm, 
         rc = cp_fail(CP_ERR_NOMEM, "jieba: out of memory");
     } else {
         size_t n = decode(text, len, cps, offs);
-        rc = cut_cps(j, cps, offs, n, hmm, out);
+        rc = cut_cps(j, text, cps, offs, n, hmm, out);
     }
     if (cps != cps_stack) free(cps);
     if (offs != offs_stack) free(offs);
@@ -650,50 +598,30 @@ int cp_jieba_cut(cp_jieba *j, const char *text, size_t len, int hmm, cp_spans *o
 static int suggest_locked(cp_jieba *j, const char *word, size_t len, int64_t *out) {
     cp_spans segs = {0};
     CP_CHECK(cut_locked(j, word, len, 0, &segs)); /* self.cut(word, HMM=False) */
-    uint32_t *w = malloc((len ? len : 1) * sizeof(uint32_t));
-    if (!w) {
-        cp_spans_free(&segs);
-        return cp_fail(CP_ERR_NOMEM, "jieba: out of memory");
-    }
     double ftotal = (double)j->total, freq = 1.0;
     for (size_t k = 0; k < segs.n; k++) {
-        size_t nc = decode(word + segs.v[k].start, segs.v[k].len, w, NULL);
-        uint64_t h = H_BASIS;
-        for (size_t c = 0; c < nc; c++) h = h_step(h, w[c]);
-        int64_t e = ht_find(j, w, nc, h);
+        int64_t e = dict_find(j, word + segs.v[k].start, segs.v[k].len);
         int64_t f = e >= 0 ? j->ent[e].freq : 1; /* FREQ.get(seg, 1) */
         freq *= (double)f / ftotal;
     }
-    size_t nc = decode(word, len, w, NULL);
-    uint64_t h = H_BASIS;
-    for (size_t c = 0; c < nc; c++) h = h_step(h, w[c]);
-    int64_t e = ht_find(j, w, nc, h);
+    int64_t e = dict_find(j, word, len);
     int64_t fw = e >= 0 ? j->ent[e].freq : 1; /* FREQ.get(word, 1) */
     int64_t f = (int64_t)(freq * (double)j->total) + 1;
     *out = f > fw ? f : fw;
-    free(w);
     cp_spans_free(&segs);
     return CP_OK;
 }
 
 static int add_word_locked(cp_jieba *j, const char *word, size_t len, int64_t freq, int64_t *used) {
     if (freq < 0) CP_CHECK(suggest_locked(j, word, len, &freq));
-    uint32_t *w = malloc(len * sizeof(uint32_t));
-    if (!w) return cp_fail(CP_ERR_NOMEM, "jieba: out of memory");
-    size_t nc = decode(word, len, w, NULL);
-    int rc = set_word(j, w, nc, freq);
-    if (rc == CP_OK) {
-        j->total += freq;
-        if (freq == 0) {
-            uint64_t h = H_BASIS;
-            for (size_t c = 0; c < nc; c++) h = h_step(h, w[c]);
-            int64_t e = ht_find(j, w, nc, h);
-            if (e >= 0 && !j->ent[e].force_split) j->ent[e].force_split = 1, j->n_force++;
-        }
-        if (used) *used = freq;
+    CP_CHECK(set_word(j, word, len, freq));
+    j->total += freq;
+    if (freq == 0) {
+        int64_t e = dict_find(j, word, len);
+        if (e >= 0 && !j->ent[e].force_split) j->ent[e].force_split = 1, j->n_force++;
     }
-    free(w);
-    return rc;
+    if (used) *used = freq;
+    return CP_OK;
 }
 
 static int check_word(const char *word, size_t len) {
@@ -795,17 +723,11 @@ int cp_jieba_load_userdict(cp_jieba *j, const char *path) {
 int cp_jieba_get_freq(cp_jieba *j, const char *word, size_t len, int64_t *freq, int *found) {
     size_t bad;
     CP_CHECK(cp_utf8_validate(word, len, &bad));
-    uint32_t *w = malloc((len ? len : 1) * sizeof(uint32_t));
-    if (!w) return cp_fail(CP_ERR_NOMEM, "jieba: out of memory");
-    size_t nc = decode(word, len, w, NULL);
-    uint64_t h = H_BASIS;
-    for (size_t c = 0; c < nc; c++) h = h_step(h, w[c]);
     pthread_rwlock_rdlock(&j->lock);
-    int64_t e = ht_find(j, w, nc, h);
+    int64_t e = dict_find(j, word, len);
     *found = e >= 0;
     *freq = e >= 0 ? j->ent[e].freq : 0;
     pthread_rwlock_unlock(&j->lock);
-    free(w);
     return CP_OK;
 }
 

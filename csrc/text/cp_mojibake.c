@@ -21,6 +21,7 @@
 #include "text/cp_mojibake.h"
 
 #include "base/cp_common.h"
+#include "base/cp_utf8.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -424,36 +425,19 @@ static int decode_utf8_variants(const uint8_t *b, size_t n, mj_u32 *out, int *rc
                 c = 0, p += 2;
             else
                 return 0;
-        } else if (x >= 0xC2 && x <= 0xDF) {
-            if (p + 1 >= n || !cont80_bf(b[p + 1])) return 0;
-            c = ((uint32_t)(x & 0x1F) << 6) | (b[p + 1] & 0x3F), p += 2;
-        } else if (x >= 0xE0 && x <= 0xEF) {
-            if (x == 0xED && p + 1 < n && b[p + 1] >= 0xA0 && b[p + 1] <= 0xBF) {
-                /* CESU-8: \xed[\xa0-\xaf][\x80-\xbf]\xed[\xb0-\xbf]([\x80-\xbf]|$), six bytes, else an error */
-                if (n - p < 6) return 0;
-                if (!(b[p + 1] <= 0xAF && cont80_bf(b[p + 2]) && b[p + 3] == 0xED && b[p + 4] >= 0xB0 &&
-                      b[p + 4] <= 0xBF && (cont80_bf(b[p + 5]) || at_end(b, n, p + 5))))
-                    return 0;
-                c = ((uint32_t)(b[p + 1] & 0x0F) << 16) + ((uint32_t)(b[p + 2] & 0x3F) << 10) +
-                    ((uint32_t)(b[p + 4] & 0x0F) << 6) + (b[p + 5] & 0x3F) + 0x10000;
-                p += 6;
-            } else {
-                if (p + 2 >= n) return 0;
-                uint8_t y = b[p + 1], z = b[p + 2];
-                if (!cont80_bf(y) || !cont80_bf(z)) return 0;
-                if (x == 0xE0 && y < 0xA0) return 0;
-                c = ((uint32_t)(x & 0x0F) << 12) | ((uint32_t)(y & 0x3F) << 6) | (z & 0x3F), p += 3;
-            }
-        } else if (x >= 0xF0 && x <= 0xF4) {
-            if (p + 3 >= n) return 0;
-            uint8_t y = b[p + 1];
-            if (!cont80_bf(y) || !cont80_bf(b[p + 2]) || !cont80_bf(b[p + 3])) return 0;
-            if ((x == 0xF0 && y < 0x90) || (x == 0xF4 && y > 0x8F)) return 0;
-            c = ((uint32_t)(x & 0x07) << 18) | ((uint32_t)(y & 0x3F) << 12) | ((uint32_t)(b[p + 2] & 0x3F) << 6) |
-                (b[p + 3] & 0x3F);
-            p += 4;
-        } else {
-            return 0;
+        } else if (x == 0xED && p + 1 < n && b[p + 1] >= 0xA0 && b[p + 1] <= 0xBF) {
+            /* CESU-8: \xed[\xa0-\xaf][\x80-\xbf]\xed[\xb0-\xbf]([\x80-\xbf]|$), six bytes, else an error */
+            if (n - p < 6) return 0;
+            if (!(b[p + 1] <= 0xAF && cont80_bf(b[p + 2]) && b[p + 3] == 0xED && b[p + 4] >= 0xB0 && b[p + 4] <= 0xBF &&
+                  (cont80_bf(b[p + 5]) || at_end(b, n, p + 5))))
+                return 0;
+            c = ((uint32_t)(b[p + 1] & 0x0F) << 16) + ((uint32_t)(b[p + 2] & 0x3F) << 10) +
+                ((uint32_t)(b[p + 4] & 0x0F) << 6) + (b[p + 5] & 0x3F) + 0x10000;
+            p += 6;
+        } else { /* everything else is plain strict UTF-8 */
+            size_t len;
+            if (cp_utf8_decode(b + p, n - p, &c, &len) != CP_UTF8_OK) return 0;
+            p += len;
         }
         out->v[out->n++] = c;
     }

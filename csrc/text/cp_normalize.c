@@ -20,6 +20,7 @@
 #include "text/cp_normalize.h"
 
 #include "base/cp_common.h"
+#include "base/cp_utf8.h"
 #include "text/cp_mojibake.h"
 
 #include <stdint.h>
@@ -87,25 +88,12 @@ static int buf_append(u32buf *b, const uint32_t *s, size_t n) {
     return CP_OK;
 }
 
-/* Append UTF-8 bytes (known valid: our tables) as code points. */
+/* Append UTF-8 bytes (known valid: our tables, or validated input) as code points. */
 static int buf_append_utf8(u32buf *b, const char *s, size_t n) {
     const unsigned char *p = (const unsigned char *)s;
     size_t i = 0;
     CP_CHECK(buf_reserve(b, b->n + n));
-    while (i < n) {
-        uint32_t c = p[i];
-        if (c < 0x80) {
-            i += 1;
-        } else if (c < 0xE0) {
-            c = ((c & 0x1F) << 6) | (p[i + 1] & 0x3F), i += 2;
-        } else if (c < 0xF0) {
-            c = ((c & 0x0F) << 12) | ((p[i + 1] & 0x3Fu) << 6) | (p[i + 2] & 0x3F), i += 3;
-        } else {
-            c = ((c & 0x07) << 18) | ((p[i + 1] & 0x3Fu) << 12) | ((p[i + 2] & 0x3Fu) << 6) | (p[i + 3] & 0x3F),
-            i += 4;
-        }
-        b->v[b->n++] = c;
-    }
+    while (i < n) b->v[b->n++] = cp_utf8_next(p, &i);
     return CP_OK;
 }
 
@@ -128,31 +116,11 @@ static int decode_utf8(const char *s, size_t n, u32buf *out) {
 
 static int encode_utf8(const u32buf *b, char **out, size_t *out_len) {
     size_t need = 0;
-    for (size_t i = 0; i < b->n; i++) {
-        uint32_t c = b->v[i];
-        need += c < 0x80 ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;
-    }
+    for (size_t i = 0; i < b->n; i++) need += cp_utf8_len(b->v[i]);
     char *o = malloc(need + 1);
     if (!o) CP_FAIL(CP_ERR_NOMEM, "normalize: out of memory (%zu bytes)", need + 1);
     unsigned char *p = (unsigned char *)o;
-    for (size_t i = 0; i < b->n; i++) {
-        uint32_t c = b->v[i];
-        if (c < 0x80) {
-            *p++ = (unsigned char)c;
-        } else if (c < 0x800) {
-            *p++ = (unsigned char)(0xC0 | (c >> 6));
-            *p++ = (unsigned char)(0x80 | (c & 0x3F));
-        } else if (c < 0x10000) {
-            *p++ = (unsigned char)(0xE0 | (c >> 12));
-            *p++ = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
-            *p++ = (unsigned char)(0x80 | (c & 0x3F));
-        } else {
-            *p++ = (unsigned char)(0xF0 | (c >> 18));
-            *p++ = (unsigned char)(0x80 | ((c >> 12) & 0x3F));
-            *p++ = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
-            *p++ = (unsigned char)(0x80 | (c & 0x3F));
-        }
-    }
+    for (size_t i = 0; i < b->n; i++) p += cp_utf8_put(p, b->v[i]);
     *p = '\0';
     *out = o;
     *out_len = need;
@@ -1016,49 +984,39 @@ static int batch_one(int mode, const char *s, size_t n, const cp_normalize_opts 
 }
 
 static int batch_run(int mode, const char *const *texts, const size_t *lens, size_t n, const cp_normalize_opts *o,
-                     char **outs, size_t *out_lens, size_t *bad_index) {
-    if (n && (!texts || !lens || !outs || !out_lens)) CP_FAIL(CP_ERR_INVALID_ARG, "normalize_batch: NULL argument");
-    int *st = calloc(n ? n : 1, sizeof(int));
-    if (!st) CP_FAIL(CP_ERR_NOMEM, "normalize_batch: out of memory");
+                     char **outs, size_t *out_lens, cp_batch_status *status) {
+    cp_batch_status_clear(status);
+    if (n && (!texts || !lens || !outs || !out_lens))
+        return cp_batch_fail(status, CP_BATCH_NO_INDEX, CP_ERR_INVALID_ARG, "normalize_batch: NULL argument");
     long long nn = (long long)n;
     size_t bytes = 0;
     for (size_t i = 0; i < n; i++) bytes += lens[i];
+    cp_batch_errors errs;
+    cp_batch_errors_init(&errs);
     /* ~0.1-1 us per caption: threads pay off only for big batches */
 #pragma omp parallel for schedule(dynamic, 64) if (n >= 64 && bytes >= CP_NORMALIZE_PARALLEL_BYTES)
     for (long long i = 0; i < nn; i++) {
         outs[i] = NULL, out_lens[i] = 0;
-        st[i] = batch_one(mode, texts[i], lens[i], o, &outs[i], &out_lens[i]);
+        int rc = batch_one(mode, texts[i], lens[i], o, &outs[i], &out_lens[i]);
+        if (rc != CP_OK) cp_batch_errors_note(&errs, (size_t)i, rc);
     }
-    int rc = CP_OK;
-    for (size_t i = 0; i < n; i++)
-        if (st[i] != CP_OK) {
-            /* The failing worker's message is in its own thread-local slot: rerun this one prompt here (the
-             * functions are deterministic) so the message lands in the caller's slot. */
-            char *tmp = NULL;
-            size_t tl = 0;
-            rc = batch_one(mode, texts[i], lens[i], o, &tmp, &tl);
-            free(tmp);
-            if (rc == CP_OK) rc = cp_fail(st[i], "%s", cp_status_name(st[i]));
-            if (bad_index) *bad_index = i;
-            break;
-        }
-    free(st);
+    int rc = cp_batch_errors_finish(&errs, status);
     if (rc != CP_OK)
         for (size_t i = 0; i < n; i++) free(outs[i]), outs[i] = NULL, out_lens[i] = 0;
     return rc;
 }
 
 int cp_normalize_batch(const char *const *texts, const size_t *lens, size_t n, const cp_normalize_opts *o,
-                       char **outs, size_t *out_lens, size_t *bad_index) {
+                       char **outs, size_t *out_lens, cp_batch_status *status) {
     cp_normalize_opts def;
     if (o == NULL) {
         cp_normalize_opts_default(&def);
         o = &def;
     }
-    return batch_run(0, texts, lens, n, o, outs, out_lens, bad_index);
+    return batch_run(0, texts, lens, n, o, outs, out_lens, status);
 }
 
 int cp_clip_clean_batch(const char *const *texts, const size_t *lens, size_t n, char **outs, size_t *out_lens,
-                        size_t *bad_index) {
-    return batch_run(1, texts, lens, n, NULL, outs, out_lens, bad_index);
+                        cp_batch_status *status) {
+    return batch_run(1, texts, lens, n, NULL, outs, out_lens, status);
 }

@@ -19,6 +19,8 @@
 
 #include <stddef.h>
 
+#include "base/cp_batch.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -51,13 +53,13 @@ int cp_normalize(const char *s, size_t n, const cp_normalize_opts *o, char **out
 int cp_clip_clean(const char *s, size_t n, char **out, size_t *out_len);
 
 /** Batch forms: texts[i][0:lens[i]) -> outs[i] (malloc'd, NUL-terminated, caller frees each), out_lens[i].
- *  Prompts run in parallel (OpenMP) for large batches. On failure every outs[i] is freed and set to NULL,
- *  *bad_index (if not NULL) is the first failing prompt, and the last-error message is that prompt's.
- *  cp_normalize_batch: o == NULL means the defaults. */
+ *  Prompts run in parallel (OpenMP) for large batches. Failures as base/cp_batch.h says: *status (may be NULL)
+ *  = {lowest failing prompt, its code}, its message on the calling thread; on failure every outs[i] is freed
+ *  and set to NULL. cp_normalize_batch: o == NULL means the defaults. Safe without the GIL. */
 int cp_normalize_batch(const char *const *texts, const size_t *lens, size_t n, const cp_normalize_opts *o,
-                       char **outs, size_t *out_lens, size_t *bad_index);
+                       char **outs, size_t *out_lens, cp_batch_status *status);
 int cp_clip_clean_batch(const char *const *texts, const size_t *lens, size_t n, char **outs, size_t *out_lens,
-                        size_t *bad_index);
+                        cp_batch_status *status);
 
 #ifdef __cplusplus
 }

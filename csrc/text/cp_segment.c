@@ -173,10 +173,7 @@ typedef struct {
     cp_lang lang;
     cp_spans *outs;
     atomic_size_t next;
-    pthread_mutex_t mu;
-    size_t bad_i; /* lowest failing index, (size_t)-1 if none */
-    int bad_rc;
-    char bad_msg[1024];
+    cp_batch_errors errs;
 } batch_job;
 
 #define BATCH_CHUNK 16
@@ -190,12 +187,10 @@ static void *batch_worker(void *arg) {
         for (size_t i = i0; i < i1; i++) {
             int rc = cp_segment_text(b->texts[i], b->lens[i], b->lang, &b->outs[i]);
             if (rc != CP_OK) {
-                pthread_mutex_lock(&b->mu);
-                if (i < b->bad_i) {
-                    b->bad_i = i, b->bad_rc = rc;
-                    snprintf(b->bad_msg, sizeof b->bad_msg, "%s", cp_last_error());
-                }
-                pthread_mutex_unlock(&b->mu);
+                char inner[900];
+                snprintf(inner, sizeof inner, "%s", cp_last_error());
+                cp_fail(rc, "text %zu: %s", i, inner);
+                cp_batch_errors_note(&b->errs, i, rc);
             }
         }
     }
@@ -203,18 +198,19 @@ static void *batch_worker(void *arg) {
 }
 
 int cp_segment_batch(const char *const *texts, const size_t *lens, size_t n, cp_lang lang, cp_spans *outs,
-                     size_t *failed) {
+                     cp_batch_status *status) {
+    cp_batch_status_clear(status);
     if (lang == CP_LANG_ZH) { /* load once up front: a missing dictionary fails once, not per text */
         cp_jieba *j;
         int rc = cp_jieba_default(&j);
         if (rc != CP_OK) {
-            if (failed) *failed = 0;
+            if (status) status->index = CP_BATCH_NO_INDEX, status->code = rc;
             return rc;
         }
     }
-    batch_job b = {.texts = texts, .lens = lens, .n = n, .lang = lang, .outs = outs, .bad_i = (size_t)-1};
+    batch_job b = {.texts = texts, .lens = lens, .n = n, .lang = lang, .outs = outs};
     atomic_init(&b.next, 0);
-    pthread_mutex_init(&b.mu, NULL);
+    cp_batch_errors_init(&b.errs);
     size_t nthreads = (size_t)cp_get_num_threads();
     if (nthreads > n / (4 * BATCH_CHUNK)) nthreads = n / (4 * BATCH_CHUNK); /* at least 4 chunks a thread */
     if (nthreads > 64) nthreads = 64;
@@ -224,8 +220,5 @@ int cp_segment_batch(const char *const *texts, const size_t *lens, size_t n, cp_
         if (pthread_create(&tids[started], NULL, batch_worker, &b) == 0) started++;
     batch_worker(&b);
     for (size_t t = 0; t < started; t++) pthread_join(tids[t], NULL);
-    pthread_mutex_destroy(&b.mu);
-    if (b.bad_i == (size_t)-1) return CP_OK;
-    if (failed) *failed = b.bad_i;
-    return cp_fail(b.bad_rc, "text %zu: %s", b.bad_i, b.bad_msg);
+    return cp_batch_errors_finish(&b.errs, status);
 }

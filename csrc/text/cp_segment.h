@@ -8,6 +8,7 @@
 #ifndef CP_SEGMENT_H
 #define CP_SEGMENT_H
 
+#include "base/cp_batch.h"
 #include "base/cp_common.h"
 #include "base/cp_utf8.h"
 #include "text/cp_spans.h"
@@ -45,11 +46,11 @@ int cp_segment_text(const char *text, size_t len, cp_lang lang, cp_spans *out);
  *  *out_len). The caller frees *out with free(). */
 int cp_segment_join(const char *text, size_t len, cp_lang lang, char **out, size_t *out_len);
 
-/** cp_segment_text over n texts (OpenMP threads when n is large), outs[i] for texts[i] (each cleared first).
- *  On failure returns the status of the lowest failing index, stores it in *failed (may be NULL) and records its
- *  message on the calling thread; outs still need cp_spans_free. */
+/** cp_segment_text over n texts (worker threads when n is large), outs[i] for texts[i]. Failures as
+ *  base/cp_batch.h says: *status (may be NULL) = {lowest failing text, its code}, the message ("text I: ...") on
+ *  the calling thread (a dictionary that cannot load: index CP_BATCH_NO_INDEX); outs still need cp_spans_free. */
 int cp_segment_batch(const char *const *texts, const size_t *lens, size_t n, cp_lang lang, cp_spans *outs,
-                     size_t *failed);
+                     cp_batch_status *status);
 
 #ifdef __cplusplus
 }

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/cp_batch.h"
 #include "base/cp_common.h"
 #include "text/cp_textutil.h"
 
@@ -786,29 +787,28 @@ static int sp_row(const cp_sp *t, const char *s, size_t n, size_t L, int32_t *ro
 }
 
 int cp_sp_encode_batch(const cp_sp *t, const char *const *texts, const size_t *lens, size_t n, size_t max_length,
-                       int32_t *out, int32_t *lengths) {
+                       int32_t *out, int32_t *lengths, cp_batch_status *status) {
+    cp_batch_status_clear(status);
     size_t nspec = (t->bos >= 0) + (t->eos >= 0);
     if (max_length < nspec + 1 || max_length > INT32_MAX)
-        CP_FAIL(CP_ERR_INVALID_ARG, "max_length must be in [%zu, %d] (the specials and one token), got %zu", nspec + 1,
-                INT32_MAX, max_length);
-    size_t first_bad = SIZE_MAX;
+        return cp_batch_fail(status, CP_BATCH_NO_INDEX, CP_ERR_INVALID_ARG,
+                             "max_length must be in [%zu, %d] (the specials and one token), got %zu", nspec + 1,
+                             INT32_MAX, max_length);
+    cp_batch_errors errs;
+    cp_batch_errors_init(&errs);
     int nt = cp_get_num_threads();
     if ((size_t)nt > n / 8 + 1) nt = (int)(n / 8 + 1);
 #pragma omp parallel for schedule(dynamic, 16) num_threads(nt) if (nt > 1)
-    for (size_t i = 0; i < n; i++)
-        if (sp_row(t, texts[i], lens[i], max_length, out + i * max_length, &lengths[i]) != CP_OK) {
-#pragma omp critical(cp_sp_batch_error)
-            if (i < first_bad) first_bad = i;
+    for (size_t i = 0; i < n; i++) {
+        if (cp_batch_errors_below(&errs, i)) continue;
+        const int rc = sp_row(t, texts[i], lens[i], max_length, out + i * max_length, &lengths[i]);
+        if (rc != CP_OK) {
+            char prefix[64], inner[512];
+            cp_prompt_prefix(texts[i], lens[i], prefix, sizeof prefix);
+            snprintf(inner, sizeof inner, "%s", cp_last_error());
+            cp_fail(rc, "prompt %zu (\"%s\"): %s", i, prefix, inner);
+            cp_batch_errors_note(&errs, i, rc);
         }
-    if (first_bad == SIZE_MAX) return CP_OK;
-    size_t i = first_bad;
-    char prefix[64], inner[512];
-    cp_prompt_prefix(texts[i], lens[i], prefix, sizeof prefix);
-    int32_t *ids = NULL;
-    size_t nid = 0;
-    int rc = cp_sp_encode(t, texts[i], lens[i], &ids, &nid);
-    free(ids);
-    if (rc == CP_OK) rc = cp_fail(CP_ERR_INTERNAL, "inconsistent result");
-    snprintf(inner, sizeof inner, "%s", cp_last_error());
-    return cp_fail(rc, "prompt %zu (\"%s\"): %s", i, prefix, inner);
+    }
+    return cp_batch_errors_finish(&errs, status);
 }

@@ -73,9 +73,10 @@ int cp_sp_encode(const cp_sp *t, const char *s, size_t n, int32_t **ids, size_t 
 /** Encode n texts into out[n][max_length]: [BOS] + the first ids + [EOS] (each only when the model has it), then
  *  padding with the pad id (0 when the model has none); lengths[i] = count before padding. Longer texts are cut to
  *  max_length keeping [EOS]. max_length must leave room for one id after the specials (CP_ERR_INVALID_ARG).
- *  OpenMP over texts (cp_get_num_threads()); on error the message names the first failing text. */
+ *  OpenMP over texts (cp_get_num_threads()). Failures as base/cp_batch.h says: *status (may be NULL) = {lowest
+ *  failing text, its code}, the message (naming that text) on the calling thread. */
 int cp_sp_encode_batch(const cp_sp *t, const char *const *texts, const size_t *lens, size_t n, size_t max_length,
-                       int32_t *out, int32_t *lengths);
+                       int32_t *out, int32_t *lengths, cp_batch_status *status);
 
 #ifdef __cplusplus
 }

@@ -8,4 +8,8 @@
  *  at most ~40 bytes, newlines and tabs as spaces, "..." when cut. */
 void cp_prompt_prefix(const char *s, size_t n, char *dst, size_t cap);
 
+/** Re-record this thread's last error `code` as `prompt INDEX ("PREFIX"): <the message so far>`; returns code. Batch
+ *  rows call it on their worker thread before cp_batch_errors_note (base/cp_batch.h). */
+int cp_prompt_fail(int code, size_t index, const char *s, size_t n);
+
 #endif

@@ -11,6 +11,8 @@
 #include <utf8proc.h>
 
 #include "base/cp_common.h"
+#include "base/cp_strmap.h"
+#include "base/cp_utf8.h"
 #include "text/cp_textutil.h"
 #include "text/cp_tokenizer_tables.h"
 
@@ -23,8 +25,7 @@ struct cp_wordpiece {
     int32_t n;          /* vocabulary size (lines)                        */
     char *pool;         /* token strings, NUL-terminated                  */
     uint32_t *off;      /* (n + 1) offsets into pool                      */
-    int32_t *slot;      /* (mask + 1) open addressing, -1 empty           */
-    uint64_t mask;
+    cp_strmap *vocab;   /* token string -> id (later duplicates win)      */
     size_t max_bytes;   /* longest token in bytes: bounds the greedy scan */
     int32_t special_id[5]; /* ids of cp_wp_specials (unk when absent)     */
     int32_t cls, sep, pad, unk;
@@ -43,30 +44,15 @@ const char *cp_wordpiece_id_to_token(const cp_wordpiece *t, int32_t id) {
     return id >= 0 && id < t->n ? t->pool + t->off[id] : NULL;
 }
 
-static inline uint64_t cp_wp_hash(const char *s, size_t n) {
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ULL;
-    h ^= h >> 29;
-    h *= 0xBF58476D1CE4E5B9ULL;
-    h ^= h >> 32;
-    return h;
-}
-
-static inline int32_t cp_wp_find(const cp_wordpiece *t, const char *s, size_t n, uint64_t *pos) {
-    uint64_t i = cp_wp_hash(s, n) & t->mask;
-    for (;;) {
-        int32_t id = t->slot[i];
-        if (id < 0 || ((size_t)(t->off[id + 1] - t->off[id] - 1) == n && memcmp(t->pool + t->off[id], s, n) == 0)) {
-            if (pos) *pos = i;
-            return id;
-        }
-        i = (i + 1) & t->mask;
-    }
+static inline int32_t cp_wp_find(const cp_wordpiece *t, const char *s, size_t n) {
+    int64_t id;
+    return cp_strmap_get(t->vocab, s, n, &id) ? (int32_t)id : -1;
 }
 
 void cp_wordpiece_free(cp_wordpiece *t) {
     if (!t) return;
-    free(t->pool), free(t->off), free(t->slot);
+    free(t->pool), free(t->off);
+    cp_strmap_free(t->vocab);
     free(t);
 }
 
@@ -86,15 +72,10 @@ int cp_wordpiece_create(const char *vocab, size_t n, int lowercase, cp_wordpiece
     t->lowercase = lowercase;
     t->pool = malloc(n + lines + 1);
     t->off = malloc(sizeof(uint32_t) * (lines + 1));
-    size_t cap = 1024;
-    while (cap < 2 * lines) cap <<= 1;
-    t->mask = cap - 1;
-    t->slot = malloc(sizeof(int32_t) * cap);
-    if (!t->pool || !t->off || !t->slot) {
+    if (!t->pool || !t->off || cp_strmap_create(&t->vocab, CP_STRMAP_BYTES, lines) != CP_OK) {
         cp_wordpiece_free(t);
         CP_FAIL(CP_ERR_NOMEM, "out of memory for a vocabulary of %zu tokens", lines);
     }
-    memset(t->slot, 0xFF, sizeof(int32_t) * cap);
     size_t pl = 0, id = 0, i = 0;
     while (i < n && id < lines) {
         size_t e = i;
@@ -109,13 +90,15 @@ int cp_wordpiece_create(const char *vocab, size_t n, int lowercase, cp_wordpiece
     }
     t->n = (int32_t)id;
     t->off[id] = (uint32_t)pl;
-    for (int32_t k = 0; k < t->n; k++) {
-        uint64_t at;
-        cp_wp_find(t, t->pool + t->off[k], t->off[k + 1] - t->off[k] - 1, &at);
-        t->slot[at] = k; /* later duplicates win, like load_vocab's dict */
+    for (int32_t k = 0; k < t->n; k++) { /* later duplicates win, like load_vocab's dict */
+        int rc = cp_strmap_put(t->vocab, t->pool + t->off[k], t->off[k + 1] - t->off[k] - 1, k);
+        if (rc != CP_OK) {
+            cp_wordpiece_free(t);
+            return rc;
+        }
     }
     int32_t ids[5];
-    for (int k = 0; k < 5; k++) ids[k] = cp_wp_find(t, cp_wp_specials[k], strlen(cp_wp_specials[k]), NULL);
+    for (int k = 0; k < 5; k++) ids[k] = cp_wp_find(t, cp_wp_specials[k], strlen(cp_wp_specials[k]));
     t->cls = ids[0], t->sep = ids[1], t->pad = ids[2] >= 0 ? ids[2] : 0, t->unk = ids[4];
     if (t->cls < 0 || t->sep < 0 || t->unk < 0) {
         cp_wordpiece_free(t);
@@ -231,7 +214,7 @@ static int cp_wp_push(cp_wp_ws *w, int32_t id) {
 
 static size_t cp_wp_encode_cps(const int32_t *cps, size_t n, char *dst) {
     size_t k = 0;
-    for (size_t i = 0; i < n; i++) k += (size_t)utf8proc_encode_char(cps[i], (utf8proc_uint8_t *)dst + k);
+    for (size_t i = 0; i < n; i++) k += cp_utf8_put((unsigned char *)dst + k, (uint32_t)cps[i]);
     return k;
 }
 
@@ -247,7 +230,7 @@ static int cp_wp_wordpiece(const cp_wordpiece *t, const int32_t *w, size_t m, cp
     size_t k = 0;
     for (size_t i = 0; i < m; i++) {
         coff[i] = (uint32_t)k;
-        k += (size_t)utf8proc_encode_char(w[i], (utf8proc_uint8_t *)buf + 2 + k);
+        k += cp_utf8_put((unsigned char *)buf + 2 + k, (uint32_t)w[i]);
     }
     coff[m] = (uint32_t)k;
     size_t mark = ws->n_ids, start = 0;
@@ -264,7 +247,7 @@ static int cp_wp_wordpiece(const cp_wordpiece *t, const int32_t *w, size_t m, cp
         while (end > start && prefix + coff[end] - coff[start] > t->max_bytes) end--;
         int32_t found = -1;
         for (; end > start; end--) {
-            found = cp_wp_find(t, key, prefix + coff[end] - coff[start], NULL);
+            found = cp_wp_find(t, key, prefix + coff[end] - coff[start]);
             if (found >= 0) break;
         }
         if (found < 0) {
@@ -326,10 +309,7 @@ static int cp_wp_segment(const cp_wordpiece *t, const char *s, size_t n, cp_wp_w
     size_t na = 0, i = 0;
     int ascii = 1;
     while (i < n) {
-        utf8proc_int32_t c;
-        utf8proc_ssize_t r = utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(n - i), &c);
-        if (r <= 0) CP_FAIL(CP_ERR_TOKENIZER, "invalid UTF-8 at byte offset %zu", i);
-        i += (size_t)r;
+        int32_t c = (int32_t)cp_utf8_next((const unsigned char *)s, &i); /* validated by cp_wp_encode_ws */
         if (c == 0 || c == 0xFFFD || cp_wp_is_control((uint32_t)c)) continue;
         if (cp_wp_is_whitespace((uint32_t)c)) {
             a[na++] = ' ';
@@ -452,9 +432,14 @@ int cp_wordpiece_encode(const cp_wordpiece *t, const char *s, size_t n, int32_t 
     return rc;
 }
 
-static int cp_wp_row(const cp_wordpiece *t, const char *s, size_t n, size_t L, cp_wp_ws *ws, int32_t *row,
-                     int32_t *len) {
-    CP_CHECK(cp_wp_encode_ws(t, s, n, ws));
+/* One row of a batch; a failure is noted in errs with a message naming the prompt (index and prefix). */
+static int cp_wp_row(const cp_wordpiece *t, size_t index, const char *s, size_t n, size_t L, cp_wp_ws *ws,
+                     int32_t *row, int32_t *len, cp_batch_errors *errs) {
+    int rc = cp_wp_encode_ws(t, s, n, ws);
+    if (rc != CP_OK) {
+        cp_batch_errors_note(errs, index, cp_prompt_fail(rc, index, s, n));
+        return rc;
+    }
     size_t keep = ws->n_ids < L - 2 ? ws->n_ids : L - 2;
     row[0] = t->cls;
     memcpy(row + 1, ws->ids, sizeof(int32_t) * keep);
@@ -465,18 +450,20 @@ static int cp_wp_row(const cp_wordpiece *t, const char *s, size_t n, size_t L, c
 }
 
 int cp_wordpiece_encode_batch(const cp_wordpiece *t, const char *const *texts, const size_t *lens, size_t n,
-                              size_t max_length, int32_t *out, int32_t *lengths) {
-    if (max_length < 2) CP_FAIL(CP_ERR_INVALID_ARG, "max_length must be at least 2 ([CLS] and [SEP]), got %zu", max_length);
-    size_t first_bad = SIZE_MAX;
+                              size_t max_length, int32_t *out, int32_t *lengths, cp_batch_status *status) {
+    cp_batch_status_clear(status);
+    if (max_length < 2)
+        return cp_batch_fail(status, CP_BATCH_NO_INDEX, CP_ERR_INVALID_ARG,
+                             "max_length must be at least 2 ([CLS] and [SEP]), got %zu", max_length);
+    cp_batch_errors errs;
+    cp_batch_errors_init(&errs);
     int nt = cp_get_num_threads();
     if ((size_t)nt > n / 8 + 1) nt = (int)(n / 8 + 1);
     if (nt <= 1) {
         cp_wp_ws ws = {0};
         for (size_t i = 0; i < n; i++)
-            if (cp_wp_row(t, texts[i], lens[i], max_length, &ws, out + i * max_length, &lengths[i]) != CP_OK) {
-                first_bad = i;
+            if (cp_wp_row(t, i, texts[i], lens[i], max_length, &ws, out + i * max_length, &lengths[i], &errs) != CP_OK)
                 break;
-            }
         cp_wp_ws_free(&ws);
     } else {
 #pragma omp parallel num_threads(nt)
@@ -484,21 +471,9 @@ int cp_wordpiece_encode_batch(const cp_wordpiece *t, const char *const *texts, c
             cp_wp_ws ws = {0};
 #pragma omp for schedule(dynamic, 16)
             for (size_t i = 0; i < n; i++)
-                if (cp_wp_row(t, texts[i], lens[i], max_length, &ws, out + i * max_length, &lengths[i]) != CP_OK) {
-#pragma omp critical(cp_wp_batch_error)
-                    if (i < first_bad) first_bad = i;
-                }
+                cp_wp_row(t, i, texts[i], lens[i], max_length, &ws, out + i * max_length, &lengths[i], &errs);
             cp_wp_ws_free(&ws);
         }
     }
-    if (first_bad == SIZE_MAX) return CP_OK;
-    size_t i = first_bad;
-    char prefix[64], inner[512];
-    cp_prompt_prefix(texts[i], lens[i], prefix, sizeof prefix);
-    cp_wp_ws ws = {0};
-    int rc = cp_wp_encode_ws(t, texts[i], lens[i], &ws);
-    cp_wp_ws_free(&ws);
-    if (rc == CP_OK) rc = cp_fail(CP_ERR_INTERNAL, "inconsistent result");
-    snprintf(inner, sizeof inner, "%s", cp_last_error());
-    return cp_fail(rc, "prompt %zu (\"%s\"): %s", i, prefix, inner);
+    return cp_batch_errors_finish(&errs, status);
 }

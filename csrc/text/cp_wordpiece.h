@@ -7,13 +7,16 @@
  * split on whitespace, per word (unless it is a special): lowercase (Python str.lower) and NFD accent strip (drop Mn),
  * split off every punctuation character (P* and the ASCII symbol ranges). Then greedy longest-match-first WordPiece
  * with "##" continuations; [UNK] for a word of more than 100 characters or one that cannot be matched.
- * Thread-safety: immutable after create; all functions may run concurrently.
+ * Vocabulary lookups go through base/cp_strmap.h. Thread-safety: immutable after create; all functions may run
+ * concurrently.
  */
 #ifndef CP_WORDPIECE_H
 #define CP_WORDPIECE_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "base/cp_batch.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -39,9 +42,10 @@ int cp_wordpiece_encode(const cp_wordpiece *t, const char *s, size_t n, int32_t 
 
 /** Encode n prompts into out[n][max_length]: [CLS] + the first max_length-2 ids + [SEP], then [PAD]s; lengths[i]
  *  is the count before padding. OpenMP over prompts (cp_get_num_threads()). max_length >= 2 else
- *  CP_ERR_INVALID_ARG. On error the message names the first failing prompt. Safe without the GIL. */
+ *  CP_ERR_INVALID_ARG (no index). Failures as base/cp_batch.h says: *status (may be NULL) = {lowest failing prompt,
+ *  its code}, the message (naming that prompt) on the calling thread. Safe without the GIL. */
 int cp_wordpiece_encode_batch(const cp_wordpiece *t, const char *const *texts, const size_t *lens, size_t n,
-                              size_t max_length, int32_t *out, int32_t *lengths);
+                              size_t max_length, int32_t *out, int32_t *lengths, cp_batch_status *status);
 
 #ifdef __cplusplus
 }

@@ -1,7 +1,8 @@
 // needs: cp_normalize.c
 /* fuzz_normalize — cp_normalize under every option combination, cp_clip_clean, and the batch forms.
  * Input: byte 0 = option bits, byte 1 = more bits, the rest = text (any bytes: invalid UTF-8 must be rejected).
- * Invariants: only documented statuses; output valid UTF-8, NUL-terminated at out_len; batch == single. */
+ * Invariants: only documented statuses; output valid UTF-8, NUL-terminated at out_len; batch == single with the
+ * batch status naming the failing text; cp_utf8_replace_invalid gives valid UTF-8 (the input itself when valid). */
 #include "text/cp_normalize.h"
 #include "fuzz_common.h"
 
@@ -29,6 +30,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     o.script_spaces = b1 & 1;
     o.empty_is_error = (b1 >> 1) & 1;
 
+    /* the one UTF-8 decoder: replacement decoding always gives valid UTF-8, and the input itself when it is valid */
+    unsigned char *rep = (unsigned char *)malloc(3 * n + 1);
+    size_t rep_len = cp_utf8_replace_invalid((const unsigned char *)text, n, rep), bad_at;
+    if (cp_utf8_validate((const char *)rep, rep_len, &bad_at) != CP_OK) fuzz_die("replacement decoding is invalid UTF-8");
+    if (cp_utf8_validate(text, n, &bad_at) == CP_OK && (rep_len != n || memcmp(rep, text, n) != 0))
+        fuzz_die("replacement decoding changed valid UTF-8");
+    cp_clear_error();
+    free(rep);
+
     char *out = NULL;
     size_t out_len = 0;
     int rc = cp_normalize(text, n, &o, &out, &out_len);
@@ -46,9 +56,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         const char *texts[2] = {text, text};
         size_t lens[2] = {n, n / 2};
         char *outs[2] = {NULL, NULL};
-        size_t olens[2] = {0, 0}, bad = 0;
-        int rb = cp_normalize_batch(texts, lens, 2, &o, outs, olens, &bad);
+        size_t olens[2] = {0, 0};
+        cp_batch_status st;
+        int rb = cp_normalize_batch(texts, lens, 2, &o, outs, olens, &st);
         fuzz_check_status(rb, "cp_normalize_batch");
+        if (st.code != rb) fuzz_die("batch status code %d != returned %d", st.code, rb);
+        if (rb == CP_OK ? st.index != CP_BATCH_NO_INDEX : st.index > 1) fuzz_die("batch status index %zu", st.index);
+        if (rb != CP_OK && rc != CP_OK && st.index != 0) fuzz_die("the first text failed alone, not first in the batch");
         if (rb == CP_OK) {
             if (rc != CP_OK) fuzz_die("batch succeeded where single failed");
             if (olens[0] != out_len || memcmp(outs[0], out, out_len) != 0) fuzz_die("batch != single");

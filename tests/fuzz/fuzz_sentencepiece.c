@@ -58,7 +58,8 @@ static void check_text(const cp_sp *t, const char *s, size_t n, unsigned param) 
     const char *texts[2] = {s, s};
     size_t lens[2] = {n, n / 2};
     int32_t *out = calloc(2 * L, sizeof(int32_t)), lengths[2] = {0, 0};
-    int rb = cp_sp_encode_batch(t, texts, lens, 2, L, out, lengths);
+    cp_batch_status bst;
+    int rb = cp_sp_encode_batch(t, texts, lens, 2, L, out, lengths, &bst);
     fuzz_check_status(rb, "cp_sp_encode_batch");
     if (rb == CP_OK) {
         const int32_t *row = out;

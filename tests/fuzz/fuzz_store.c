@@ -48,7 +48,9 @@ static void check_index(cp_index *ix, const char *path2) {
     float *q = malloc((size_t)d * sizeof(float)), *dist = malloc(3 * sizeof(float));
     int64_t lab[3];
     for (int64_t k = 0; k < d; k++) q[k] = 1.0f / (float)(k + 1);
-    int rc = cp_index_search(ix, q, 1, 3, dist, lab);
+    cp_batch_status st;
+    int rc = cp_index_search(ix, q, 1, 3, dist, lab, &st);
+    if (st.code != rc) fuzz_die("index: search status code %d != %d", st.code, rc);
     fuzz_check_status(rc, "cp_index_search");
     if (rc == CP_OK) {
         for (int k = 0; k < 3; k++) {

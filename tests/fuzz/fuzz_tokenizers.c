@@ -47,8 +47,11 @@ static void bpe_text(const cp_bpe *t, const char *s, size_t n, unsigned param) {
     size_t lens[2] = {n, n / 2};
     int32_t *out = calloc(2 * ctx, sizeof(int32_t));
     int32_t lengths[2] = {0, 0}, full[2] = {0, 0};
-    int rb = cp_bpe_encode_batch(t, texts, lens, 2, ctx, (param >> 7) == 0, out, lengths, full);
+    cp_batch_status st;
+    int rb = cp_bpe_encode_batch(t, texts, lens, 2, ctx, (param >> 7) == 0, out, lengths, full, &st);
     fuzz_check_status(rb, "cp_bpe_encode_batch");
+    if (st.code != rb || (rb == CP_OK ? st.index != CP_BATCH_NO_INDEX : st.index > 1))
+        fuzz_die("bpe batch status {%zu, %d} for %d", st.index, st.code, rb);
     if (rb == CP_OK) {
         if (rc != CP_OK) fuzz_die("batch succeeded where single failed");
         if ((size_t)full[0] != nid + 2) fuzz_die("full length %d != %zu + 2", full[0], nid);
@@ -90,8 +93,12 @@ static void wp_text(const cp_wordpiece *t, const char *s, size_t n, unsigned par
     size_t lens[2] = {n, n / 2};
     int32_t *out = calloc(2 * L, sizeof(int32_t));
     int32_t lengths[2] = {0, 0};
-    int rb = cp_wordpiece_encode_batch(t, texts, lens, 2, L, out, lengths);
+    cp_batch_status st;
+    int rb = cp_wordpiece_encode_batch(t, texts, lens, 2, L, out, lengths, &st);
     fuzz_check_status(rb, "cp_wordpiece_encode_batch");
+    if (st.code != rb || (rb == CP_OK ? st.index != CP_BATCH_NO_INDEX : st.index > 1))
+        fuzz_die("wordpiece batch status {%zu, %d} for %d", st.index, st.code, rb);
+    if (rb != CP_OK && rc != CP_OK && st.index != 0) fuzz_die("the first prompt failed alone, not in the batch");
     if (rb == CP_OK && rc == CP_OK) {
         for (int r = 0; r < 2; r++) {
             const int32_t *row = out + r * L;
