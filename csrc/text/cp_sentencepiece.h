@@ -20,6 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/cp_batch.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
