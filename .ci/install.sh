@@ -4,7 +4,9 @@
 #   bash .ci/install.sh --test   the same plus the test/benchmark oracles (requirements-test.txt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-APT_PKGS="build-essential pkg-config libutf8proc-dev libopenblas-dev libmecab-dev mecab mecab-ipadic-utf8"
+# libdnnl-dev: oneDNN 2.x (OpenMP runtime), the bf16/int8 GEMMs of the reduced-precision encoders (optional at build:
+# without it setup.py builds the portable path and says so; CI installs it so the real path is tested)
+APT_PKGS="build-essential pkg-config libutf8proc-dev libopenblas-dev libmecab-dev mecab mecab-ipadic-utf8 libdnnl-dev"
 if [ "${1:-}" = "--test" ]; then APT_PKGS="$APT_PKGS clang libclang-rt-14-dev"; fi
 missing=""
 for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
