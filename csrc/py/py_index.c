@@ -95,9 +95,12 @@ static int parse_dtype(PyObject *obj, int *dtype) {
     int ok = 0;
     if (t && (strcmp(t, "float32") == 0 || strstr(t, "numpy.float32"))) *dtype = CP_INDEX_FLOAT32, ok = 1;
     else if (t && (strcmp(t, "float16") == 0 || strstr(t, "numpy.float16"))) *dtype = CP_INDEX_FLOAT16, ok = 1;
+    else if (t && strcmp(t, "bfloat16") == 0) *dtype = CP_INDEX_BFLOAT16, ok = 1;
+    else if (t && (strcmp(t, "int8") == 0 || strstr(t, "numpy.int8"))) *dtype = CP_INDEX_INT8, ok = 1;
     Py_DECREF(s);
     if (!ok) {
-        PyErr_Format(cp_py_InvalidArgumentError, "dtype must be 'float32' or 'float16', got %R", obj);
+        PyErr_Format(cp_py_InvalidArgumentError, "dtype must be 'float32', 'float16', 'bfloat16' or 'int8', got %R",
+                     obj);
         return -1;
     }
     return 0;
@@ -321,8 +324,12 @@ static PyObject *FlatIPIndex_get_dim(PyFlatIPIndex *self, void *c) {
 static PyObject *FlatIPIndex_get_ntotal(PyFlatIPIndex *self, void *c) {
     return PyLong_FromLongLong(cp_index_ntotal(self->ix));
 }
+static const char *dtype_name(const cp_index *ix) {
+    static const char *const names[] = {"float32", "float16", "bfloat16", "int8"};
+    return names[cp_index_dtype(ix)];
+}
 static PyObject *FlatIPIndex_get_dtype(PyFlatIPIndex *self, void *c) {
-    return PyUnicode_FromString(cp_index_dtype(self->ix) == CP_INDEX_FLOAT16 ? "float16" : "float32");
+    return PyUnicode_FromString(dtype_name(self->ix));
 }
 static PyObject *FlatIPIndex_get_memory(PyFlatIPIndex *self, void *c) {
     return PyLong_FromUnsignedLongLong(cp_index_memory_bytes(self->ix));
@@ -346,11 +353,10 @@ static PyObject *FlatIPIndex_get_ids(PyFlatIPIndex *self, void *c) {
 static PyObject *FlatIPIndex_repr(PyFlatIPIndex *self) {
     if (self->dev)
         return PyUnicode_FromFormat("FlatIPIndex(dim=%lld, dtype='%s', ntotal=%lld, device='cuda:%d')",
-                                    (long long)cp_index_dim(self->ix),
-                                    cp_index_dtype(self->ix) == CP_INDEX_FLOAT16 ? "float16" : "float32",
+                                    (long long)cp_index_dim(self->ix), dtype_name(self->ix),
                                     (long long)cp_index_ntotal(self->ix), self->dev_index);
     return PyUnicode_FromFormat("FlatIPIndex(dim=%lld, dtype='%s', ntotal=%lld)", (long long)cp_index_dim(self->ix),
-                                cp_index_dtype(self->ix) == CP_INDEX_FLOAT16 ? "float16" : "float32",
+                                dtype_name(self->ix),
                                 (long long)cp_index_ntotal(self->ix));
 }
 

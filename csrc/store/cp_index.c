@@ -40,7 +40,72 @@ struct cp_index {
     /* knobs */
     int64_t block, qblock, small_nq;
     int mode;
+    /* bfloat16 / int8 indexes: float32 rows above (exact re-rank, files, reconstruct) plus a low-precision shadow
+     * of the same rows for the memory-bound scan of the split path */
+    int lowp;         /* 0, CP_INDEX_BFLOAT16 or CP_INDEX_INT8 */
+    void *shadow;     /* (cap, dim) uint16 bf16 or int8 */
+    float *shadow_scale; /* int8: per row */
 };
+
+/* ---- low-precision shadow rows ----------------------------------------------------------------------- */
+
+static size_t shadow_elem(const cp_index *ix) { return ix->lowp == CP_INDEX_BFLOAT16 ? 2 : 1; }
+
+/* rows [r0, r0 + n) of the float32 data into the shadow (bf16: nearest even; int8: max|x| / 127 per row) */
+static void shadow_fill(cp_index *ix, int64_t r0, int64_t n) {
+    const int64_t d = ix->dim;
+    for (int64_t r = r0; r < r0 + n; r++) {
+        const float *x = (const float *)ix->data + r * d;
+        if (ix->lowp == CP_INDEX_BFLOAT16) {
+            uint16_t *o = (uint16_t *)ix->shadow + r * d;
+            for (int64_t t = 0; t < d; t++) o[t] = cp_f32_to_bf16(x[t]);
+        } else {
+            float mx = 0.0f;
+            for (int64_t t = 0; t < d; t++) mx = fabsf(x[t]) > mx ? fabsf(x[t]) : mx;
+            const float inv = mx > 0.0f ? 127.0f / mx : 0.0f;
+            int8_t *o = (int8_t *)ix->shadow + r * d;
+            for (int64_t t = 0; t < d; t++) o[t] = (int8_t)lrintf(x[t] * inv);
+            ix->shadow_scale[r] = mx / 127.0f;
+        }
+    }
+}
+
+/* (Re)allocate the shadow for cap rows, keeping the first `keep` rows. */
+static int shadow_reserve(cp_index *ix, int64_t cap, int64_t keep) {
+    if (!ix->lowp) return CP_OK;
+    void *sh = cp_malloc_aligned((size_t)cap * (size_t)ix->dim * shadow_elem(ix) + 64);
+    float *sc = ix->lowp == CP_INDEX_INT8 ? malloc((size_t)cap * sizeof *sc) : NULL;
+    if (!sh || (ix->lowp == CP_INDEX_INT8 && !sc)) {
+        cp_free_aligned(sh), free(sc);
+        CP_FAIL(CP_ERR_NOMEM, "out of memory for %lld low-precision rows", (long long)cap);
+    }
+    if (keep) {
+        memcpy(sh, ix->shadow, (size_t)keep * (size_t)ix->dim * shadow_elem(ix));
+        if (sc) memcpy(sc, ix->shadow_scale, (size_t)keep * sizeof *sc);
+    }
+    cp_free_aligned(ix->shadow), free(ix->shadow_scale);
+    ix->shadow = sh, ix->shadow_scale = sc;
+    return CP_OK;
+}
+
+/* Shadow rows [r0, r0 + nr) widened to float32 (SUBTILE rows: the widened copy stays in L1). */
+static void shadow_widen(const cp_index *ix, int64_t r0, int64_t nr, float *out) {
+    const int64_t d = ix->dim;
+    for (int64_t r = 0; r < nr; r++) {
+        float *o = out + r * d;
+        if (ix->lowp == CP_INDEX_BFLOAT16) {
+            const uint16_t *x = (const uint16_t *)ix->shadow + (r0 + r) * d;
+            for (int64_t t = 0; t < d; t++) {
+                const uint32_t u = (uint32_t)x[t] << 16;
+                memcpy(o + t, &u, 4);
+            }
+        } else {
+            const int8_t *x = (const int8_t *)ix->shadow + (r0 + r) * d;
+            const float sc = ix->shadow_scale[r0 + r];
+            for (int64_t t = 0; t < d; t++) o[t] = (float)x[t] * sc;
+        }
+    }
+}
 
 /* ---- float16 ---------------------------------------------------------------------------------------- */
 
@@ -207,6 +272,11 @@ static int have_avx2_f16c(void) {
 static void dots_rows(const cp_index *ix, const float *q, int64_t nq, int64_t r0, int64_t nr, float *scratch,
                       float *scores, int64_t ldc) {
     const int64_t d = ix->dim;
+    if (ix->lowp) {
+        shadow_widen(ix, r0, nr, scratch);
+        dots(q, nq, scratch, nr, d, scores, ldc);
+        return;
+    }
     if (ix->dtype == CP_INDEX_FLOAT32) {
         dots(q, nq, (const float *)ix->data + r0 * d, nr, d, scores, ldc);
         return;
@@ -329,11 +399,11 @@ int cp_index_create(cp_index **out, int64_t dim, int dtype) {
     *out = NULL;
     if (dim < 1 || dim > (1 << 24))
         CP_FAIL(CP_ERR_INVALID_ARG, "dim must be in 1..%d, got %lld", 1 << 24, (long long)dim);
-    if (dtype != CP_INDEX_FLOAT32 && dtype != CP_INDEX_FLOAT16)
-        CP_FAIL(CP_ERR_INVALID_ARG, "unknown index dtype %d", dtype);
+    if (dtype < CP_INDEX_FLOAT32 || dtype > CP_INDEX_INT8) CP_FAIL(CP_ERR_INVALID_ARG, "unknown index dtype %d", dtype);
     cp_index *ix = calloc(1, sizeof *ix);
     if (!ix) CP_FAIL(CP_ERR_NOMEM, "out of memory");
     pthread_rwlock_init(&ix->lock, NULL);
+    if (dtype >= CP_INDEX_BFLOAT16) ix->lowp = dtype, dtype = CP_INDEX_FLOAT32;
     ix->dim = dim, ix->dtype = dtype, ix->elem = dtype == CP_INDEX_FLOAT16 ? 2 : 4;
     ix->block = DEFAULT_BLOCK, ix->qblock = DEFAULT_QBLOCK, ix->small_nq = DEFAULT_SMALL_NQ;
     *out = ix;
@@ -342,14 +412,14 @@ int cp_index_create(cp_index **out, int64_t dim, int dtype) {
 
 void cp_index_free(cp_index *ix) {
     if (!ix) return;
-    cp_free_aligned(ix->data);
+    cp_free_aligned(ix->data), cp_free_aligned(ix->shadow), free(ix->shadow_scale);
     free(ix->ids), free(ix->map_keys), free(ix->map_rows);
     pthread_rwlock_destroy(&ix->lock);
     free(ix);
 }
 
 int64_t cp_index_dim(const cp_index *ix) { return ix->dim; }
-int cp_index_dtype(const cp_index *ix) { return ix->dtype; }
+int cp_index_dtype(const cp_index *ix) { return ix->lowp ? ix->lowp : ix->dtype; }
 
 int64_t cp_index_ntotal(cp_index *ix) {
     pthread_rwlock_rdlock(&ix->lock);
@@ -361,6 +431,7 @@ int64_t cp_index_ntotal(cp_index *ix) {
 uint64_t cp_index_memory_bytes(cp_index *ix) {
     pthread_rwlock_rdlock(&ix->lock);
     uint64_t b = (uint64_t)ix->cap * ((uint64_t)ix->dim * ix->elem + 8) + ix->map_size * 16;
+    if (ix->lowp) b += (uint64_t)ix->cap * ((uint64_t)ix->dim * shadow_elem(ix) + (ix->lowp == CP_INDEX_INT8 ? 4 : 0));
     pthread_rwlock_unlock(&ix->lock);
     return b;
 }
@@ -445,6 +516,10 @@ static int add_locked(cp_index *ix, const float *x, int64_t n, const int64_t *id
             cp_free_aligned(nd), free(ni);
             CP_FAIL(CP_ERR_NOMEM, "add: out of memory growing to %lld rows (%zu bytes)", (long long)cap, bytes);
         }
+        if (shadow_reserve(ix, cap, ix->ntotal) != CP_OK) {
+            cp_free_aligned(nd), free(ni);
+            return CP_ERR_NOMEM;
+        }
         if (ix->ntotal) {
             memcpy(nd, ix->data, (size_t)ix->ntotal * d * ix->elem);
             memcpy(ni, ix->ids, (size_t)ix->ntotal * sizeof *ni);
@@ -475,6 +550,7 @@ static int add_locked(cp_index *ix, const float *x, int64_t n, const int64_t *id
     } else {
         f32_to_f16_block(x, (uint16_t *)ix->data + base * d, (size_t)(n * d));
     }
+    if (ix->lowp) shadow_fill(ix, base, n);
     ix->ntotal = need;
     ix->next_id = ids ? maxid + 1 : ix->next_id + n;
     return CP_OK;
@@ -511,6 +587,11 @@ int cp_index_remove_ids(cp_index *ix, const int64_t *ids, int64_t n, int64_t *re
             if (w != r) {
                 memcpy((char *)ix->data + (size_t)w * rb, (char *)ix->data + (size_t)r * rb, rb);
                 ix->ids[w] = ix->ids[r];
+                if (ix->lowp) {
+                    const size_t sb = (size_t)ix->dim * shadow_elem(ix);
+                    memcpy((char *)ix->shadow + (size_t)w * sb, (char *)ix->shadow + (size_t)r * sb, sb);
+                    if (ix->shadow_scale) ix->shadow_scale[w] = ix->shadow_scale[r];
+                }
             }
             w++;
         }
@@ -529,7 +610,8 @@ int cp_index_remove_ids(cp_index *ix, const int64_t *ids, int64_t n, int64_t *re
 void cp_index_reset(cp_index *ix) {
     pthread_rwlock_wrlock(&ix->lock);
     cp_free_aligned(ix->data), free(ix->ids), free(ix->map_keys), free(ix->map_rows);
-    ix->data = NULL, ix->ids = NULL, ix->map_keys = ix->map_rows = NULL;
+    cp_free_aligned(ix->shadow), free(ix->shadow_scale);
+    ix->data = NULL, ix->ids = NULL, ix->map_keys = ix->map_rows = NULL, ix->shadow = NULL, ix->shadow_scale = NULL;
     ix->map_size = 0, ix->ntotal = ix->cap = 0, ix->next_id = 0;
     ix->generation++;
     pthread_rwlock_unlock(&ix->lock);
@@ -603,14 +685,15 @@ static int search_split(const cp_index *ix, const float *q, int64_t nq, int64_t 
 #pragma omp parallel num_threads(nth)
     {
         float *scores = malloc((size_t)nq * SUBTILE * sizeof *scores);
-        float *scratch = ix->dtype == CP_INDEX_FLOAT16 ? malloc((size_t)SUBTILE * d * sizeof *scratch) : NULL;
-        if (!scores || (ix->dtype == CP_INDEX_FLOAT16 && !scratch)) {
+        const int widen = ix->dtype == CP_INDEX_FLOAT16 || ix->lowp;
+        float *scratch = widen ? malloc((size_t)SUBTILE * d * sizeof *scratch) : NULL;
+        if (!scores || (widen && !scratch)) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(dynamic, 1)
         for (int64_t p = 0; p < nparts; p++) {
-            if (!scores || (ix->dtype == CP_INDEX_FLOAT16 && !scratch)) continue;
+            if (!scores || (widen && !scratch)) continue;
             hit *hp = heaps + p * nq * kp;
             int64_t *sz = sizes + p * nq;
             int64_t lo = p * part, hi = lo + part < n ? lo + part : n;
@@ -686,6 +769,36 @@ static int search_gemm(const cp_index *ix, const float *q, int64_t nq, int64_t k
     return CP_OK;
 }
 
+/* bfloat16 / int8, few queries: the split scan over the shadow rows keeps RERANK_MUL * k + RERANK_ADD candidates per
+ * query, which are scored again exactly on the float32 rows; the best k of those (ties: earlier row first) are the
+ * result, so ids and scores match the float32 search unless a true top-k row scored below every candidate. */
+#define RERANK_MUL 4
+#define RERANK_ADD 32
+static int search_rerank(const cp_index *ix, const float *q, int64_t nq, int64_t k, int64_t keff, float *D,
+                         int64_t *I) {
+    const int64_t n = ix->ntotal, d = ix->dim;
+    int64_t kc = keff * RERANK_MUL + RERANK_ADD;
+    if (kc > n) kc = n;
+    float *cd = malloc((size_t)(nq * kc) * sizeof *cd);
+    int64_t *ci = malloc((size_t)(nq * kc) * sizeof *ci);
+    hit *h = malloc((size_t)(nq * keff) * sizeof *h);
+    int rc = cd && ci && h ? search_split(ix, q, nq, kc, kc, cd, ci) : cp_fail(CP_ERR_NOMEM, "search: out of memory");
+    for (int64_t j = 0; j < nq && rc == CP_OK; j++) {
+        int64_t nh = 0;
+        hit *hj = h + j * keff;
+        for (int64_t c = 0; c < kc; c++) {
+            const int64_t row = map_find(ix, ci[j * kc + c]);
+            const float *x = (const float *)ix->data + row * d;
+            float s = 0.0f;
+            dots(q + j * d, 1, x, 1, d, &s, 1);
+            heap_push(hj, &nh, keff, (hit){s, row});
+        }
+        emit(ix, hj, nh, k, D + j * k, I + j * k);
+    }
+    free(cd), free(ci), free(h);
+    return rc;
+}
+
 int cp_index_search(cp_index *ix, const float *q, int64_t nq, int64_t k, float *D, int64_t *I) {
     if (k < 1) CP_FAIL(CP_ERR_INVALID_ARG, "search: k must be >= 1, got %lld", (long long)k);
     if (nq < 0) CP_FAIL(CP_ERR_INVALID_ARG, "search: nq < 0");
@@ -698,7 +811,9 @@ int cp_index_search(cp_index *ix, const float *q, int64_t nq, int64_t k, float *
         for (int64_t i = 0; i < nq * k; i++) D[i] = -INFINITY, I[i] = -1;
     } else {
         int split = ix->mode == CP_INDEX_SEARCH_SPLIT || (ix->mode == CP_INDEX_SEARCH_AUTO && nq < ix->small_nq);
-        rc = split ? search_split(ix, q, nq, k, keff, D, I) : search_gemm(ix, q, nq, k, keff, D, I);
+        if (split && ix->lowp) rc = search_rerank(ix, q, nq, k, keff, D, I);
+        else if (split) rc = search_split(ix, q, nq, k, keff, D, I);
+        else rc = search_gemm(ix, q, nq, k, keff, D, I); /* compute-bound: float32 rows directly, exact */
     }
     pthread_rwlock_unlock(&ix->lock);
     return rc;
@@ -714,7 +829,7 @@ int cp_index_save(cp_index *ix, const char *path) {
     cp_file_writer w;
     int rc = cp_writer_open(&w, path);
     if (rc == CP_OK) {
-        uint32_t h32[3] = {CP_INDEX_FILE_VERSION, (uint32_t)ix->dtype, 0};
+        uint32_t h32[3] = {CP_INDEX_FILE_VERSION, (uint32_t)ix->dtype, (uint32_t)ix->lowp}; /* rows always dtype */
         int64_t h64[3] = {ix->dim, ix->ntotal, ix->next_id};
         rc = cp_writer_write(&w, CP_INDEX_FOURCC, 4);
         if (rc == CP_OK) rc = cp_writer_write(&w, h32, sizeof h32);
@@ -743,7 +858,7 @@ int cp_index_load(cp_index **out, const char *path) {
         rc = cp_fail(CP_ERR_INDEX_STATE, "index file '%s' has version %u; this build reads version %u", path, h32[0],
                      CP_INDEX_FILE_VERSION);
     if (rc == CP_OK) rc = cp_reader_read(&r, h64, sizeof h64);
-    if (rc == CP_OK && (h32[1] > 1 || h64[0] < 1 || h64[0] > (1 << 24) || h64[1] < 0 || h64[2] < 0))
+    if (rc == CP_OK && (h32[1] > 1 || (h32[2] != 0 && (h32[1] != 0 || h32[2] < 2 || h32[2] > 3)) || h64[0] < 1 || h64[0] > (1 << 24) || h64[1] < 0 || h64[2] < 0))
         rc = cp_fail(CP_ERR_INDEX_STATE, "index file '%s' is corrupt (bad header)", path);
     if (rc == CP_OK) {
         uint64_t per = 8 + (uint64_t)h64[0] * (h32[1] ? 2 : 4);
@@ -751,7 +866,7 @@ int cp_index_load(cp_index **out, const char *path) {
             rc = cp_fail(CP_ERR_INDEX_STATE, "index file '%s' is truncated or corrupt (size does not match %lld rows)",
                          path, (long long)h64[1]);
     }
-    if (rc == CP_OK) rc = cp_index_create(&ix, h64[0], (int)h32[1]);
+    if (rc == CP_OK) rc = cp_index_create(&ix, h64[0], h32[2] ? (int)h32[2] : (int)h32[1]);
     const int64_t n = rc == CP_OK ? h64[1] : 0;
     if (rc == CP_OK && n > 0) {
         ix->cap = n;
@@ -760,6 +875,7 @@ int cp_index_load(cp_index **out, const char *path) {
         if (!ix->ids || !ix->data) rc = cp_fail(CP_ERR_NOMEM, "out of memory loading '%s'", path);
         if (rc == CP_OK) rc = cp_reader_read(&r, ix->ids, (size_t)n * 8);
         if (rc == CP_OK) rc = cp_reader_read(&r, ix->data, (size_t)n * ix->dim * ix->elem);
+        if (rc == CP_OK) rc = shadow_reserve(ix, n, 0);
     }
     if (rc == CP_OK) rc = cp_reader_finish(&r);
     if (rc == CP_OK) {
@@ -779,6 +895,7 @@ int cp_index_load(cp_index **out, const char *path) {
             rc = check_finite((const float *)ix->data, n, ix->dim, "index file row", 0) == CP_OK
                      ? CP_OK
                      : cp_fail(CP_ERR_INDEX_STATE, "index file '%s' is corrupt (non-finite values)", path);
+        if (rc == CP_OK && ix->lowp) shadow_fill(ix, 0, n);
         if (rc == CP_OK && ix->dtype == CP_INDEX_FLOAT16) {
             /* float16 rows too: exponent bits all ones is inf or NaN, which add() never stores */
             const uint16_t *h = (const uint16_t *)ix->data;

@@ -4,6 +4,11 @@
  * int64 id each (ids >= 0, unique; an id -> row hash map serves reconstruct/remove). float16 storage converts with
  * round-to-nearest-even on add and back to float32 block by block on search.
  *
+ * bfloat16 / int8 indexes keep the float32 rows and a reduced-precision copy: below small_nq the split path scans
+ * the copy (half / a quarter of the bytes) for 4k + 32 candidates per query and re-scores them exactly on the float32
+ * rows, so ids and scores are those of a float32 search unless a true top-k row falls outside the candidates; at
+ * nq >= small_nq (compute-bound) the float32 rows are searched directly. Files store the float32 rows and the type.
+ *
  * Search: nq >= small_nq -> blocked cblas_sgemm over (query block x database tile) + a per-query top-k heap carried
  * across tiles; nq < small_nq -> the database is split into parts searched in parallel (OpenMP), each with its own
  * top-k per query, merged at the end. Results are best first; ties are broken by insertion order (earlier row first),
@@ -23,10 +28,13 @@ extern "C" {
 
 typedef struct cp_index cp_index;
 
-enum { CP_INDEX_FLOAT32 = 0, CP_INDEX_FLOAT16 = 1 };
+/* BFLOAT16 / INT8: float32 rows (exact) plus a bf16 / int8 (per-row scale) copy that the few-query scan reads;
+ * its best candidates are re-scored on the float32 rows (see cp_index_search). */
+enum { CP_INDEX_FLOAT32 = 0, CP_INDEX_FLOAT16 = 1, CP_INDEX_BFLOAT16 = 2, CP_INDEX_INT8 = 3 };
 enum { CP_INDEX_SEARCH_AUTO = 0, CP_INDEX_SEARCH_GEMM = 1, CP_INDEX_SEARCH_SPLIT = 2 };
 
-/** Create an empty index of `dim` (>= 1) with dtype CP_INDEX_FLOAT32/FLOAT16. Free with cp_index_free. */
+/** Create an empty index of `dim` (>= 1) with dtype CP_INDEX_FLOAT32/FLOAT16/BFLOAT16/INT8. Free with
+ *  cp_index_free. */
 int cp_index_create(cp_index **out, int64_t dim, int dtype);
 void cp_index_free(cp_index *ix);
 
