@@ -200,3 +200,64 @@ def test_forced_fallback_below_avx512():
     for dt in LOW:
         mn, mean = out["cos"][dt]
         assert mn >= MIN_COS[dt] and mean >= MEAN_COS[dt], (dt, out)
+
+
+# ---- FlatIPIndex bfloat16 / int8: exact re-rank gives the float32 top-k ------------------------------------------
+
+@pytest.fixture(scope="module")
+def coco_vectors(minis):
+    db = minis["float32"].encode(read_lines("captions/coco_dev_caps.txt"))
+    queries = minis["float32"].encode(read_lines("captions/f30k_dev_caps.txt")[:96])
+    return db, queries
+
+
+def assert_same_topk(D, I, D0, I0, what):
+    """Ids equal to the float32 search except where float32 itself ties (equal scores may come in either order)."""
+    assert D.shape == D0.shape and I.shape == I0.shape
+    diff = I != I0
+    for j, t in zip(*np.nonzero(diff)):
+        tie = (t > 0 and abs(D0[j, t] - D0[j, t - 1]) <= 1e-6) or (t + 1 < D0.shape[1] and
+                                                                    abs(D0[j, t] - D0[j, t + 1]) <= 1e-6)
+        assert tie, f"{what}: query {j} rank {t}: id {I[j, t]} vs float32 {I0[j, t]} (scores {D[j]} vs {D0[j]})"
+    np.testing.assert_allclose(D, D0, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "int8"])
+def test_index_top10_matches_float32_on_coco(coco_vectors, dtype):
+    db, queries = coco_vectors
+    ref = cp.FlatIPIndex(db.shape[1])
+    ref.add(db)
+    ix = cp.FlatIPIndex(db.shape[1], dtype=dtype)
+    ix.add(db[:1234])
+    ix.add(db[1234:])
+    assert ix.dtype == dtype and repr(ix).startswith(f"FlatIPIndex(dim=384, dtype='{dtype}'")
+    # the float32 rows stay (exact re-rank), plus 2 (bf16) or 1 + 4/dim (int8) bytes per value
+    assert 1.1 < ix.memory_bytes / ref.memory_bytes < 1.6
+    for nq in (1, 7, 96):  # few queries scan the low-precision rows; many go through the float32 GEMM path
+        D0, I0 = ref.search(queries[:nq], 10)
+        D, I = ix.search(queries[:nq], 10)
+        assert_same_topk(D, I, D0, I0, f"{dtype} nq={nq}")
+    # removal keeps the two copies aligned; a file round-trip keeps the type
+    gone = np.arange(0, len(db), 3)
+    ix.remove_ids(gone)
+    ref.remove_ids(gone)
+    D0, I0 = ref.search(queries[:16], 10)
+    assert_same_topk(*ix.search(queries[:16], 10), D0, I0, f"{dtype} after remove")
+    np.testing.assert_array_equal(ix.reconstruct(1), db[1])  # reconstruct gives the exact float32 row
+
+
+def test_index_lowp_file_round_trip(coco_vectors, tmp_path):
+    db, queries = coco_vectors
+    for dtype in ("bfloat16", "int8"):
+        ix = cp.FlatIPIndex(db.shape[1], dtype=dtype)
+        ix.add(db[:500])
+        p = str(tmp_path / f"{dtype}.cpix")
+        ix.save(p)
+        back = cp.FlatIPIndex.load(p)
+        assert back.dtype == dtype and back.ntotal == 500
+        D0, I0 = ix.search(queries[:5], 10)
+        D1, I1 = back.search(queries[:5], 10)
+        np.testing.assert_array_equal(I0, I1)
+        np.testing.assert_array_equal(D0, D1)
+    with pytest.raises(cp.InvalidArgumentError, match="bfloat16"):
+        cp.FlatIPIndex(8, dtype="int4")
