@@ -282,9 +282,10 @@ def lowp_main(args):
                     wrap(tt)
 
             fns = {f"clipprompt {dt} [{e.isa}]": (lambda e=e, ids=ids: e.encode(ids)) for dt, e in ours.items()}
-            fns.update({"OpenVINO bf16 hint": lambda: ov_bf16(oids), "OpenVINO f32 hint": lambda: ov_f32(oids),
+            fns.update({"OpenVINO bf16 hint": lambda oids=oids: ov_bf16(oids),
+                        "OpenVINO f32 hint": lambda oids=oids: ov_f32(oids),
                         "torch bf16 autocast": torch_bf16,
-                        "ONNX Runtime int8 (quantize_dynamic)": lambda: ort_q.run(None, {"ids": oids})})
+                        "ONNX Runtime int8 (quantize_dynamic)": lambda oids=oids: ort_q.run(None, {"ids": oids})})
             jobs.append(("CLIP B/32", b, fns))
     if "minilm" in args.models:
         from sentence_transformers import SentenceTransformer
@@ -313,9 +314,11 @@ def lowp_main(args):
             fns = {f"clipprompt {dt} [{m.isa}]": (lambda m=m, ids=ids, mask=mask, b=b: m.encode((ids, mask),
                                                                                                 batch_size=b))
                    for dt, m in ours.items()}
-            fns.update({"OpenVINO bf16 hint": lambda: ov_bf16((oi, om)), "OpenVINO f32 hint": lambda: ov_f32((oi, om)),
+            fns.update({"OpenVINO bf16 hint": lambda oi=oi, om=om: ov_bf16([oi, om]),
+                        "OpenVINO f32 hint": lambda oi=oi, om=om: ov_f32([oi, om]),
                         "torch bf16 autocast": torch_bf16,
-                        "ONNX Runtime int8 (quantize_dynamic)": lambda: ort_q.run(None, {"ids": oi, "mask": om})})
+                        "ONNX Runtime int8 (quantize_dynamic)": lambda oi=oi, om=om: ort_q.run(None, {"ids": oi,
+                                                                                                  "mask": om})})
             jobs.append(("MiniLM-L6", b, fns))
 
     for model_name, b, fns in jobs:
