@@ -131,16 +131,16 @@ def main():
         o = order[:n]
         cget, bget = c.get, base.get
 
-        def run_c():
+        def run_c(o=o, cget=cget):
             for t in o:
                 cget(FP, t)
 
-        def run_b():
+        def run_b(o=o, bget=bget):
             for t in o:
                 bget(FP, t)
 
-        def run_loop():
-            for t in o:
+        def run_loop(o=o):
+            for _ in o:
                 pass
 
         loop = per_call(run_loop, n, args.runs, args.warmup)

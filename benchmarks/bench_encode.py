@@ -148,10 +148,7 @@ def ort_session(path, threads):
 
 def trim(ids, pad_id=0, eot=None):
     """Cut columns after the batch's longest prompt (baselines' favourable input)."""
-    if eot is not None:
-        n = int(ids.argmax(1).max()) + 1
-    else:
-        n = int((ids != pad_id).sum(1).max())
+    n = int(ids.argmax(1).max()) + 1 if eot is not None else int((ids != pad_id).sum(1).max())
     return np.ascontiguousarray(ids[:, :n])
 
 
@@ -208,7 +205,7 @@ def peak_rss_self_mib():
 
 def peak_rss(which, kind, tmp, threads):
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--rss-child", which, kind, tmp, str(threads)],
-                         capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+                         check=False, capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
     try:
         return float(out.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -419,10 +416,10 @@ def main():
             tids = trim(ids, eot=True)
             tt = torch.tensor(tids, dtype=torch.long)
             with torch.no_grad():
-                t_torch, n1 = timeit(lambda: wrap(tt), args.min_time)
+                t_torch, n1 = timeit(lambda tt=tt: wrap(tt), args.min_time)
             oids = tids.astype(np.int64)
-            t_ort, n2 = timeit(lambda: sess.run(None, {"ids": oids}), args.min_time)
-            t_cp, n3 = timeit(lambda: enc.encode(ids), args.min_time)
+            t_ort, n2 = timeit(lambda oids=oids: sess.run(None, {"ids": oids}), args.min_time)
+            t_cp, n3 = timeit(lambda ids=ids: enc.encode(ids), args.min_time)
             fl_pad = flops_transformer([tids.shape[1]] * b, 512, 2048, 12, True, 512)
             add("CLIP B/32", "torch", b, t_torch, n1, fl_pad, t_torch)
             add("CLIP B/32", "onnxruntime", b, t_ort, n2, fl_pad, t_torch)
@@ -452,10 +449,10 @@ def main():
             fl_pad = flops_transformer([ids.shape[1]] * b, 384, 1536, 6, False)
             ti, tm = torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.long)
             with torch.no_grad():
-                t_torch, n1 = timeit(lambda: mp(ti, tm), args.min_time)
+                t_torch, n1 = timeit(lambda ti=ti, tm=tm: mp(ti, tm), args.min_time)
             oi, om = ids.astype(np.int64), mask.astype(np.int64)
-            t_ort, n2 = timeit(lambda: sess.run(None, {"ids": oi, "mask": om}), args.min_time)
-            t_cp, n3 = timeit(lambda: mini.encode((ids, mask), batch_size=b), args.min_time)
+            t_ort, n2 = timeit(lambda oi=oi, om=om: sess.run(None, {"ids": oi, "mask": om}), args.min_time)
+            t_cp, n3 = timeit(lambda ids=ids, mask=mask, b=b: mini.encode((ids, mask), batch_size=b), args.min_time)
             add("MiniLM-L6", "torch", b, t_torch, n1, fl_pad, t_torch)
             add("MiniLM-L6", "onnxruntime", b, t_ort, n2, fl_pad, t_torch)
             add("MiniLM-L6", "clipprompt", b, t_cp, n3, fl, t_torch)

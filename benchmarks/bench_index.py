@@ -96,12 +96,12 @@ def main():
         shape = f"{n}x{d}"
 
         # ---- add throughput (one add of all rows into an empty index)
-        def add_faiss():
+        def add_faiss(d=d, X=X):
             ix = faiss.IndexFlatIP(d)
             ix.add(X)
             return ix
 
-        def add_cp(dtype):
+        def add_cp(dtype, d=d, X=X):
             ix = cp.FlatIPIndex(d, dtype=dtype)
             ix.add(X)
             return ix
@@ -110,7 +110,7 @@ def main():
         t_f = median_time(add_faiss, add_runs, 0)
         emit("add faiss IndexFlatIP", shape, t_f, f"{n / t_f / 1e6:.2f} M vec/s", t_f, runs=add_runs, warmup=0)
         for dt in DTYPES:
-            t = median_time(lambda: add_cp(dt), add_runs, 0)
+            t = median_time(lambda dt=dt: add_cp(dt), add_runs, 0)
             emit(f"add FlatIPIndex {dt}", shape, t, f"{n / t / 1e6:.2f} M vec/s", t_f, runs=add_runs, warmup=0)
         gc.collect()
 
@@ -134,21 +134,21 @@ def main():
             q = rng.standard_normal((nq, d), dtype=np.float32)
             q /= np.linalg.norm(q, axis=1, keepdims=True)
             qs = f"{shape} nq={nq}"
-            t_f = median_time(lambda: fx.search(q, args.k), args.runs, args.warmup)
+            t_f = median_time(lambda fx=fx, q=q: fx.search(q, args.k), args.runs, args.warmup)
             emit("search faiss IndexFlatIP", qs, t_f, qps(nq, t_f), t_f)
-            Df, If = fx.search(q, args.k)
+            _Df, If = fx.search(q, args.k)
             for name, sx in sq.items():
-                t = median_time(lambda: sx.search(q, args.k), args.runs, args.warmup)
+                t = median_time(lambda sx=sx, q=q: sx.search(q, args.k), args.runs, args.warmup)
                 agree = float((sx.search(q, args.k)[1] == If).mean())
-                emit(f"search faiss SQ {name} ({agree:.3f} ids)", qs, t, qps(nq, t), t_f, dict(id_agreement=agree))
+                emit(f"search faiss SQ {name} ({agree:.3f} ids)", qs, t, qps(nq, t), t_f, {"id_agreement": agree})
             for dt, ix in ours.items():
-                t = median_time(lambda: ix.search(q, args.k), args.runs, args.warmup)
-                Dc, Ic = ix.search(q, args.k)
+                t = median_time(lambda ix=ix, q=q: ix.search(q, args.k), args.runs, args.warmup)
+                _Dc, Ic = ix.search(q, args.k)
                 agree = float((Ic == If).mean())
                 emit(f"search FlatIPIndex {dt} ({agree:.3f} ids)", qs, t, qps(nq, t), t_f, dict(id_agreement=agree))
             if not args.no_numpy:
                 nr, nw = max(1, min(args.runs, 3)), min(args.warmup, 1)
-                t = median_time(lambda: numpy_search(X, q, args.k), nr, nw)
+                t = median_time(lambda X=X, q=q: numpy_search(X, q, args.k), nr, nw)
                 emit("search numpy (matmul+argpartition)", qs, t, qps(nq, t), t_f, runs=nr, warmup=nw)
         del fx, ours, sq, X
         gc.collect()

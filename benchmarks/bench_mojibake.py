@@ -33,9 +33,9 @@ import ftfy
 import ftfy.bad_codecs  # registers the sloppy-windows-* and utf-8-variants codecs
 from bench_normalize import stsb_cjk
 from conftest import all_text_lines
+from normalize_ref import normalize_reference  # tests/: the test oracle
 
 import clipprompt as cp
-from clipprompt.normalize_ref import normalize_reference
 
 
 def datasets() -> list[tuple[str, list[str]]]:
@@ -77,10 +77,11 @@ def main() -> int:
                     fn()
                     times[what].append(clock() - t0)
             base = None
-            for what, fn, is_base in configs:
+            for what, _fn, is_base in configs:
                 med = statistics.median(times[what])
                 base = med if is_base else base
-                rows.append({"data": dname, "what": what, "prompts": n, "median_s": med, "runs": args.runs, "warmup": args.warmup,
+                rows.append({"data": dname, "what": what, "prompts": n, "median_s": med, "runs": args.runs,
+                             "warmup": args.warmup,
                                  "prompts_per_s": n / med, "x_baseline": base / med})
         finally:
             cp.set_num_threads(0)

@@ -3,7 +3,7 @@
 Prompts/s over the COCO + Flickr30K dev captions (tests/data/captions, 10,070 lines, almost all ASCII: the C
 fast path) and, to time the full Unicode path too, the STS-B zh + ja dev sentences (6,000 lines), same process:
   clip_clean  cp.clip_clean_batch / per-call cp.clip_clean   vs  ftfy.fix_text + html.unescape x2 + re + lower
-  normalize   cp.normalize_batch  / per-call cp.normalize    vs  clipprompt.normalize_ref.normalize_reference
+  normalize   cp.normalize_batch  / per-call cp.normalize    vs  tests/normalize_ref.py normalize_reference
               (ftfy.fix_text + html.unescape x2 + unicodedata NFKC + width map + re)
 
     python benchmarks/bench_normalize.py [--runs 7] [--warmup 1] [--json]
@@ -15,12 +15,15 @@ import json
 import os
 import platform
 import statistics
+import sys
 
 import ftfy
-from _bench import captions, cpu_name, print_table_head, stsb_rows, timeit, utc_now, with_threads
+from _bench import ROOT, captions, cpu_name, print_table_head, stsb_rows, timeit, utc_now, with_threads
 
 import clipprompt as cp
-from clipprompt.normalize_ref import clip_clean_reference, normalize_reference
+
+sys.path.insert(0, os.path.join(ROOT, "tests"))  # the test oracles live beside the tests
+from normalize_ref import clip_clean_reference, normalize_reference
 
 
 def stsb_cjk() -> list[str]:
@@ -79,7 +82,8 @@ def main() -> int:
     head = dict(date=utc_now(),
                 machine=f"{cpu_name()}, {os.cpu_count()} CPUs", python=platform.python_version(),
                 ftfy=ftfy.__version__, clipprompt=cp.__version__, utf8proc_pkgconfig=info.get("utf8proc"),
-                threads=threads, data=f"captions = COCO+F30K dev captions; stsb-zh+ja = STS-B dev zh+ja sentences; {n} lines")
+                threads=threads,
+                data=f"captions = COCO+F30K dev captions; stsb-zh+ja = STS-B dev zh+ja sentences; {n} lines")
     if args.json:
         print(json.dumps(dict(header=head, rows=rows), indent=2))
         return 0

@@ -82,7 +82,8 @@ def main():
               f"{row['seg_max']} | {100 * row['raw_over']:.2f}% | {100 * row['seg_over']:.2f}% |")
 
     tagger = fugashi.GenericTagger(" ".join((["-r", "/etc/mecabrc"] if os.path.exists("/etc/mecabrc") else
-                                             ["-r", "/dev/null"]) + (["-d", mecab["dicdir"]] if mecab["dicdir"] else [])))
+                                             ["-r", "/dev/null"]) +
+                                             (["-d", mecab["dicdir"]] if mecab["dicdir"] else [])))
     zh, ja = data["zh"], data["ja"]
     nthreads = cp.get_num_threads()
 

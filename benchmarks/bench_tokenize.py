@@ -22,13 +22,14 @@ import platform
 import random
 import statistics
 import tempfile
+from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
-import numpy as np  # noqa: E402
-from _bench import ROOT, captions, cpu_name, print_table_head, timeit, utc_now  # noqa: E402
+import numpy as np
+from _bench import ROOT, captions, cpu_name, print_table_head, timeit, utc_now
 
-import clipprompt as cp  # noqa: E402
+import clipprompt as cp
 
 BPE = os.path.join(ROOT, "clipprompt", "data", "bpe_simple_vocab_16e6.txt.gz")
 PROMPT = "a photo of a cat"
@@ -38,7 +39,7 @@ def hf_clip(tmp: str):
     from open_clip.tokenizer import bytes_to_unicode
     from transformers import CLIPTokenizerFast
 
-    merges = gzip.open(BPE).read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
+    merges = gzip.decompress(Path(BPE).read_bytes()).decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
     vocab = list(bytes_to_unicode().values())
     vocab = vocab + [v + "</w>" for v in vocab] + ["".join(m.split()) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
@@ -113,35 +114,43 @@ def main() -> int:
     configs = [
         # group, what, n prompts, fn, baseline?, is single-call latency
         ("clip single", "HF CLIPTokenizerFast (baseline)", 1, single(lambda: hfc(PROMPT, **hf_clip_kw)), True),
-        ("clip single", "tokenizers.Tokenizer.encode (Rust core only)", 1, single(lambda: hfc_raw.encode(PROMPT)), False),
+        ("clip single", "tokenizers.Tokenizer.encode (Rust core only)", 1, single(lambda: hfc_raw.encode(PROMPT)),
+         False),
         ("clip single", "open_clip SimpleTokenizer (Python)", 1, single(lambda: oc([PROMPT])), False),
         ("clip single", "cp.ClipTokenizer tok(prompt)", 1, single(lambda: tok(PROMPT)), False),
         ("clip single", "cp.ClipTokenizer tok.encode(prompt)", 1, single(lambda: tok.encode(PROMPT)), False),
         ("clip single", "cp.ClipTokenizer(cache_size=0) tok(prompt)", 1, single(lambda: tok_nocache(PROMPT)), False),
         ("bert single", "HF BertTokenizerFast (baseline)", 1, single(lambda: hfb(PROMPT, return_tensors="np")), True),
-        ("bert single", "tokenizers.Tokenizer.encode (Rust core only)", 1, single(lambda: hfb_raw.encode(PROMPT)), False),
+        ("bert single", "tokenizers.Tokenizer.encode (Rust core only)", 1, single(lambda: hfb_raw.encode(PROMPT)),
+         False),
         ("bert single", "transformers slow BertTokenizer (Python)", 1, single(lambda: slow_b(PROMPT)), False),
         ("bert single", "cp.WordPieceTokenizer wp(prompt)", 1, single(lambda: wp(PROMPT)), False),
     ]
     for name, texts in (("10K", caps), ("25K", big)):
         g = f"clip batch {name}"
         configs += [
-            (g, "HF CLIPTokenizerFast 1 thread (baseline)", len(texts), threads(1, lambda t=texts: hfc(t, **hf_clip_kw)), True),
-            (g, f"HF CLIPTokenizerFast {nthreads} threads", len(texts), threads(0, lambda t=texts: hfc(t, **hf_clip_kw)), False),
+            (g, "HF CLIPTokenizerFast 1 thread (baseline)", len(texts),
+             threads(1, lambda t=texts: hfc(t, **hf_clip_kw)), True),
+            (g, f"HF CLIPTokenizerFast {nthreads} threads", len(texts),
+             threads(0, lambda t=texts: hfc(t, **hf_clip_kw)), False),
             (g, "tokenizers.Tokenizer.encode_batch 1 thread (Rust core only)", len(texts),
              threads(1, lambda t=texts: hfc_raw.encode_batch(t)), False),
             (g, f"tokenizers.Tokenizer.encode_batch {nthreads} threads (Rust core only)", len(texts),
              threads(0, lambda t=texts: hfc_raw.encode_batch(t)), False),
             (g, "cp.ClipTokenizer 1 thread", len(texts), threads(1, lambda t=texts: tok(t)), False),
-            (g, "cp.ClipTokenizer(cache_size=0) 1 thread", len(texts), threads(1, lambda t=texts: tok_nocache(t)), False),
+            (g, "cp.ClipTokenizer(cache_size=0) 1 thread", len(texts), threads(1, lambda t=texts: tok_nocache(t)),
+             False),
             (g, f"cp.ClipTokenizer {nthreads} threads", len(texts), threads(0, lambda t=texts: tok(t)), False),
         ]
         if name == "10K" or not args.quick:
-            configs.append((g, "open_clip.tokenize (Python + ftfy)", len(texts), lambda t=texts: open_clip.tokenize(t), False))
+            configs.append((g, "open_clip.tokenize (Python + ftfy)", len(texts), lambda t=texts: open_clip.tokenize(t),
+                            False))
         g = f"bert batch {name}"
         configs += [
-            (g, "HF BertTokenizerFast 1 thread (baseline)", len(texts), threads(1, lambda t=texts: hfb(t, **hf_bert_kw)), True),
-            (g, f"HF BertTokenizerFast {nthreads} threads", len(texts), threads(0, lambda t=texts: hfb(t, **hf_bert_kw)), False),
+            (g, "HF BertTokenizerFast 1 thread (baseline)", len(texts),
+             threads(1, lambda t=texts: hfb(t, **hf_bert_kw)), True),
+            (g, f"HF BertTokenizerFast {nthreads} threads", len(texts),
+             threads(0, lambda t=texts: hfb(t, **hf_bert_kw)), False),
             (g, "tokenizers.Tokenizer.encode_batch 1 thread (Rust core only)", len(texts),
              threads(1, lambda t=texts: hfb_raw.encode_batch(t)), False),
             (g, f"tokenizers.Tokenizer.encode_batch {nthreads} threads (Rust core only)", len(texts),
@@ -183,14 +192,11 @@ def main() -> int:
     print(f"# bench_tokenize | {head['date']} | {head['machine']} | Python {head['python']} | tokenizers "
           f"{head['tokenizers']} | transformers {head['transformers']} | open_clip {head['open_clip']} | "
           f"threads {nthreads} | dtype: int32 ids | load average at the end "
-          f"{' '.join('%.1f' % x for x in os.getloadavg())}")
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"# data: {head['data']}; single prompt: {PROMPT!r} x {args.calls} calls per run")
     print_table_head("median (runs, warm-up)")
     for r in rows:
-        if "latency_us" in r:
-            med = f"{r['latency_us']:.1f} µs/call"
-        else:
-            med = f"{r['median_s'] * 1e3:.1f} ms"
+        med = f"{r['latency_us']:.1f} µs/call" if "latency_us" in r else f"{r['median_s'] * 1000.0:.1f} ms"
         print(f"| {r['group']}: {r['what']} | {r['shape']} | {med} ({r['runs']}, {r['warmup']}) | "
               f"{r['prompts_per_s']:,.0f} prompts/s | {r['speedup']:.2f}x |")
     return 0

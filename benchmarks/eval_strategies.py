@@ -141,7 +141,7 @@ def evaluate(encoder, captions_per_image, *, gallery=None, expander=None, templa
         pipe.add_vectors(gallery)
         with PeakRSS() as mem:
             t0 = time.perf_counter()
-            D, I = pipe.search(prompts, 10, progress=progress)
+            _D, I = pipe.search(prompts, 10, progress=progress)
             cold = (time.perf_counter() - t0) / len(prompts)
         rec = recall_at(I, truth)
         # Repeated queries: the first repeat_n prompts, each `repeat` times, shuffled, through the same cache.
@@ -201,7 +201,7 @@ def print_table(h, results, out=sys.stdout):
 
 
 def _parse_config(text):
-    k, lo, m = (text.split(":") + ["-", "-"])[:3]
+    k, lo, m = ([*text.split(":"), "-", "-"])[:3]
     return int(k), (None if lo == "-" else float(lo)), (None if m == "-" else float(m))
 
 

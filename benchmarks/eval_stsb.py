@@ -18,7 +18,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import clipprompt as cp
+import clipprompt as cp  # noqa: E402  (after the repository root joins sys.path)
 
 
 def read_pairs(path):

@@ -1,31 +1,47 @@
 """clipprompt — CLIP prompts as an engineered, measurable input.
 
 A thin layer over the C core in ``clipprompt._C``: every heavy function lives there; this package re-exports it
-and adds the pieces that are naturally Python (CLI, convenience wrappers). See README.md and ../shared/API.md.
+and adds the pieces that are naturally Python (encoders' batching, prompt strategies, the pipeline, SD helpers, the
+command line). See README.md and docs/.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from . import _C
-from ._C import (  # noqa: F401  (re-exports: the public surface)
+from ._C import (
     ClipPromptError,
+    ClipTokenizer,
     DependencyError,
     DeviceError,
     DeviceOutOfMemoryError,
     DimensionMismatchError,
     EmptyPromptError,
     FileAccessError,
+    FlatIPIndex,
     IndexStateError,
     InvalidArgumentError,
     ModelFormatError,
+    PromptCache,
     TokenizerError,
+    WordPieceTokenizer,
+    add_word,
+    clip_clean,
+    clip_clean_batch,
     get_num_threads,
+    load_userdict,
+    normalize,
+    normalize_batch,
+    segment,
+    segment_batch,
+    segment_join,
     set_num_threads,
 )
 
 __version__ = "0.1.0"
 
 
-def build_info() -> dict:
+def build_info() -> dict[str, Any]:
     """What this build contains: compiler, BLAS, OpenMP, utf8proc, CUDA on/off, cuBLAS/cuDNN versions, threads, and
     the reduced-precision GEMM library with the CPU ISA it runs on (lowp_library, lowp_cpu_isa, lowp_bf16,
     lowp_int8)."""
@@ -36,22 +52,50 @@ def build_info() -> dict:
     return info
 
 
-def _export(name: str) -> None:
-    if hasattr(_C, name):
-        globals()[name] = getattr(_C, name)
+# Text encoders over the C models, then the prompt tools (Python over the parts above; they import this package).
+from . import sd  # noqa: E402
+from .encoders import ClipTextEncoder, MiniLMEncoder  # noqa: E402
+from .expand import Expansion, PromptExpander  # noqa: E402
+from .pipeline import PromptPipeline  # noqa: E402
+from .strategies import template_names, templates  # noqa: E402
+from .words import keywords  # noqa: E402
 
-
-# Parts of the C core that later modules add (each present once its csrc/py/py_<part>.c is built).
-for _name in ("normalize", "normalize_batch", "clip_clean", "clip_clean_batch", "segment", "segment_batch",
-              "segment_join", "add_word", "load_userdict", "ClipTokenizer", "WordPieceTokenizer", "PromptCache",
-              "FlatIPIndex"):
-    _export(_name)
-del _name
-
-from .encoders import ClipTextEncoder, MiniLMEncoder  # noqa: E402,F401  (issue 4: text encoders over _C models)
-
-# Prompt strategies, expansion, the pipeline and SD helpers: Python over the parts above (issue 6).
-from . import sd  # noqa: E402,F401
-from .expand import Expansion, PromptExpander  # noqa: E402,F401
-from .pipeline import PromptPipeline  # noqa: E402,F401
-from .strategies import keywords, template_names, templates  # noqa: E402,F401
+__all__ = [
+    "ClipPromptError",
+    "ClipTextEncoder",
+    "ClipTokenizer",
+    "DependencyError",
+    "DeviceError",
+    "DeviceOutOfMemoryError",
+    "DimensionMismatchError",
+    "EmptyPromptError",
+    "Expansion",
+    "FileAccessError",
+    "FlatIPIndex",
+    "IndexStateError",
+    "InvalidArgumentError",
+    "MiniLMEncoder",
+    "ModelFormatError",
+    "PromptCache",
+    "PromptExpander",
+    "PromptPipeline",
+    "TokenizerError",
+    "WordPieceTokenizer",
+    "__version__",
+    "add_word",
+    "build_info",
+    "clip_clean",
+    "clip_clean_batch",
+    "get_num_threads",
+    "keywords",
+    "load_userdict",
+    "normalize",
+    "normalize_batch",
+    "sd",
+    "segment",
+    "segment_batch",
+    "segment_join",
+    "set_num_threads",
+    "template_names",
+    "templates",
+]

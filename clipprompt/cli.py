@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 import clipprompt as cp
+
+from .protocols import TextEncoder
 
 # Real messy prompts: curly quotes, entities, full-width letters, ligatures, mixed scripts, runs of spaces.
 DEMO_PROMPTS = [
@@ -28,45 +33,42 @@ DEMO_PROMPTS = [
 ]
 
 
-def _read_inputs(args) -> list[str]:
+def _read_inputs(args: argparse.Namespace) -> list[str]:
     if getattr(args, "text", None):
         return list(args.text)
     return [line.rstrip("\n") for line in sys.stdin if line.strip()]
 
 
-def _load_encoder(args):
+def _load_encoder(args: argparse.Namespace) -> TextEncoder:
     if getattr(args, "clip", None):
         return cp.ClipTextEncoder.from_pretrained(args.clip)
     return cp.MiniLMEncoder.from_pretrained(getattr(args, "minilm", None))
 
 
-def _cmd_info(args) -> int:
+def _cmd_info(args: argparse.Namespace) -> int:
     print(json.dumps(cp.build_info(), indent=2, sort_keys=True))
     return 0
 
 
-def _cmd_normalize(args) -> int:
+def _cmd_normalize(args: argparse.Namespace) -> int:
     for t in _read_inputs(args):
         print(cp.normalize(t, lowercase=args.lowercase, form=args.form))
     return 0
 
 
-def _cmd_tokenize(args) -> int:
+def _cmd_tokenize(args: argparse.Namespace) -> int:
     tok = cp.ClipTokenizer(args.vocab) if args.vocab else cp.ClipTokenizer()
-    rows = []
-    for t in _read_inputs(args):
-        ids = list(tok.encode(t))
-        rows.append({"text": t, "n_tokens": len(ids) + 2, "ids": ids})
+    rows = [(t, tok.encode(t)) for t in _read_inputs(args)]
     if args.json:
-        print(json.dumps(rows, ensure_ascii=False))
+        print(json.dumps([{"text": t, "n_tokens": len(ids) + 2, "ids": ids} for t, ids in rows], ensure_ascii=False))
     else:
-        for r in rows:
-            flag = "  (over 77: truncated by the encoder; see sd.chunk_prompt)" if r["n_tokens"] > 77 else ""
-            print(f"{r['n_tokens']:4d} tokens{flag}  {r['text']!r}\n     {r['ids']}")
+        for t, ids in rows:
+            flag = "  (over 77: truncated by the encoder; see sd.chunk_prompt)" if len(ids) + 2 > 77 else ""
+            print(f"{len(ids) + 2:4d} tokens{flag}  {t!r}\n     {ids}")
     return 0
 
 
-def _cmd_encode(args) -> int:
+def _cmd_encode(args: argparse.Namespace) -> int:
     from .pipeline import PromptPipeline
 
     texts = _read_inputs(args)
@@ -85,7 +87,7 @@ def _cmd_encode(args) -> int:
     return 0
 
 
-def _cmd_expand(args) -> int:
+def _cmd_expand(args: argparse.Namespace) -> int:
     from .expand import PromptExpander
 
     exp = PromptExpander(args.pool)
@@ -101,13 +103,13 @@ def _cmd_expand(args) -> int:
     return 0
 
 
-def _read_corpus(path):
+def _read_corpus(path: str | None) -> list[str]:
     from .expand import read_pool
 
     return read_pool(path)
 
 
-def _cmd_search(args) -> int:
+def _cmd_search(args: argparse.Namespace) -> int:
     from .pipeline import PromptPipeline
 
     corpus = _read_corpus(args.corpus)
@@ -126,13 +128,13 @@ def _cmd_search(args) -> int:
     return 0
 
 
-def _bench_row(what, shape, times, n, base=None):
+def _bench_row(what: str, shape: str, times: list[float], n: int, base: float | None = None) -> dict[str, Any]:
     med = float(np.median(times))
     return {"what": what, "shape": shape, "median_ms": med * 1e3, "runs": len(times),
             "per_s": n / med if med > 0 else float("inf"), "x_baseline": (base / med) if base else 1.0}
 
 
-def _cmd_bench(args) -> int:
+def _cmd_bench(args: argparse.Namespace) -> int:
     """Stage timings on the shipped pool phrases: normalise, tokenize, encode cold vs cached, index search."""
     from .expand import read_pool
 
@@ -141,7 +143,7 @@ def _cmd_bench(args) -> int:
     tok = cp.ClipTokenizer()
     rows = []
 
-    def timed(fn, runs):
+    def timed(fn: Callable[[], object], runs: int) -> list[float]:
         fn()  # warm-up
         ts = []
         for _ in range(runs):
@@ -166,7 +168,7 @@ def _cmd_bench(args) -> int:
     header = {"clipprompt": cp.__version__, "python": platform.python_version(), "numpy": np.__version__,
               "machine": platform.machine(), "threads": cp.get_num_threads(), "dtype": "float32",
               "encoder": getattr(enc, "fingerprint", "?"), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "load_avg_1m": round(__import__("os").getloadavg()[0], 1)}
+              "load_avg_1m": round(os.getloadavg()[0], 1)}
     if args.json:
         print(json.dumps({"header": header, "rows": rows}))
         return 0
@@ -179,16 +181,12 @@ def _cmd_bench(args) -> int:
 
 
 def _default_cache_file() -> str:
-    import os
-
     base = os.environ.get("CLIPPROMPT_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "clipprompt")
     return os.path.join(base, "demo-cache.cpc")
 
 
-def _open_cache(path):
+def _open_cache(path: str) -> tuple[cp.PromptCache, str]:
     """(PromptCache, note): loaded from ``path`` when it holds a valid cache file, else a new one."""
-    import os
-
     if path and os.path.exists(path):
         try:
             return cp.PromptCache.load(path), f"cache file {path}"
@@ -197,9 +195,7 @@ def _open_cache(path):
     return cp.PromptCache(), (f"new cache file {path}" if path else "no cache file")
 
 
-def _save_cache(cache, path):
-    import os
-
+def _save_cache(cache: cp.PromptCache, path: str) -> None:
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         cache.save(path)
@@ -207,7 +203,7 @@ def _save_cache(cache, path):
         print(f"   (could not write the cache file {path}: {e})", file=sys.stderr)
 
 
-def _cmd_demo(args) -> int:
+def _cmd_demo(args: argparse.Namespace) -> int:
     from .expand import PromptExpander
     from .pipeline import PromptPipeline
 
@@ -245,10 +241,10 @@ def _cmd_demo(args) -> int:
 
     # Search: the pool phrases are the catalogue (already embedded: reuse the expander's vectors and cache).
     print(f"\n4. search the {len(exp)}-phrase catalogue, top 3 (raw prompt vs expanded prompt)")
-    raw = PromptPipeline(enc, cache=cache, index=exp.index, strategy="raw")
+    plain = PromptPipeline(enc, cache=cache, index=exp.index, strategy="raw")
     grow = PromptPipeline(enc, expander=exp, cache=cache, index=exp.index, strategy="expand", top_k=args.top_k,
                           mmr=0.7, min_score=0.25)
-    Dr, Ir = raw.search(DEMO_PROMPTS, 3)
+    Dr, Ir = plain.search(DEMO_PROMPTS, 3)
     De, Ie = grow.search(DEMO_PROMPTS, 3)
     for p, dr, ir, de, ie in zip(normed, Dr, Ir, De, Ie):
         print(f"   {p[:44]!r}")
@@ -271,15 +267,15 @@ def _cmd_demo(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m clipprompt", description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m clipprompt", description=(__doc__ or "").splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    def model_args(sp):
+    def model_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--clip", metavar="DIR", help="CLIP text tower (HF dir or open_clip safetensors)")
         sp.add_argument("--minilm", metavar="DIR", help="MiniLM model dir (default: the bundled one)")
 
-    def strategy_args(sp, default="raw"):
+    def strategy_args(sp: argparse.ArgumentParser, default: str = "raw") -> None:
         sp.add_argument("--strategy", default=default, choices=["raw", "keywords", "templates", "expand"])
         sp.add_argument("--template", default="imagenet", help="template set for --strategy templates")
 
@@ -341,8 +337,9 @@ def main(argv=None) -> int:
     b.set_defaults(fn=_cmd_bench)
 
     args = p.parse_args(argv)
+    fn: Callable[[argparse.Namespace], int] = args.fn
     try:
-        return args.fn(args)
+        return fn(args)
     except cp.ClipPromptError as e:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2

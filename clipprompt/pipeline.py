@@ -7,15 +7,23 @@ embeddings, renormalised — template ensembling; a no-op for one text).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 import clipprompt as cp
 
-from .strategies import _CJK, Strategy, get_strategy, pool_vectors
+from .strategies import Strategy, get_strategy, pool_vectors
+from .words import CJK_CHAR
 
-__all__ = ["PromptPipeline", "STAGES"]
+if TYPE_CHECKING:
+    from .expand import PromptExpander
+    from .protocols import TextEncoder
+
+__all__ = ["STAGES", "PromptPipeline"]
 
 STAGES = ("normalize", "segment", "strategy", "encode", "index")
 
@@ -34,12 +42,14 @@ class PromptPipeline:
     expand_kwargs  forwarded to ``expander.expand_batch`` (top_k, min_score, max_tokens, mmr)
     """
 
-    def __init__(self, encoder, expander=None, cache=None, index=None, strategy="expand", *, template="imagenet",
-                 lang="auto", batch_size=256, **expand_kwargs):
+    def __init__(self, encoder: TextEncoder, expander: PromptExpander | None = None,
+                 cache: cp.PromptCache | Literal[False] | None = None, index: cp.FlatIPIndex | None = None,
+                 strategy: str | Strategy = "expand", *, template: str | list[str] = "imagenet", lang: str = "auto",
+                 batch_size: int = 256, **expand_kwargs: Any) -> None:
         self.encoder = encoder
         if cache is None:
             cache = cp.PromptCache()
-        self.cache = None if cache is False else cache
+        self.cache: cp.PromptCache | None = None if cache is False else cache
         self.index = index
         self.lang = lang
         self.batch_size = int(batch_size)
@@ -53,39 +63,39 @@ class PromptPipeline:
         self.strategy: Strategy = get_strategy(strategy, expander=expander, template=template, **expand_kwargs)
         self.reset_stats()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"PromptPipeline(strategy={self.strategy.name!r}, encoder={getattr(self.encoder, 'fingerprint', '?')!r}"
                 f", cache={'on' if self.cache is not None else 'off'}, index={len(self.index) if self.index else 0})")
 
     # -- stats ---------------------------------------------------------------------------------------------------
-    def reset_stats(self):
+    def reset_stats(self) -> None:
         """Zero the per-stage timers and counters (the cache's own counters are left alone)."""
         self._times = dict.fromkeys(STAGES, 0.0)
         self._counts = {"prompts": 0, "texts": 0, "batches": 0}
         self._cache0 = self._cache_counts()
 
-    def _cache_counts(self):
+    def _cache_counts(self) -> tuple[int, int]:
         if self.cache is None:
             return (0, 0)
         s = self.cache.stats()
         return (s["hits"], s["misses"])
 
     @contextmanager
-    def _timed(self, stage):
+    def _timed(self, stage: str) -> Iterator[None]:
         t0 = time.perf_counter()
         try:
             yield
         finally:
             self._times[stage] += time.perf_counter() - t0
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         """Counters since construction / ``reset_stats``: prompts, texts encoded or looked up, batches, cache hits,
         misses, hit_rate, per-stage seconds (``times``) and microseconds per prompt (``us_per_prompt``)."""
         h0, m0 = self._cache0
         h1, m1 = self._cache_counts()
         hits, misses = h1 - h0, m1 - m0
         n = max(self._counts["prompts"], 1)
-        out = dict(self._counts)
+        out: dict[str, Any] = dict(self._counts)
         out.update(
             strategy=self.strategy.name,
             cache_hits=hits,
@@ -99,23 +109,19 @@ class PromptPipeline:
         return out
 
     # -- stages --------------------------------------------------------------------------------------------------
-    def _normalize(self, prompts):
-        if hasattr(cp, "normalize_batch"):
-            return list(cp.normalize_batch(prompts))
-        return [cp.normalize(p) for p in prompts]
+    def _normalize(self, prompts: list[str]) -> list[str]:
+        return cp.normalize_batch(prompts)
 
-    def _segment(self, prompts):
+    def _segment(self, prompts: list[str]) -> list[list[str]]:
         # Segmentation matters for CJK (word boundaries for the keyword / presence guards); elsewhere whitespace.
-        return [cp.segment(p, lang=self.lang) if _CJK.search(p) else p.split() for p in prompts]
+        return [cp.segment(p, lang=self.lang) if CJK_CHAR.search(p) else p.split() for p in prompts]
 
-    def prepare(self, prompts) -> list[list[str]]:
+    def prepare(self, prompts: str | Iterable[str]) -> list[list[str]]:
         """Run normalise -> segment -> strategy; per prompt, the texts that will be encoded."""
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        prompts = list(prompts)
+        batch = [prompts] if isinstance(prompts, str) else list(prompts)
         with self._timed("normalize"):
-            normed = self._normalize(prompts)
-        words = None
+            normed = self._normalize(batch)
+        words: list[list[str]] | None = None
         if self.strategy.needs_words or self.strategy.name == "expand":
             with self._timed("segment"):
                 words = self._segment(normed)
@@ -123,7 +129,7 @@ class PromptPipeline:
             texts = self.strategy.texts(normed, words)
         return texts
 
-    def _encode_batch(self, prompts) -> np.ndarray:
+    def _encode_batch(self, prompts: list[str]) -> NDArray[np.float32]:
         groups = self.prepare(prompts)
         flat = [t for g in groups for t in g]
         with self._timed("encode"):
@@ -137,39 +143,40 @@ class PromptPipeline:
         self._counts["batches"] += 1
         return out
 
-    def encode(self, prompts, *, progress=False) -> np.ndarray:
+    def encode(self, prompts: str | Iterable[str], *, progress: bool = False) -> NDArray[np.float32]:
         """One L2-normalised float32 vector per prompt, [B, encoder.dim]. ``progress=True``: a tqdm bar by batch."""
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        prompts = list(prompts)
-        if not prompts:
+        batch = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not batch:
             return np.zeros((0, self.encoder.dim), np.float32)
-        starts = range(0, len(prompts), self.batch_size)
+        starts: Iterable[int] = range(0, len(batch), self.batch_size)
         if progress:
             from tqdm.auto import tqdm
 
-            starts = tqdm(starts, total=len(starts), unit="batch", desc=f"encode ({self.strategy.name})")
-        parts = [self._encode_batch(prompts[s:s + self.batch_size]) for s in starts]
+            n = len(range(0, len(batch), self.batch_size))
+            starts = tqdm(starts, total=n, unit="batch", desc=f"encode ({self.strategy.name})")
+        parts = [self._encode_batch(batch[s:s + self.batch_size]) for s in starts]
         return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
 
-    def add(self, prompts, ids=None, *, progress=False) -> np.ndarray:
+    def add(self, prompts: str | Iterable[str], ids: ArrayLike | None = None, *,
+            progress: bool = False) -> NDArray[np.float32]:
         """Encode prompts and add them to the index (created on first use); returns the vectors added."""
         vecs = self.encode(prompts, progress=progress)
         self.add_vectors(vecs, ids)
         return vecs
 
-    def add_vectors(self, vectors, ids=None):
+    def add_vectors(self, vectors: ArrayLike, ids: ArrayLike | None = None) -> None:
         """Add precomputed vectors (e.g. image embeddings) to the index."""
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        rows = np.ascontiguousarray(vectors, dtype=np.float32)
         with self._timed("index"):
             if self.index is None:
-                self.index = cp.FlatIPIndex(vectors.shape[1])
+                self.index = cp.FlatIPIndex(rows.shape[1])
             if ids is None:
-                self.index.add(vectors)
+                self.index.add(rows)
             else:
-                self.index.add(vectors, np.asarray(ids, np.int64))
+                self.index.add(rows, np.asarray(ids, np.int64))
 
-    def search(self, prompts, k=10, *, progress=False):
+    def search(self, prompts: str | Iterable[str], k: int = 10, *,
+               progress: bool = False) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """Encode prompts with the strategy and search the index: (D float32 [B, k], I int64 [B, k])."""
         if self.index is None or len(self.index) == 0:
             raise cp.IndexStateError("PromptPipeline.search: the index is empty (add() something first)")

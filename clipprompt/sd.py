@@ -17,15 +17,29 @@ encoding every window separately and concatenating along the sequence: [B, 77·n
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import NDArray
 
 import clipprompt as cp
 
-from .strategies import _CJK
+from .words import CJK_CHAR
 
-__all__ = ["chunk_prompt", "chunk_ids", "chunked_hidden_states", "negative_prompt", "encode_pair",
-           "NEGATIVE_PRESETS", "SOT", "EOT"]
+if TYPE_CHECKING:
+    from .protocols import HiddenStateEncoder
+
+__all__ = [
+    "EOT",
+    "NEGATIVE_PRESETS",
+    "SOT",
+    "chunk_ids",
+    "chunk_prompt",
+    "chunked_hidden_states",
+    "encode_pair",
+    "negative_prompt",
+]
 
 SOT, EOT = 49406, 49407
 CONTEXT = 77
@@ -33,12 +47,12 @@ WINDOW = CONTEXT - 2
 
 _PUNCT = ",.;:!?，。、；：！？"
 _BREAK_AFTER = re.compile(r"[^" + re.escape(_PUNCT) + r"]*[" + re.escape(_PUNCT) + r"]+|[^" + re.escape(_PUNCT) + r"]+")
-_CJK_RUN = re.compile(_CJK.pattern + "+")
+_CJK_RUN = re.compile(CJK_CHAR.pattern + "+")
 
 
 def _units(text: str, lang: str) -> list[tuple[str, str]]:
     """(separator, unit) pieces whose concatenation is ``text`` with whitespace collapsed to single spaces."""
-    out = []
+    out: list[tuple[str, str]] = []
     for wi, word in enumerate(text.split()):
         sep = " " if wi else ""
         for piece in _BREAK_AFTER.findall(word):
@@ -58,11 +72,12 @@ def _units(text: str, lang: str) -> list[tuple[str, str]]:
     return out
 
 
-def _join(units) -> str:
+def _join(units: Iterable[tuple[str, str]]) -> str:
     return "".join(s + u for s, u in units).strip()
 
 
-def chunk_prompt(text: str, tokenizer=None, *, window: int = WINDOW, lookback: int = 20, lang: str = "auto"):
+def chunk_prompt(text: str, tokenizer: cp.ClipTokenizer | None = None, *, window: int = WINDOW, lookback: int = 20,
+                 lang: str = "auto") -> list[str]:
     """Split a prompt into chunk texts of at most ``window`` CLIP tokens each (see the module docstring).
 
     Returns ``[""]`` for an empty prompt (SD's unconditional input).
@@ -74,20 +89,21 @@ def chunk_prompt(text: str, tokenizer=None, *, window: int = WINDOW, lookback: i
     if not text:
         return [""]
 
-    def ntok(units):
+    def ntok(units: Sequence[tuple[str, str]]) -> int:
         return len(tok.encode(_join(units))) if units else 0
 
     if ntok([("", text)]) <= window:
         return [text]
-    units = []
+    units: list[tuple[str, str]] = []
     for sep, u in _units(text, lang):
         if len(tok.encode(u)) > window:  # one unbreakable unit longer than a window: fall back to characters
             units += [(sep if i == 0 else "", ch) for i, ch in enumerate(u)]
         else:
             units.append((sep, u))
-    chunks, cur = [], []
+    chunks: list[str] = []
+    cur: list[tuple[str, str]] = []
     for unit in units:
-        if ntok(cur + [unit]) <= window:
+        if ntok([*cur, unit]) <= window:
             cur.append(unit)
             continue
         # Prefer to break after the last punctuation if that carries over at most `lookback` tokens.
@@ -98,7 +114,7 @@ def chunk_prompt(text: str, tokenizer=None, *, window: int = WINDOW, lookback: i
                     cut = j
                 break
         chunks.append(_join(cur[:cut]))
-        cur = cur[cut:] + [unit]
+        cur = [*cur[cut:], unit]
         cur[0] = ("", cur[0][1])
         while ntok(cur) > window:  # the carried tail plus the unit may still overflow: flush the tail
             chunks.append(_join(cur[:-1]))
@@ -108,7 +124,8 @@ def chunk_prompt(text: str, tokenizer=None, *, window: int = WINDOW, lookback: i
     return chunks
 
 
-def chunk_ids(text: str, tokenizer=None, *, window: int = WINDOW, lookback: int = 20, lang: str = "auto"):
+def chunk_ids(text: str, tokenizer: cp.ClipTokenizer | None = None, *, window: int = WINDOW, lookback: int = 20,
+              lang: str = "auto") -> NDArray[np.int32]:
     """Token ids of each chunk, int32 [n, 77]: SOT, ≤75 ids, EOT, zero padding (ClipTokenizer's layout)."""
     tok = tokenizer if tokenizer is not None else cp.ClipTokenizer()
     chunks = chunk_prompt(text, tok, window=window, lookback=lookback, lang=lang)
@@ -119,44 +136,45 @@ def chunk_ids(text: str, tokenizer=None, *, window: int = WINDOW, lookback: int 
     return out
 
 
-def _kind(layer) -> str:
+def _kind(layer: int) -> str:
     return f"hidden:{layer}:chunked"
 
 
-def chunked_hidden_states(encoder, texts, layer: int = -1, *, tokenizer=None, cache=None, lang: str = "auto",
-                          window: int = WINDOW, pad_to: int | None = None) -> np.ndarray:
+def chunked_hidden_states(encoder: HiddenStateEncoder, texts: str | Iterable[str], layer: int = -1, *,
+                          tokenizer: cp.ClipTokenizer | None = None, cache: cp.PromptCache | None = None,
+                          lang: str = "auto", window: int = WINDOW, pad_to: int | None = None) -> NDArray[np.float32]:
     """Hidden states of arbitrarily long prompts, float32 [B, 77·n, W] (n = most windows in the batch, or
     ``pad_to`` if larger). Window ``i`` of prompt ``b`` equals ``encoder.hidden_states([chunk_i], layer)[0]``.
 
     ``cache``: a PromptCache; each prompt's [77·n_b, W] array (before batch padding) is one entry.
     """
-    if isinstance(texts, str):
-        texts = [texts]
-    texts = list(texts)
+    batch = [texts] if isinstance(texts, str) else list(texts)
     tok = tokenizer if tokenizer is not None else cp.ClipTokenizer()
     ctx = window + 2
     fp, kind = encoder.fingerprint, _kind(layer)
-    per_prompt = [None] * len(texts)
+    per_prompt: list[NDArray[np.float32] | None] = [None] * len(batch)
     if cache is not None:
-        for b, t in enumerate(texts):
+        for b, t in enumerate(batch):
             v = cache.get(fp, t, kind=kind)
             if v is not None:
                 per_prompt[b] = np.asarray(v, np.float32).reshape(-1, ctx, encoder.width)
     todo = [b for b, v in enumerate(per_prompt) if v is None]
     if todo:
-        ids = [chunk_ids(texts[b], tok, window=window, lang=lang) for b in todo]
+        ids = [chunk_ids(batch[b], tok, window=window, lang=lang) for b in todo]
         hs = np.asarray(encoder.hidden_states(np.concatenate(ids), layer=layer), np.float32)  # [sum n, 77, W]
         pos = 0
         for b, row in zip(todo, ids):
-            per_prompt[b] = hs[pos:pos + len(row)]
+            block = hs[pos:pos + len(row)]
+            per_prompt[b] = block
             pos += len(row)
             if cache is not None:
-                cache.put(fp, texts[b], per_prompt[b].reshape(-1, per_prompt[b].shape[-1]), kind=kind)
-    n = max([len(v) for v in per_prompt] + [pad_to or 0])
-    width = per_prompt[0].shape[-1] if per_prompt else encoder.width
-    out = np.empty((len(texts), n * ctx, width), np.float32)
+                cache.put(fp, batch[b], block.reshape(-1, block.shape[-1]), kind=kind)
+    done = [v for v in per_prompt if v is not None]  # every prompt now (cached or just computed)
+    n = max([len(v) for v in done] + [pad_to or 0])
+    width = done[0].shape[-1] if done else encoder.width
+    out = np.empty((len(batch), n * ctx, width), np.float32)
     pad = None
-    for b, v in enumerate(per_prompt):
+    for b, v in enumerate(done):
         out[b, :len(v) * ctx] = v.reshape(-1, width)
         if len(v) < n:
             if pad is None:
@@ -182,12 +200,13 @@ NEGATIVE_PRESETS["default"] = NEGATIVE_PRESETS["quality"] + NEGATIVE_PRESETS["te
 NEGATIVE_PRESETS["people"] = NEGATIVE_PRESETS["default"] + NEGATIVE_PRESETS["anatomy"]
 
 
-def negative_prompt(preset="default", *, extra=(), positive: str | None = None, exclude=()) -> str:
+def negative_prompt(preset: str | Iterable[str] | None = "default", *, extra: Iterable[str] = (),
+                    positive: str | None = None, exclude: Iterable[str] = ()) -> str:
     """A negative prompt from presets (a name or list of names in NEGATIVE_PRESETS) plus ``extra`` terms,
     de-duplicated in order; terms that appear in the ``positive`` prompt or in ``exclude`` are left out (a prompt
     asking for "a watercolor painting" must not get "painting" as a negative)."""
     names = [preset] if isinstance(preset, str) else list(preset or [])
-    terms = []
+    terms: list[str] = []
     for name in names:
         if name not in NEGATIVE_PRESETS:
             raise cp.InvalidArgumentError(f"negative_prompt: unknown preset {name!r}; known: "
@@ -196,7 +215,8 @@ def negative_prompt(preset="default", *, extra=(), positive: str | None = None, 
     terms += [t.strip() for t in extra if t.strip()]
     pos = " ".join(cp.normalize(positive, lowercase=True).split()) if positive and positive.strip() else ""
     skip = {e.strip().lower() for e in exclude}
-    out, seen = [], set()
+    out: list[str] = []
+    seen: set[str] = set()
     for t in terms:
         key = t.lower()
         if key in seen or key in skip or (pos and re.search(r"(?<!\w)" + re.escape(key) + r"(?!\w)", pos)):
@@ -206,8 +226,9 @@ def negative_prompt(preset="default", *, extra=(), positive: str | None = None, 
     return ", ".join(out)
 
 
-def encode_pair(encoder, prompt: str, negative: str | None = None, layer: int = -1, *, tokenizer=None, cache=None,
-                lang: str = "auto"):
+def encode_pair(encoder: HiddenStateEncoder, prompt: str, negative: str | None = None, layer: int = -1, *,
+                tokenizer: cp.ClipTokenizer | None = None, cache: cp.PromptCache | None = None,
+                lang: str = "auto") -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """(cond, uncond) hidden states for classifier-free guidance, each [1, 77·n, W] with the same n (the shorter is
     padded with empty windows). ``negative=None`` uses ``negative_prompt(positive=prompt)``; "" is SD's plain
     unconditional input."""

@@ -9,89 +9,55 @@ That single rule covers the four strategies the pipeline and the evaluation comp
 - ``templates``  CLIP's zero-shot templates ("a photo of a {}.") with template ensembling, as in the CLIP paper;
 - ``expand``     the prompt plus related phrases from a pool (:class:`clipprompt.expand.PromptExpander`).
 
-Text helpers here (``content_words``, ``keywords``, ``templates``) are also used by the expander's guards.
+The word helpers (``content_words``, ``keywords``, ``stopwords``) live in :mod:`clipprompt.words`, below both this
+module and the expander; they are re-exported here.
 """
 from __future__ import annotations
 
 import functools
 import json
 import re
-from importlib import resources
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 import clipprompt as cp
 
+from .words import content_words, data_text, keywords, stopwords
+
+if TYPE_CHECKING:
+    from .expand import Expansion, PromptExpander
+    from .protocols import TextEncoder
+
+Words = Sequence[Sequence[str] | None]  # per prompt: its segmentation (cp.segment output), or None
+
 __all__ = [
-    "content_words", "keywords", "stopwords", "templates", "template_names", "fill_templates", "pool_vectors",
-    "encode_texts", "Strategy", "RawStrategy", "KeywordStrategy", "TemplateStrategy", "ExpandStrategy",
-    "get_strategy", "STRATEGIES",
+    "STRATEGIES",
+    "ExpandStrategy",
+    "KeywordStrategy",
+    "RawStrategy",
+    "Strategy",
+    "TemplateStrategy",
+    "content_words",
+    "encode_texts",
+    "fill_templates",
+    "get_strategy",
+    "keywords",
+    "pool_vectors",
+    "stopwords",
+    "template_names",
+    "templates",
 ]
 
 STRATEGIES = ("raw", "keywords", "templates", "expand")
 
-# A word: letters/digits, with inner apostrophes or hyphens ("t-shirt", "men's"). Applied to each segment.
-_WORD = re.compile(r"[^\W_]+(?:['’\-][^\W_]+)*")
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 
-
-def _data_text(name: str) -> str:
-    return resources.files("clipprompt").joinpath("data", name).read_text(encoding="utf-8")
-
-
-@functools.lru_cache(maxsize=None)
-def stopwords() -> frozenset:
-    """The shipped stopword set (English + Chinese function words), lower case."""
-    words = set()
-    for name in ("stopwords_en.txt", "stopwords_zh.txt"):
-        for line in _data_text(name).splitlines():
-            line = line.strip()
-            if line and not line.startswith("#"):
-                words.add(line)
-    return frozenset(words)
-
-
-def _segments(text: str, lang: str) -> list[str]:
-    # Whitespace split is exact for space-delimited scripts; CJK runs need the segmenter (C, cp.segment).
-    if _CJK.search(text) is None:
-        return text.split()
-    return cp.segment(text, lang=lang)
-
-
-def content_words(text: str, *, lang: str = "auto", normalized: bool = False, words=None) -> list[str]:
-    """Lower-cased content words of ``text`` in order, first occurrence only (stopwords and punctuation dropped).
-
-    ``words``: the prompt's segmentation if already computed (``cp.segment`` output); ``normalized``: ``text`` is
-    already ``cp.normalize``-d (skips the call). Raises EmptyPromptError for empty / whitespace-only text.
-    """
-    if not normalized:
-        text = cp.normalize(text, lowercase=True)
-    else:
-        text = text.lower()
-    segs = words if words is not None else _segments(text, lang)
-    stop = stopwords()
-    out, seen = [], set()
-    for seg in segs:
-        for w in _WORD.findall(seg.lower()):
-            if w in stop or w in seen:
-                continue
-            seen.add(w)
-            out.append(w)
-    return out
-
-
-def keywords(text: str, *, lang: str = "auto", normalized: bool = False, words=None) -> str:
-    """The keyword prompt: content words joined by spaces ("A child holding a flowered umbrella." ->
-    "child holding flowered umbrella"). Falls back to the (normalised) text when every word is a stopword."""
-    ws = content_words(text, lang=lang, normalized=normalized, words=words)
-    if ws:
-        return " ".join(ws)
-    return text if normalized else cp.normalize(text)
-
-
-@functools.lru_cache(maxsize=1)
-def _template_data() -> dict:
-    return json.loads(_data_text("clip_templates.json"))
+@functools.cache
+def _template_data() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(data_text("clip_templates.json"))
+    return data
 
 
 def template_names() -> list[str]:
@@ -112,38 +78,39 @@ def templates(name: str = "imagenet") -> list[str]:
     return list(data[key])
 
 
-def fill_templates(prompt: str, tmpl) -> list[str]:
+def fill_templates(prompt: str, tmpl: Iterable[str]) -> list[str]:
     """``[t.replace("{}", prompt) for t in tmpl]`` (``replace``, so braces inside the prompt are safe)."""
     return [t.replace("{}", prompt) for t in tmpl]
 
 
-def encode_texts(encoder, texts: list[str], cache=None, *, batch_size=None, progress=False) -> np.ndarray:
+def encode_texts(encoder: TextEncoder, texts: list[str], cache: cp.PromptCache | None = None, *,
+                 batch_size: int | None = None, progress: bool = False) -> NDArray[np.float32]:
     """L2-normalised float32 embeddings [len(texts), D], through ``cache`` when given (misses encoded in one batch)."""
     if not texts:
         return np.zeros((0, encoder.dim), np.float32)
     if cache is not None:
         vecs = cache.get_or_encode(encoder, list(texts))
     else:
-        kw = {"normalize": True, "progress": progress}
         if batch_size:
-            kw["batch_size"] = batch_size
-        vecs = encoder.encode(list(texts), **kw)
+            vecs = encoder.encode(list(texts), normalize=True, progress=progress, batch_size=batch_size)
+        else:
+            vecs = encoder.encode(list(texts), normalize=True, progress=progress)
     return np.ascontiguousarray(vecs, dtype=np.float32)
 
 
-def pool_vectors(vecs: np.ndarray, counts) -> np.ndarray:
+def pool_vectors(vecs: ArrayLike, counts: ArrayLike) -> NDArray[np.float32]:
     """Mean of normalised rows per group (``counts[i]`` consecutive rows each), renormalised: template ensembling."""
-    vecs = np.asarray(vecs, np.float32)
-    counts = np.asarray(counts, np.int64)
-    if np.all(counts == 1):
-        return vecs
-    norms = np.linalg.norm(vecs, axis=1, keepdims=True)
-    unit = vecs / np.maximum(norms, 1e-12)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rows = np.asarray(vecs, np.float32)
+    n = np.asarray(counts, np.int64)
+    if np.all(n == 1):
+        return rows
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    unit = rows / np.maximum(norms, 1e-12)
+    starts = np.concatenate([[0], np.cumsum(n)[:-1]])
     sums = np.add.reduceat(unit, starts, axis=0) if len(unit) else unit
-    out = sums / counts[:, None]
+    out: NDArray[np.float32] = (sums / n[:, None]).astype(np.float32)
     out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-    return out.astype(np.float32)
+    return out
 
 
 class Strategy:
@@ -152,10 +119,10 @@ class Strategy:
     name = "base"
     needs_words = False
 
-    def texts(self, prompts: list[str], words=None) -> list[list[str]]:  # pragma: no cover - interface
+    def texts(self, prompts: list[str], words: Words | None = None) -> list[list[str]]:  # pragma: no cover
         raise NotImplementedError
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
 
@@ -164,7 +131,7 @@ class RawStrategy(Strategy):
 
     name = "raw"
 
-    def texts(self, prompts, words=None):
+    def texts(self, prompts: list[str], words: Words | None = None) -> list[list[str]]:
         return [[p] for p in prompts]
 
 
@@ -174,9 +141,9 @@ class KeywordStrategy(Strategy):
     name = "keywords"
     needs_words = True
 
-    def texts(self, prompts, words=None):
-        words = words or [None] * len(prompts)
-        return [[keywords(p, normalized=True, words=w)] for p, w in zip(prompts, words)]
+    def texts(self, prompts: list[str], words: Words | None = None) -> list[list[str]]:
+        per = words or [None] * len(prompts)
+        return [[keywords(p, normalized=True, words=w)] for p, w in zip(prompts, per)]
 
 
 class TemplateStrategy(Strategy):
@@ -187,7 +154,7 @@ class TemplateStrategy(Strategy):
 
     name = "templates"
 
-    def __init__(self, template: str | list = "imagenet", keywords: bool = False):
+    def __init__(self, template: str | list[str] = "imagenet", keywords: bool = False) -> None:
         self.template = template
         self.tmpl = templates(template) if isinstance(template, str) else list(template)
         if not self.tmpl or any("{}" not in t for t in self.tmpl):
@@ -195,15 +162,15 @@ class TemplateStrategy(Strategy):
         self.keywords = keywords
         self.needs_words = keywords
 
-    def texts(self, prompts, words=None):
-        words = words or [None] * len(prompts)
+    def texts(self, prompts: list[str], words: Words | None = None) -> list[list[str]]:
+        per = words or [None] * len(prompts)
         out = []
-        for p, w in zip(prompts, words):
+        for p, w in zip(prompts, per):
             fill = keywords(p, normalized=True, words=w) if self.keywords else p
             out.append(fill_templates(fill, self.tmpl))
         return out
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         name = self.template if isinstance(self.template, str) else f"{len(self.tmpl)} templates"
         return f"TemplateStrategy({name!r}, keywords={self.keywords})"
 
@@ -213,20 +180,21 @@ class ExpandStrategy(Strategy):
 
     name = "expand"
 
-    def __init__(self, expander, **expand_kwargs):
+    def __init__(self, expander: PromptExpander, **expand_kwargs: Any) -> None:
         self.expander = expander
         self.expand_kwargs = expand_kwargs
-        self.last = []  # the Expansion objects of the last batch (for inspection)
+        self.last: list[Expansion] = []  # the Expansion objects of the last batch (for inspection)
 
-    def texts(self, prompts, words=None):
+    def texts(self, prompts: list[str], words: Words | None = None) -> list[list[str]]:
         self.last = self.expander.expand_batch(prompts, words=words, **self.expand_kwargs)
         return [[e.text] for e in self.last]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"ExpandStrategy({self.expander!r}, {self.expand_kwargs})"
 
 
-def get_strategy(strategy, *, expander=None, template="imagenet", **expand_kwargs) -> Strategy:
+def get_strategy(strategy: str | Strategy, *, expander: PromptExpander | None = None,
+                 template: str | list[str] = "imagenet", **expand_kwargs: Any) -> Strategy:
     """A Strategy from a name in STRATEGIES (or a Strategy, returned as is)."""
     if isinstance(strategy, Strategy):
         return strategy

@@ -2,10 +2,13 @@
 // [nq, N] score matrix never exists: stage 1 keeps the best k of every chunk of a tile's columns, stage 2 merges
 // the candidates of all chunks (all tiles) into the final k per query. Order: score descending, then row
 // ascending (the CPU index breaks ties the same way); -inf / -1 pad.
-// v1: one block per (chunk, query). Each thread keeps a sorted list of its best k (local memory, KMAX = 16, 64 or
-//     256 by k) fed by a strided scan with a threshold test; then k rounds of a block arg-best pop the heads.
+// v1 (k <= 16): one block per (chunk, query). Each thread keeps a sorted list of its best k (16 entries, 128 bytes)
+//     fed by a strided scan with a threshold test; then k rounds of a block arg-best pop the heads.
+// v2 (16 < k <= 256): one block per (chunk, query) over a 2048-entry tile in shared memory (16 KiB): the tile holds
+//     the best k so far in its first k slots and the next columns after them; a block-wide bitonic sort (best first)
+//     per tile. No per-thread arrays: nothing spills to local memory whatever k is.
 // nvcc -O3 -std=c++17 -Xcompiler -fPIC -c kernels/cp_topk.cu
-// CPU reference: the heap search of cp_index_search (csrc/cp_index.c).
+// CPU reference: the heap search of cp_index_search (csrc/store/cp_index.c).
 #include <math.h>
 
 #include "cp_cuda_dev.cuh"
@@ -81,6 +84,59 @@ __global__ void cp_topk_v1(const float *__restrict__ S, const int32_t *__restric
     }
 }
 
+constexpr int TILE = 2048;
+
+template <bool PAIRS>
+__global__ void cp_topk_v2(const float *__restrict__ S, const int32_t *__restrict__ R, int64_t lds, int64_t ncols,
+                           int64_t row0, int64_t chunk, int k, float *__restrict__ out_s, int32_t *__restrict__ out_r,
+                           int64_t out_ld, int64_t out_off) {
+    __shared__ float ts[TILE];
+    __shared__ int tr[TILE];
+    const int64_t q = blockIdx.y, c = blockIdx.x;
+    const float *srow = S + q * lds;
+    const int32_t *rrow = PAIRS ? R + q * lds : nullptr;
+    const int64_t j0 = c * chunk, j1 = min(ncols, j0 + chunk);
+    for (int i = threadIdx.x; i < TILE; i += blockDim.x) ts[i] = -INFINITY, tr[i] = -1;
+    __syncthreads();
+    for (int64_t j = j0, round = 0; j < j1; round++) {
+        const int base = round == 0 ? 0 : k; // after the first tile, slots [0, k) keep the best so far
+        const int64_t take = min((int64_t)(TILE - base), j1 - j);
+        for (int i = threadIdx.x; i < TILE - base; i += blockDim.x) {
+            float s = -INFINITY;
+            int r = -1;
+            if (i < take) {
+                r = PAIRS ? rrow[j + i] : (int)(row0 + j + i);
+                s = r < 0 ? -INFINITY : srow[j + i];
+                if (r < 0) r = -1;
+            }
+            ts[base + i] = s, tr[base + i] = r;
+        }
+        __syncthreads();
+        for (int size = 2; size <= TILE; size <<= 1) // bitonic sort, best first
+            for (int stride = size >> 1; stride > 0; stride >>= 1) {
+                for (int i = threadIdx.x; i < TILE; i += blockDim.x) {
+                    const int p = i ^ stride;
+                    if (p <= i) continue;
+                    const bool first_half = (i & size) == 0;
+                    const bool swap = first_half ? better(ts[p], tr[p], ts[i], tr[i]) : better(ts[i], tr[i], ts[p], tr[p]);
+                    if (swap) {
+                        const float s = ts[i];
+                        const int r = tr[i];
+                        ts[i] = ts[p], tr[i] = tr[p], ts[p] = s, tr[p] = r;
+                    }
+                }
+                __syncthreads();
+            }
+        j += take;
+    }
+    float *os = out_s + q * out_ld + (out_off + c) * k;
+    int32_t *orr = out_r + q * out_ld + (out_off + c) * k;
+    for (int i = threadIdx.x; i < k; i += blockDim.x) {
+        os[i] = tr[i] < 0 ? -INFINITY : ts[i];
+        orr[i] = tr[i];
+    }
+}
+
 template <bool PAIRS>
 int launch(const float *S, const int32_t *R, int64_t nq, int64_t ncols, int64_t lds, int64_t row0, int64_t chunk,
            int64_t k, float *out_s, int32_t *out_r, int64_t out_ld, int64_t out_off, cudaStream_t st) {
@@ -90,9 +146,9 @@ int launch(const float *S, const int32_t *R, int64_t nq, int64_t ncols, int64_t 
                 (long long)nchunks);
     dim3 grid((unsigned)nchunks, (unsigned)nq);
     const int kk = (int)k;
+    static_assert(CP_CUDA_TOPK_MAX < TILE / 2, "the v2 tile must hold the best k and new columns");
     if (k <= 16) cp_topk_v1<16, PAIRS><<<grid, 256, 0, st>>>(S, R, lds, ncols, row0, chunk, kk, out_s, out_r, out_ld, out_off);
-    else if (k <= 64) cp_topk_v1<64, PAIRS><<<grid, 128, 0, st>>>(S, R, lds, ncols, row0, chunk, kk, out_s, out_r, out_ld, out_off);
-    else cp_topk_v1<256, PAIRS><<<grid, 128, 0, st>>>(S, R, lds, ncols, row0, chunk, kk, out_s, out_r, out_ld, out_off);
+    else cp_topk_v2<PAIRS><<<grid, 256, 0, st>>>(S, R, lds, ncols, row0, chunk, kk, out_s, out_r, out_ld, out_off);
     CP_CUDA_LAUNCHED("cp_cuda_topk");
     return CP_OK;
 }

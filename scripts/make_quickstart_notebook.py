@@ -83,7 +83,7 @@ print({k: v for k, v in pipe.stats().items() if k in ("prompts", "texts", "hit_r
 md("""## 7. Which strategy helps? (a small run of `benchmarks/eval_strategies.py`)
 For each of 40 COCO images one caption is held back; the gallery entry is the mean embedding of the other four.
 The held-back caption becomes a user-style prompt (its keywords) and each strategy turns that into a query; the raw
-caption is the upper bound. The full run (1,000 images, COCO and Flickr30K) is in the README — whatever it shows."""),
+caption is the upper bound. The full run (1,000 images, COCO and Flickr30K) is in benchmarks/RESULTS.md — whatever it shows."""),
 code("""import sys
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import eval_strategies as ev

@@ -7,13 +7,13 @@ import functools
 import clipprompt as cp
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def minilm():
     """The bundled MiniLM encoder, loaded once per session."""
     return cp.MiniLMEncoder.from_pretrained()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def clip_tokenizer():
     return cp.ClipTokenizer()
 
@@ -28,7 +28,7 @@ def small_pool(n=150):
     return list(dict.fromkeys(keep))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def small_expander():
     """A PromptExpander over small_pool() with MiniLM, shared by the test modules."""
     return cp.PromptExpander(small_pool(), minilm())

@@ -10,7 +10,7 @@ import traceback
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fuzz"))
-import seeds as _seeds  # noqa: E402
+import seeds as _seeds
 
 SANITIZED = os.environ.get("CLIPPROMPT_SANITIZED_RUN") == "1"
 
@@ -25,7 +25,7 @@ def run_threads(fn, n=8, timeout=180.0):
         try:
             barrier.wait(timeout=60)
             fn(i)
-        except BaseException:  # noqa: BLE001 - reported below
+        except BaseException:
             errors.append((i, traceback.format_exc()))
 
     threads = [threading.Thread(target=work, args=(i,), daemon=True, name=f"hammer-{i}") for i in range(n)]

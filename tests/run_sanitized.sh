@@ -9,7 +9,7 @@
 # (tracked + untracked, not ignored) on every run and rebuilt incrementally. The Python interpreter is not
 # instrumented, so the ASan runtime is preloaded (it must be the first library loaded). Leak detection is off here
 # (CPython and NumPy keep allocations until exit by design); leaks in the C core are checked by LeakSanitizer in the
-# fuzz targets and by tests/leakcheck (README, Reliability). The libFuzzer short run is left out (it is already a
+# fuzz targets and by tests/leakcheck (docs/reliability.md). The libFuzzer short run is left out (it is already a
 # sanitizer build). CUDA is off in the sanitized build.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -358,7 +358,7 @@ def test_save_load_round_trip(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["cache.cpca"]  # no temp file left behind
     d = cp.PromptCache.load(str(p))
     assert d.keys() == c.keys()
-    for fp, text, kind in c.keys():
+    for fp, text, kind in c.keys():  # noqa: SIM118 (a PromptCache is not iterable; keys() lists them)
         np.testing.assert_array_equal(d.get(fp, text, kind), c.get(fp, text, kind))
     assert d.capacity_bytes == c.capacity_bytes
     # a smaller capacity on load keeps the most recently used entries

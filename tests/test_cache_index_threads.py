@@ -92,7 +92,7 @@ def test_threads_match_serial():
         try:
             start.wait()
             results[t] = run_plan(plans[t], cache, index, enc)
-        except BaseException as e:  # noqa: BLE001 - reported below
+        except BaseException as e:
             errors.append(e)
 
     def writer():
@@ -108,7 +108,7 @@ def test_threads_match_serial():
 
     threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
     w = threading.Thread(target=writer)
-    for th in threads + [w]:
+    for th in [*threads, w]:
         th.start()
     for th in threads:
         th.join()

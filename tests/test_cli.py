@@ -4,13 +4,13 @@ import os
 import subprocess
 import sys
 
+import _prompt_helpers as helpers
 import numpy as np
 import pytest
+from conftest import ROOT, read_lines
 
-import _prompt_helpers as helpers
 import clipprompt as cp
 from clipprompt.cli import DEMO_PROMPTS, main
-from conftest import ROOT, read_lines
 
 POOL = ["Rain Boots", "Umbrellas", "Dresses", "Summer Dresses", "Cat Food", "Cat Beds", "T-Shirts", "Hats",
         "Coffee Tables", "Artwork", "Straw Hats", "Beach Towels"]
@@ -32,14 +32,16 @@ def _run(capsys, *argv):
 
 def test_info_and_normalize_as_module():
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    r = subprocess.run([sys.executable, "-m", "clipprompt", "info"], capture_output=True, text=True, env=env,
+    r = subprocess.run([sys.executable, "-m", "clipprompt", "info"], check=False, capture_output=True, text=True,
+                       env=env,
                        cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["version"] == cp.__version__
     r = subprocess.run([sys.executable, "-m", "clipprompt", "normalize", "ＵＮＩＱＬＯ　ｓｈｉｒｔ"],
-                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+                       check=False, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == cp.normalize("ＵＮＩＱＬＯ　ｓｈｉｒｔ")
-    r = subprocess.run([sys.executable, "-m", "clipprompt", "normalize", "   "], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "clipprompt", "normalize", "   "], check=False, capture_output=True,
+                       text=True,
                        env=env, cwd=ROOT, timeout=120)
     assert r.returncode == 2 and "EmptyPromptError" in r.stderr
 

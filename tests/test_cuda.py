@@ -19,7 +19,7 @@ from clipprompt.encoders import ClipTextEncoder, MiniLMEncoder
 
 INFO = cp.build_info()
 HAS_GPU = bool(INFO.get("cuda")) and int(INFO.get("cuda_devices") or 0) > 0
-_skip_no_gpu = pytest.mark.skipif(not HAS_GPU, reason="no CUDA device: %s" % INFO.get("cuda_device_error"))
+_skip_no_gpu = pytest.mark.skipif(not HAS_GPU, reason=f"no CUDA device: {INFO.get('cuda_device_error')}")
 
 
 def gpu(f):
@@ -76,8 +76,8 @@ def clip_ids(rng, B, L=77, lengths=None, vocab=49406):
     ids = np.zeros((B, L), np.int32)
     if lengths is None:
         lengths = rng.integers(0, L - 1, size=B)
-    for b, n in enumerate(lengths):
-        n = int(min(n, L - 2))
+    for b, n_raw in enumerate(lengths):
+        n = int(min(n_raw, L - 2))
         ids[b, 0] = CLIP_SOT
         ids[b, 1:1 + n] = rng.integers(1, vocab, size=n)
         ids[b, 1 + n] = CLIP_EOT
@@ -426,8 +426,8 @@ def test_index_search_matches_cpu(dtype):
         check_search(*dev.search(q, k), *cpu.search(q, k), atol)
     # k beyond the device maximum: the CPU search answers, identically
     q = rng.standard_normal((2, d)).astype(np.float32)
-    D, I = dev.search(q, _C.CUDA_TOPK_MAX + 1)
-    D0, I0 = cpu.search(q, _C.CUDA_TOPK_MAX + 1)
+    _D, I = dev.search(q, _C.CUDA_TOPK_MAX + 1)
+    _D0, I0 = cpu.search(q, _C.CUDA_TOPK_MAX + 1)
     np.testing.assert_array_equal(I, I0)
     # tiny tiles and chunks: many GEMM tiles + candidate merges
     dev._set_device_knobs(tile_bytes=4 * 64 * 7, chunk=64)

@@ -7,6 +7,7 @@ Oracles: transformers (random-initialised models saved with save_pretrained), to
 """
 import json
 import os
+import pathlib
 
 import numpy as np
 import pytest
@@ -99,9 +100,9 @@ def test_bert_cls_pooling_from_sentence_transformers_config(bert, tmp_path):
     os.makedirs(os.path.join(d, "1_Pooling"))
     for f in os.listdir(path):
         os.link(os.path.join(path, f), os.path.join(d, f))
-    json.dump({"word_embedding_dimension": 32, "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False},
-              open(os.path.join(d, "1_Pooling", "config.json"), "w"))
-    json.dump({"max_seq_length": 24}, open(os.path.join(d, "sentence_bert_config.json"), "w"))
+    pathlib.Path(d, "1_Pooling", "config.json").write_text(json.dumps(
+        {"word_embedding_dimension": 32, "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}))
+    pathlib.Path(d, "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 24}))
     enc = _C.EncoderModel(d, family="bert")
     assert enc.description["pooling"] == "cls" and enc.description["max_seq_length"] == 24
     rng = np.random.default_rng(1)
@@ -169,7 +170,7 @@ def test_family_detection_and_errors(clip, bert, tmp_path):
         _C.EncoderModel(bert[1], family="clip")
     empty = tmp_path / "empty"
     empty.mkdir()
-    json.dump({"model_type": "llama"}, open(empty / "config.json", "w"))
+    (empty / "config.json").write_text(json.dumps({"model_type": "llama"}))
     with pytest.raises(cp.ModelFormatError, match="not a text-tower checkpoint"):
         _C.EncoderModel(str(empty))
     with pytest.raises(cp.FileAccessError):
@@ -189,6 +190,6 @@ def test_layer_table_of_a_model_needs_no_runner_code():
     """Adding a family is a description + a name table: the runner files never name a family."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for rel in ("csrc/model/cp_runner_cpu.c", "csrc/device/cp_runner_cuda.c"):
-        src = open(os.path.join(root, rel)).read().lower().replace("clipprompt", "")
+        src = pathlib.Path(root, rel).read_text().lower().replace("clipprompt", "")
         for word in ("clip", "bert", "roberta", "minilm"):
             assert word not in src, (rel, word)

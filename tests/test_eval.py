@@ -2,15 +2,15 @@
 import json
 import sys
 
+import _prompt_helpers as helpers
 import numpy as np
 import pytest
-
-import _prompt_helpers as helpers
-import clipprompt as cp
 from conftest import DATA, ROOT
 
+import clipprompt as cp
+
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import eval_strategies as ev  # noqa: E402
+import eval_strategies as ev
 
 CAPS = str(DATA / "captions" / "coco_dev_caps.txt")
 IDS = str(DATA / "captions" / "coco_dev_ids.txt")
@@ -48,7 +48,7 @@ def test_text_to_text_run(capsys):
 def test_text_to_image_path(tmp_path, capsys):
     clip_dir = helpers.save_tiny_clip(tmp_path / "clip")
     clip = cp.ClipTextEncoder.from_pretrained(clip_dir)
-    ids, caps = ev.load_split(CAPS, IDS, limit=10)
+    _ids, caps = ev.load_split(CAPS, IDS, limit=10)
     # "image" embeddings = the CLIP embedding of each image's held-back caption: the raw strategy must find
     # every image first, whatever the (random) weights.
     emb = clip.encode([cp.normalize(c[0]) for c in caps])
@@ -67,7 +67,7 @@ def test_text_to_image_path(tmp_path, capsys):
 def test_expand_configs_each_get_a_row():
     assert ev._parse_config("2:0.5:-") == (2, 0.5, None) and ev._parse_config("5") == (5, None, None)
     enc = helpers.minilm()
-    ids, caps = ev.load_split(CAPS, IDS, limit=6)
+    _ids, caps = ev.load_split(CAPS, IDS, limit=6)
     res = ev.evaluate(enc, caps, expander=helpers.small_expander(), strategies=["expand"], repeat=1, repeat_n=2,
                       expand_configs=[(2, None, None), (3, 0.4, 0.5)])
     assert [r["strategy"] for r in res] == ["expand top2 on keywords", "expand top3 min0.4 mmr0.5 on keywords"]

@@ -1,12 +1,12 @@
 """PromptExpander: guards (token budget, dedup, score floor, MMR, empty input), scores, batch == single, pool input."""
 import functools
 
+import _prompt_helpers as helpers
 import numpy as np
 import pytest
-
-import _prompt_helpers as helpers
-import clipprompt as cp
 from conftest import read_lines
+
+import clipprompt as cp
 
 
 @pytest.fixture(scope="module")

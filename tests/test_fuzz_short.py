@@ -2,7 +2,7 @@
 CLIPPROMPT_FUZZ_SECONDS (default 15 s) from seeds made of tests/data lines and small valid files, two targets at a
 time, after replaying the committed regression inputs (tests/fuzz/regressions/<target>/*). Any crash, sanitizer
 report, leak, timeout or out-of-memory input fails the test and is kept in build/fuzz/findings/<target>/.
-The long form is `python tests/fuzz/run.py --seconds 1800 --jobs 2` (README, Reliability)."""
+The long form is `python tests/fuzz/run.py --seconds 1800 --jobs 2` (docs/reliability.md)."""
 import concurrent.futures
 import os
 import shutil
@@ -12,8 +12,9 @@ import pytest
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fuzz")
 sys.path.insert(0, HERE)
-import build as fuzz_build  # noqa: E402
 import run as fuzz_run  # noqa: E402
+
+import build as fuzz_build  # noqa: E402
 
 SECONDS = int(os.environ.get("CLIPPROMPT_FUZZ_SECONDS", "15"))
 OUT = os.path.join(fuzz_build.ROOT, "build", "fuzz")

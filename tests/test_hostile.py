@@ -2,20 +2,27 @@
 config.json; 10 MB prompts; NaN vectors. Each must raise one clear ClipPromptError subclass (never crash, hang or
 allocate what the file claims), and nothing already stored may be lost: objects in memory and files on disk that
 existed before a failed call are unchanged after it."""
-import json
 import glob
+import json
 import os
 import resource
 import shutil
 import struct
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+from hardening_util import (
+    ALL_PARTS,
+    SANITIZED,
+    minilm_vocab,
+    requires,
+    write_tiny_clip,
+    write_tiny_minilm,
+)
 
 import clipprompt as cp
-from hardening_util import (ALL_PARTS, SANITIZED, minilm_vocab, requires, safetensors_bytes, write_tiny_clip,
-                             write_tiny_minilm)
 
 MB = 1 << 20
 
@@ -107,7 +114,7 @@ def test_truncated_weights_raise_model_format_error_and_loaded_model_keeps_worki
     ids = np.zeros((2, 77), np.int32)
     ids[:, 0], ids[:, 1:4], ids[:, 4] = 49406, [[320, 1125, 539], [7, 8, 9]], 49407
     before = enc.encode(ids)
-    raw = open(os.path.join(clip_dir, "model.safetensors"), "rb").read()
+    raw = Path(os.path.join(clip_dir, "model.safetensors")).read_bytes()
     hlen = struct.unpack_from("<Q", raw)[0]
     cuts = sorted({0, 1, 7, 8, 9, 8 + hlen // 2, 8 + hlen - 1, 8 + hlen, 8 + hlen + 1, len(raw) // 2, len(raw) - 1})
     for cut in cuts:
@@ -119,12 +126,12 @@ def test_truncated_weights_raise_model_format_error_and_loaded_model_keeps_worki
 
 @requires("ClipTextEncoder")
 def test_bit_flipped_weights_header_never_crash(clip_dir, tmp_path):
-    raw = bytearray(open(os.path.join(clip_dir, "model.safetensors"), "rb").read())
+    raw = bytearray(Path(os.path.join(clip_dir, "model.safetensors")).read_bytes())
     hlen = struct.unpack_from("<Q", raw)[0]
     rng = np.random.default_rng(0)
     outcomes = {"ok": 0, "error": 0}
     d = str(tmp_path / "flip")
-    for trial in range(150):
+    for _ in range(150):
         b = bytearray(raw)
         pos = int(rng.integers(0, 8 + hlen))  # the length and the JSON header
         b[pos] ^= 1 << int(rng.integers(0, 8))
@@ -140,7 +147,7 @@ def test_bit_flipped_weights_header_never_crash(clip_dir, tmp_path):
 @requires("ClipTextEncoder", "MiniLMEncoder")
 @pytest.mark.parametrize("hlen", [2**64 - 1, 2**63, 10**12, None])
 def test_oversized_header_length(clip_dir, tmp_path, hlen):
-    raw = open(os.path.join(clip_dir, "model.safetensors"), "rb").read()
+    raw = Path(os.path.join(clip_dir, "model.safetensors")).read_bytes()
     hlen = len(raw) - 7 if hlen is None else hlen  # None: one byte more than the file holds
     bad = struct.pack("<Q", hlen) + raw[8:]
     d = _copy_with(clip_dir, str(tmp_path / "big"), weights=bad)
@@ -188,7 +195,7 @@ ABSURD_CLIP = [
 @requires("ClipTextEncoder")
 @pytest.mark.parametrize("patch", ABSURD_CLIP, ids=[json.dumps(p) for p in ABSURD_CLIP])
 def test_absurd_clip_config_shapes(clip_dir, tmp_path, patch):
-    cfg = json.load(open(os.path.join(clip_dir, "config.json")))
+    cfg = json.loads(Path(os.path.join(clip_dir, "config.json")).read_text())
     cfg.update(patch)
     d = _copy_with(clip_dir, str(tmp_path / "c"), config=json.dumps(cfg))
     rss0, t0 = peak_rss(), time.monotonic()
@@ -218,7 +225,7 @@ def test_malformed_config_json(clip_dir, tmp_path, text):
                                    {"num_hidden_layers": 10**9}, {"type_vocab_size": 10**12}, {"model_type": "gpt2"}])
 def test_absurd_minilm_config_shapes(tmp_path, patch):
     d = write_tiny_minilm(str(tmp_path / "m"))
-    cfg = json.load(open(os.path.join(d, "config.json")))
+    cfg = json.loads(Path(os.path.join(d, "config.json")).read_text())
     cfg.update(patch)
     with open(os.path.join(d, "config.json"), "w") as f:
         json.dump(cfg, f)
@@ -237,17 +244,17 @@ def test_index_file_truncated_and_every_bit_flip(tmp_path, dtype):
     ix.add(rng.standard_normal((3, 4)).astype(np.float32), ids=np.array([5, 9, 2], np.int64))
     good = str(tmp_path / "good.cpi")
     ix.save(good)
-    raw = open(good, "rb").read()
+    raw = Path(good).read_bytes()
     bad = str(tmp_path / "bad.cpi")
     for cut in range(len(raw)):
-        open(bad, "wb").write(raw[:cut])
+        Path(bad).write_bytes(raw[:cut])
         with pytest.raises(cp.IndexStateError):
             cp.FlatIPIndex.load(bad)
     for pos in range(len(raw)):
         for bit in (0, 3, 7):
             b = bytearray(raw)
             b[pos] ^= 1 << bit
-            open(bad, "wb").write(bytes(b))
+            Path(bad).write_bytes(bytes(b))
             with pytest.raises(cp.IndexStateError):
                 cp.FlatIPIndex.load(bad)
     # the good file and the index in memory are untouched by all of it
@@ -268,7 +275,7 @@ def test_xxh64_matches_the_files_checksum(tmp_path):
     ix.add(np.eye(3, dtype=np.float32))
     p = str(tmp_path / "a.cpi")
     ix.save(p)
-    raw = open(p, "rb").read()
+    raw = Path(p).read_bytes()
     assert with_checksum(raw[:-8]) == raw
 
 
@@ -279,7 +286,7 @@ def test_xxh64_matches_the_files_checksum(tmp_path):
 ])
 def test_index_oversized_header_with_valid_checksum(tmp_path, dim, ntotal, next_id):
     p = str(tmp_path / "h.cpi")
-    open(p, "wb").write(_index_file(dim, ntotal, next_id, rows=b"\0" * 64))
+    Path(p).write_bytes(_index_file(dim, ntotal, next_id, rows=b"\0" * 64))
     rss0 = peak_rss()
     with pytest.raises(cp.IndexStateError):
         cp.FlatIPIndex.load(p)
@@ -295,7 +302,7 @@ def test_index_file_with_nan_or_repeated_ids_but_valid_checksum(tmp_path, dtype)
     nan_rows = np.array([[1, 2, np.nan, 4], [1, 1, 1, 1]], elem).tobytes()
     inf_rows = np.array([[1, 2, np.inf, 4], [1, 1, 1, 1]], elem).tobytes()
     for ids, rows in (((0, 1), nan_rows), ((0, 1), inf_rows), ((1, 1), good_rows), ((0, 7), good_rows)):
-        open(p, "wb").write(_index_file(4, 2, 2, dtype, struct.pack("<2q", *ids) + rows))
+        Path(p).write_bytes(_index_file(4, 2, 2, dtype, struct.pack("<2q", *ids) + rows))
         with pytest.raises(cp.IndexStateError):
             cp.FlatIPIndex.load(p)
 
@@ -307,17 +314,17 @@ def test_cache_file_truncated_and_every_bit_flip(tmp_path):
     c.put("fp", "猫", np.ones((2, 2), np.float32))
     good = str(tmp_path / "good.cpc")
     c.save(good)
-    raw = open(good, "rb").read()
+    raw = Path(good).read_bytes()
     bad = str(tmp_path / "bad.cpc")
     for cut in range(len(raw)):
-        open(bad, "wb").write(raw[:cut])
+        Path(bad).write_bytes(raw[:cut])
         with pytest.raises(cp.IndexStateError):
             cp.PromptCache.load(bad)
     for pos in range(len(raw)):
         for bit in (0, 5):
             b = bytearray(raw)
             b[pos] ^= 1 << bit
-            open(bad, "wb").write(bytes(b))
+            Path(bad).write_bytes(bytes(b))
             with pytest.raises(cp.IndexStateError):
                 cp.PromptCache.load(bad)
     again = cp.PromptCache.load(good)
@@ -354,7 +361,7 @@ def test_cache_oversized_or_invalid_with_valid_checksum(tmp_path, case):
     elif case == "negative":
         entries = [(b"fp", b"t", b"pooled", (-2,), b"\0" * 8)]
     p = str(tmp_path / "x.cpc")
-    open(p, "wb").write(data if entries is None else _cache_file(entries, count=count))
+    Path(p).write_bytes(data if entries is None else _cache_file(entries, count=count))
     rss0 = peak_rss()
     with pytest.raises(cp.IndexStateError):
         cp.PromptCache.load(p)
@@ -370,7 +377,7 @@ def test_failed_saves_keep_the_existing_file_and_the_objects(tmp_path):
     p_c, p_i = str(tmp_path / "c.cpc"), str(tmp_path / "i.cpi")
     c.save(p_c)
     ix.save(p_i)
-    before = (open(p_c, "rb").read(), open(p_i, "rb").read())
+    before = (Path(p_c).read_bytes(), Path(p_i).read_bytes())
     for obj in (c, ix):
         with pytest.raises(cp.FileAccessError):
             obj.save(str(tmp_path / "no" / "such" / "dir" / "f"))
@@ -378,7 +385,7 @@ def test_failed_saves_keep_the_existing_file_and_the_objects(tmp_path):
             obj.save(str(tmp_path))  # a directory
         with pytest.raises(cp.FileAccessError):
             type(obj).load(str(tmp_path / "missing"))
-    assert (open(p_c, "rb").read(), open(p_i, "rb").read()) == before
+    assert (Path(p_c).read_bytes(), Path(p_i).read_bytes()) == before
     assert not [f for f in os.listdir(tmp_path) if ".tmp." in f], "temporary files left behind"
     np.testing.assert_array_equal(c.get("fp", "x"), np.ones(4, np.float32))
     assert len(ix) == 1
@@ -402,7 +409,7 @@ def test_nan_and_inf_vectors_rejected_nothing_lost():
             assert len(index) == 4
     with pytest.raises(cp.InvalidArgumentError):
         f16.add(np.full((1, 4), 1e6, np.float32))  # overflows float16
-    D, I = ix.search(np.eye(4, dtype=np.float32), 1)
+    _D, I = ix.search(np.eye(4, dtype=np.float32), 1)
     assert list(I[:, 0]) == [0, 1, 2, 3]
 
     c = cp.PromptCache()
@@ -495,7 +502,7 @@ def test_nan_weights_run_without_undefined_behaviour_and_never_reach_the_cache(c
     """Regression (fuzz_model, expf-nan-weights): a NaN weight reached cp_expf's float->int conversion (undefined
     behaviour, UBSan abort under tests/run_sanitized.sh). Now the NaN propagates to the output, and the cache and the
     index refuse the non-finite vectors."""
-    raw = bytearray(open(os.path.join(clip_dir, "model.safetensors"), "rb").read())
+    raw = bytearray(Path(os.path.join(clip_dir, "model.safetensors")).read_bytes())
     hlen = struct.unpack_from("<Q", raw)[0]
     entry = json.loads(raw[8:8 + hlen])["text_model.encoder.layers.0.mlp.fc1.weight"]
     assert entry["dtype"] == "F32"

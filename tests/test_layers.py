@@ -3,7 +3,7 @@ violation) and the Python package's import graph (no cycles)."""
 import ast
 import importlib.util
 import os
-import shutil
+from pathlib import Path
 
 import pytest
 
@@ -44,12 +44,12 @@ def test_checker_catches_each_kind_of_violation(tmp_path, files, expect):
 
 def test_setup_refuses_to_build_a_tree_that_breaks_the_rules(tmp_path):
     """setup.py calls the checker before compiling anything."""
-    src = open(os.path.join(ROOT, "setup.py")).read()
+    src = Path(os.path.join(ROOT, "setup.py")).read_text()
     assert "check_layers" in src and "sys.exit" in src
 
 
 def _imports(path, pkg):
-    tree = ast.parse(open(path, encoding="utf-8").read())
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"))
     out = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
@@ -78,7 +78,7 @@ def test_python_package_has_no_import_cycle():
         stack.append(n)
         for m in graph[n]:
             if state.get(m) == 1:
-                cycles.append(stack[stack.index(m):] + [m])
+                cycles.append([*stack[stack.index(m):], m])
             elif m not in state:
                 visit(m, stack)
         stack.pop()

@@ -9,15 +9,15 @@ call on this 2-core machine, so it is scaled down 60x); 1K FlatIPIndex save/load
 tmpfs (/dev/shm when present: the atomic writer fsyncs, which costs ~10 ms a file on disk).
 Under the sanitizer runner (CLIPPROMPT_SANITIZED_RUN=1) ASan's quarantine holds freed blocks, so the tolerance grows
 by the quarantine size set in tests/run_sanitized.sh; leaks themselves are LeakSanitizer's and valgrind's job there
-(README, Reliability)."""
+(docs/reliability.md)."""
 import os
 import tempfile
 
 import numpy as np
 import pytest
+from hardening_util import SANITIZED, requires, rss_bytes, write_tiny_clip
 
 import clipprompt as cp
-from hardening_util import SANITIZED, requires, rss_bytes, write_tiny_clip
 
 MB = 1 << 20
 SLACK = 48 * MB if SANITIZED else 0

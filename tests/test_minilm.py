@@ -1,4 +1,6 @@
 """MiniLM (all-MiniLM-L6-v2, real weights) in C vs sentence-transformers on every STS-B en dev sentence."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import read_stsb
@@ -92,7 +94,7 @@ def test_bad_inputs_and_files(mini, tmp_path):
     import json
     import shutil
 
-    cfg = json.load(open(f"{mini.path}/config.json"))
+    cfg = json.loads(Path(f"{mini.path}/config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps(dict(cfg, num_hidden_layers=7)))
     shutil.copy(f"{mini.path}/model.safetensors", tmp_path / "model.safetensors")
     with pytest.raises(cp.ModelFormatError, match=r"tensors? missing: .*encoder\.layer\.6\.attention"):

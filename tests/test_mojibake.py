@@ -9,9 +9,9 @@ from ftfy import chardata
 from ftfy.badness import BADNESS_RE, MOJIBAKE_CATEGORIES, is_bad
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from normalize_ref import clip_clean_reference
 
 import clipprompt as cp
-from clipprompt.normalize_ref import clip_clean_reference
 
 clip_clean = cp._C.clip_clean
 ftfy_is_bad = cp._C._ftfy_is_bad

@@ -1,5 +1,6 @@
-"""cp.normalize / cp.clip_clean against their Python references (clipprompt/normalize_ref.py: ftfy.fix_text,
+"""cp.normalize / cp.clip_clean against their Python references (tests/normalize_ref.py: ftfy.fix_text,
 html.unescape, unicodedata, re, str.lower), on every line of tests/data and on Hypothesis-generated Unicode."""
+import itertools
 import os
 import threading
 import time
@@ -7,12 +8,12 @@ import unicodedata
 
 import ftfy
 import pytest
+from conftest import all_text_lines
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from normalize_ref import clip_clean_reference, normalize_reference
 
 import clipprompt as cp
-from clipprompt.normalize_ref import clip_clean_reference, normalize_reference
-from conftest import all_text_lines
 
 clip_clean = cp._C.clip_clean
 clip_clean_batch = cp._C.clip_clean_batch
@@ -155,11 +156,12 @@ PIECES = [
     "вЂ™", "â€\ufffd", "\xc3\x80", "Ã\x80", "ÃƒÂ©",
 ]
 
-CHARS = st.characters(blacklist_categories=("Cs", "Cn"))  # Cn: see README (utf8proc knows a newer Unicode)
+CHARS = st.characters(blacklist_categories=("Cs", "Cn"))  # Cn: see docs/text.md (utf8proc knows a newer Unicode)
 TEXT = st.lists(st.one_of(st.sampled_from(PIECES), st.text(alphabet=CHARS, max_size=6)), max_size=12).map("".join)
 
 # CP_HYPOTHESIS_EXAMPLES=20000 for a deeper run than the default 400.
-HSET = settings(max_examples=int(os.environ.get("CP_HYPOTHESIS_EXAMPLES", "400")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+HSET = settings(max_examples=int(os.environ.get("CP_HYPOTHESIS_EXAMPLES", "400")), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])
 
 
 @HSET
@@ -396,7 +398,7 @@ def test_batch_releases_the_gil(lines):
         for _ in range(200):
             pass
     th.join()
-    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(ticks)]
     assert took[0] > 0.05 and len(ticks) > 10
     assert max(gaps) < 0.6 * took[0], (max(gaps), took[0])
 

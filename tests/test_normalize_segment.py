@@ -1,9 +1,9 @@
 """cp.normalize(..., segment=...): normalisation followed by CJK word segmentation (issue 7 wiring)."""
 import jieba
 import pytest
+from conftest import read_stsb
 
 import clipprompt as cp
-from conftest import read_stsb
 
 
 def test_segment_auto_mixed():

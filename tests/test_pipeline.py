@@ -1,11 +1,11 @@
 """PromptPipeline: the same vectors as calling the parts by hand, cache hits on repeats, index search, stats."""
+import _prompt_helpers as helpers
 import numpy as np
 import pytest
+from conftest import read_lines
 
-import _prompt_helpers as helpers
 import clipprompt as cp
 from clipprompt import strategies as st
-from conftest import read_lines
 
 PROMPTS = [
     "A child holding a flowered umbrella and petting a yak .",

@@ -3,13 +3,13 @@ per-chunk encodes, padding, the hidden-state cache entries, negative prompts. CL
 CLIPTextModel saved with save_pretrained into a tmp dir."""
 
 
+import _prompt_helpers as helpers
 import numpy as np
 import pytest
+from conftest import read_lines
 
-import _prompt_helpers as helpers
 import clipprompt as cp
 from clipprompt import sd
-from conftest import read_lines
 
 TAGS = ", ".join(["masterpiece", "best quality", "a portrait of an old sailor with a grey beard",
                   "wearing a blue knitted hat", "dramatic rim lighting", "oil painting on canvas",

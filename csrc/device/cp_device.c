@@ -44,12 +44,164 @@ int cp_device_check_options(const cp_device_options *o) {
     return CP_OK;
 }
 
+/* ---- arena and graph policies (any cp_dev_ops: CUDA's, or the self-test's host fakes) ---- */
+
+void cp_dev_graphs_clear(cp_dev_ctx *c) {
+    for (int i = 0; i < c->ngraphs; i++) c->ops->graph_free(c->graphs[i].exec);
+    c->ngraphs = 0;
+}
+
+int cp_dev_arena_reserve(cp_dev_ctx *c, size_t bytes, size_t host_bytes) {
+    if (bytes <= c->arena_bytes && host_bytes <= c->host_bytes) return CP_OK;
+    if (bytes < c->arena_bytes) bytes = c->arena_bytes;
+    if (host_bytes < c->host_bytes) host_bytes = c->host_bytes;
+    CP_CHECK(c->ops->sync(c->stream)); /* nothing may still use the old arena */
+    void *a = NULL, *h = NULL;
+    int rc = c->ops->malloc(&a, bytes, "the activation arena");
+    if (rc == CP_ERR_DEVICE_OOM && c->arena) {
+        /* maybe only both together do not fit: retry without the old one, restore it if that fails too */
+        cp_dev_graphs_clear(c);
+        const size_t old = c->arena_bytes;
+        c->ops->free(c->arena);
+        c->arena = NULL, c->arena_bytes = 0;
+        cp_clear_error();
+        rc = c->ops->malloc(&a, bytes, "the activation arena");
+        if (rc != CP_OK) {
+            char msg[512];
+            strncpy(msg, cp_last_error(), sizeof msg - 1);
+            msg[sizeof msg - 1] = '\0';
+            /* restore an arena of the old size (it may land elsewhere: runners lay their views out per pass) */
+            if (c->ops->malloc((void **)&c->arena, old, "the activation arena") == CP_OK) {
+                if (c->ops->memset(c->arena, 0, old, c->stream) == CP_OK && c->ops->sync(c->stream) == CP_OK) {
+                    c->arena_bytes = old;
+                } else {
+                    c->ops->free(c->arena);
+                    c->arena = NULL;
+                }
+            }
+            return cp_fail(rc, "%s", msg);
+        }
+    }
+    if (rc != CP_OK) return rc;
+    if (host_bytes > c->host_bytes) {
+        rc = c->ops->host_malloc(&h, host_bytes);
+        if (rc != CP_OK) {
+            c->ops->free(a);
+            return rc;
+        }
+    }
+    /* zeroed once so that padding rows of graph buckets start finite; CLIPPROMPT_CUDA_POISON=1 (tests) fills it
+     * with NaN bit patterns instead, so any output element a kernel fails to write shows up */
+    const char *poison = getenv("CLIPPROMPT_CUDA_POISON");
+    rc = c->ops->memset(a, poison && poison[0] == '1' ? 0xff : 0, bytes, c->stream);
+    if (rc == CP_OK) rc = c->ops->sync(c->stream);
+    if (rc != CP_OK) {
+        c->ops->free(a);
+        c->ops->host_free(h);
+        return rc;
+    }
+    cp_dev_graphs_clear(c);
+    c->ops->free(c->arena);
+    c->arena = a, c->arena_bytes = bytes;
+    if (h) {
+        c->ops->host_free(c->host);
+        c->host = h, c->host_bytes = host_bytes;
+    }
+    return CP_OK;
+}
+
+/* The slot of key, or -1. */
+static int graph_slot(cp_dev_ctx *c, const int64_t key[6]) {
+    for (int i = 0; i < c->ngraphs; i++)
+        if (memcmp(c->graphs[i].key, key, sizeof c->graphs[i].key) == 0) return i;
+    return -1;
+}
+
+void *cp_dev_graph_find(cp_dev_ctx *c, const int64_t key[6]) {
+    const int i = graph_slot(c, key);
+    if (i < 0) return NULL;
+    c->graphs[i].used = ++c->clock;
+    return c->graphs[i].exec;
+}
+
+void cp_dev_graph_add(cp_dev_ctx *c, const int64_t key[6], void *exec) {
+    int slot = graph_slot(c, key);
+    if (slot < 0 && c->ngraphs == CP_DEV_GRAPHS) {
+        slot = 0;
+        for (int i = 1; i < c->ngraphs; i++)
+            if (c->graphs[i].used < c->graphs[slot].used) slot = i;
+    } else if (slot < 0) {
+        slot = c->ngraphs++;
+    }
+    c->ops->graph_free(c->graphs[slot].exec);
+    memcpy(c->graphs[slot].key, key, sizeof c->graphs[slot].key);
+    c->graphs[slot].exec = exec;
+    c->graphs[slot].used = ++c->clock;
+}
+
+int cp_dev_run(cp_dev_ctx *c, int use_graph, const int64_t key[6], int (*fn)(void *), void *arg) {
+    if (!use_graph || c->graphs_off) return fn(arg);
+    const int slot = graph_slot(c, key);
+    if (slot < 0) { /* first sight of this shape: a direct warm-up run, remembered */
+        cp_dev_graph_add(c, key, NULL);
+        return fn(arg);
+    }
+    void *exec = cp_dev_graph_find(c, key);
+    if (exec == NULL) {
+        if (c->ops->capture_begin(c->stream) != CP_OK) {
+            cp_clear_error();
+            if (++c->graph_fails >= CP_DEV_GRAPH_FAILS) c->graphs_off = 1;
+            return fn(arg);
+        }
+        int rc = fn(arg);
+        void *made = NULL;
+        int rc2 = c->ops->capture_end(c->stream, &made); /* always end the capture, even after a failure */
+        if (rc != CP_OK || rc2 != CP_OK) {
+            c->ops->graph_free(made);
+            cp_clear_error();
+            if (++c->graph_fails >= CP_DEV_GRAPH_FAILS) c->graphs_off = 1;
+            return fn(arg); /* run it directly this time */
+        }
+        cp_dev_graph_add(c, key, made);
+        exec = made;
+    }
+    return c->ops->launch(exec, c->stream);
+}
+
+int64_t cp_dev_bucket_tokens(int64_t T, int64_t cap) {
+    const int64_t step = T <= 256 ? 16 : T <= 1024 ? 64 : 256;
+    const int64_t b = (T + step - 1) / step * step;
+    return b > cap ? T : b;
+}
+
+int64_t cp_dev_bucket_prompts(int64_t n, int64_t cap) {
+    int64_t b = 1;
+    while (b < n) b *= 2;
+    return b > cap ? n : b;
+}
+
+int cp_dev_check_f16(const float *q, int64_t n, int64_t d) {
+    for (int64_t i = 0; i < n * d; i++)
+        if (!(q[i] >= -65504.0f && q[i] <= 65504.0f))
+            CP_FAIL(CP_ERR_INVALID_ARG,
+                    "query value %g at [%lld, %lld] is outside float16's range (+-65504): this index stores float16 "
+                    "and converts queries on the device",
+                    (double)q[i], (long long)(i / d), (long long)(i % d));
+    return CP_OK;
+}
+
 #ifdef CP_WITH_CUDA
 
 int cp_device_compiled(void) { return 1; }
 
+const cp_dev_ops cp_dev_cuda_ops = {cp_cuda_malloc,        cp_cuda_free,          cp_cuda_host_malloc,
+                                    cp_cuda_host_free,     cp_cuda_memset,        cp_cuda_stream_sync,
+                                    cp_cuda_capture_begin, cp_cuda_capture_end,   cp_cuda_graph_launch,
+                                    cp_cuda_graph_free};
+
 int cp_dev_ctx_init(cp_dev_ctx *c, const cp_device_options *o) {
     memset(c, 0, sizeof *c);
+    c->ops = &cp_dev_cuda_ops;
     c->device = o->device;
     c->dt = o->dtype;
     c->graphs_off = o->graph_max_batch <= 0;
@@ -62,11 +214,6 @@ int cp_dev_ctx_init(cp_dev_ctx *c, const cp_device_options *o) {
     if (rc == CP_OK) rc = cp_cuda_malloc(&c->workspace, CP_DEV_WS_BYTES, "the cuBLAS workspace");
     if (rc == CP_OK) rc = cp_cuda_blas_create(&c->blas, c->stream, c->workspace, CP_DEV_WS_BYTES);
     return rc; /* on failure the caller releases */
-}
-
-void cp_dev_graphs_clear(cp_dev_ctx *c) {
-    for (int i = 0; i < c->ngraphs; i++) cp_cuda_graph_free(c->graphs[i].exec);
-    c->ngraphs = 0;
 }
 
 void cp_dev_ctx_release(cp_dev_ctx *c) {
@@ -120,115 +267,6 @@ int cp_dev_weights_done(cp_dev_ctx *c) {
     cp_cuda_free(c->stage);
     c->stage = NULL, c->stage_floats = 0;
     return CP_OK;
-}
-
-int cp_dev_arena_reserve(cp_dev_ctx *c, size_t bytes, size_t host_bytes) {
-    if (bytes <= c->arena_bytes && host_bytes <= c->host_bytes) return CP_OK;
-    if (bytes < c->arena_bytes) bytes = c->arena_bytes;
-    if (host_bytes < c->host_bytes) host_bytes = c->host_bytes;
-    CP_CHECK(cp_cuda_stream_sync(c->stream)); /* nothing may still use the old arena */
-    void *a = NULL, *h = NULL;
-    int rc = cp_cuda_malloc(&a, bytes, "the activation arena");
-    if (rc == CP_ERR_DEVICE_OOM && c->arena) {
-        /* maybe only both together do not fit: retry without the old one, restore it if that fails too */
-        cp_dev_graphs_clear(c);
-        const size_t old = c->arena_bytes;
-        cp_cuda_free(c->arena);
-        c->arena = NULL, c->arena_bytes = 0;
-        cp_clear_error();
-        rc = cp_cuda_malloc(&a, bytes, "the activation arena");
-        if (rc != CP_OK) {
-            char msg[512];
-            strncpy(msg, cp_last_error(), sizeof msg - 1);
-            msg[sizeof msg - 1] = '\0';
-            if (cp_cuda_malloc((void **)&c->arena, old, "the activation arena") == CP_OK) c->arena_bytes = old;
-            return cp_fail(rc, "%s", msg);
-        }
-    }
-    if (rc != CP_OK) return rc;
-    if (host_bytes > c->host_bytes) {
-        rc = cp_cuda_host_malloc(&h, host_bytes);
-        if (rc != CP_OK) {
-            cp_cuda_free(a);
-            return rc;
-        }
-    }
-    /* zeroed once so that padding rows of graph buckets start finite; CLIPPROMPT_CUDA_POISON=1 (tests) fills it
-     * with NaN bit patterns instead, so any output element a kernel fails to write shows up */
-    const char *poison = getenv("CLIPPROMPT_CUDA_POISON");
-    rc = cp_cuda_memset(a, poison && poison[0] == '1' ? 0xff : 0, bytes, c->stream);
-    if (rc == CP_OK) rc = cp_cuda_stream_sync(c->stream);
-    if (rc != CP_OK) {
-        cp_cuda_free(a);
-        cp_cuda_host_free(h);
-        return rc;
-    }
-    cp_dev_graphs_clear(c);
-    cp_cuda_free(c->arena);
-    c->arena = a, c->arena_bytes = bytes;
-    if (h) {
-        cp_cuda_host_free(c->host);
-        c->host = h, c->host_bytes = host_bytes;
-    }
-    return CP_OK;
-}
-
-/* The slot of key, or -1. */
-static int graph_slot(cp_dev_ctx *c, const int64_t key[6]) {
-    for (int i = 0; i < c->ngraphs; i++)
-        if (memcmp(c->graphs[i].key, key, sizeof c->graphs[i].key) == 0) return i;
-    return -1;
-}
-
-void *cp_dev_graph_find(cp_dev_ctx *c, const int64_t key[6]) {
-    const int i = graph_slot(c, key);
-    if (i < 0) return NULL;
-    c->graphs[i].used = ++c->clock;
-    return c->graphs[i].exec;
-}
-
-void cp_dev_graph_add(cp_dev_ctx *c, const int64_t key[6], void *exec) {
-    int slot = graph_slot(c, key);
-    if (slot < 0 && c->ngraphs == CP_DEV_GRAPHS) {
-        slot = 0;
-        for (int i = 1; i < c->ngraphs; i++)
-            if (c->graphs[i].used < c->graphs[slot].used) slot = i;
-    } else if (slot < 0) {
-        slot = c->ngraphs++;
-    }
-    cp_cuda_graph_free(c->graphs[slot].exec);
-    memcpy(c->graphs[slot].key, key, sizeof c->graphs[slot].key);
-    c->graphs[slot].exec = exec;
-    c->graphs[slot].used = ++c->clock;
-}
-
-int cp_dev_run(cp_dev_ctx *c, int use_graph, const int64_t key[6], int (*fn)(void *), void *arg) {
-    if (!use_graph || c->graphs_off) return fn(arg);
-    const int slot = graph_slot(c, key);
-    if (slot < 0) { /* first sight of this shape: a direct warm-up run, remembered */
-        cp_dev_graph_add(c, key, NULL);
-        return fn(arg);
-    }
-    void *exec = cp_dev_graph_find(c, key);
-    if (exec == NULL) {
-        if (cp_cuda_capture_begin(c->stream) != CP_OK) {
-            cp_clear_error();
-            if (++c->graph_fails >= CP_DEV_GRAPH_FAILS) c->graphs_off = 1;
-            return fn(arg);
-        }
-        int rc = fn(arg);
-        void *made = NULL;
-        int rc2 = cp_cuda_capture_end(c->stream, &made); /* always end the capture, even after a failure */
-        if (rc != CP_OK || rc2 != CP_OK) {
-            cp_cuda_graph_free(made);
-            cp_clear_error();
-            if (++c->graph_fails >= CP_DEV_GRAPH_FAILS) c->graphs_off = 1;
-            return fn(arg); /* run it directly this time */
-        }
-        cp_dev_graph_add(c, key, made);
-        exec = made;
-    }
-    return cp_cuda_graph_launch(exec, c->stream);
 }
 
 void cp_dev_layer_place(cp_dev_ctx *c, cp_dev_layer *d, int64_t W, int64_t F) {

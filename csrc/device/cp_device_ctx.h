@@ -1,11 +1,14 @@
-/* cp_device_ctx.h — internals shared by the device runners (cp_clip_cuda.c, cp_minilm_cuda.c, cp_index_cuda.c):
- * the per-runner context (device, stream, cuBLAS handle + workspace, lock), one weight allocation laid out in two
- * passes, weight upload with on-device dtype conversion, the activation arena, and the CUDA-graph cache.
- * Only compiled with CP_WITH_CUDA. */
+/* cp_device_ctx.h — internals shared by the device runners (cp_runner_cuda.c, cp_index_cuda.c): the per-runner
+ * context (device, stream, cuBLAS handle + workspace, lock), one weight allocation laid out in two passes, weight
+ * upload with on-device dtype conversion, the activation arena, and the CUDA-graph cache.
+ *
+ * The arena and graph policies (grow / out-of-memory retry / restore; warm-up, capture, failure budget, LRU) run
+ * through a table of memory and graph operations (cp_dev_ops): CUDA's in a CUDA build, host fakes in the device
+ * self-test (cp_device_selftest.c), so the policies are tested on machines without a GPU. Everything that needs
+ * the CUDA runtime itself is only compiled with CP_WITH_CUDA.
+ * Thread safety: a context belongs to one runner; the runner's lock serialises every call that touches it. */
 #ifndef CP_DEVICE_CTX_H
 #define CP_DEVICE_CTX_H
-
-#ifdef CP_WITH_CUDA
 
 #include <pthread.h>
 #include <stddef.h>
@@ -25,7 +28,26 @@ typedef struct {
     uint64_t used; /* LRU stamp */
 } cp_dev_graph;
 
+/* Memory and graph operations behind the context's policies (see the header comment). */
 typedef struct {
+    int (*malloc)(void **p, size_t bytes, const char *what); /* CP_ERR_DEVICE_OOM naming `what` */
+    void (*free)(void *p);
+    int (*host_malloc)(void **p, size_t bytes);
+    void (*host_free)(void *p);
+    int (*memset)(void *dst, int value, size_t bytes, void *stream);
+    int (*sync)(void *stream);
+    int (*capture_begin)(void *stream);
+    int (*capture_end)(void *stream, void **exec);
+    int (*launch)(void *exec, void *stream);
+    void (*graph_free)(void *exec);
+} cp_dev_ops;
+
+#ifdef CP_WITH_CUDA
+extern const cp_dev_ops cp_dev_cuda_ops; /* the CUDA runtime's */
+#endif
+
+typedef struct {
+    const cp_dev_ops *ops;
     int device, dt;
     void *stream, *blas, *workspace;
     pthread_mutex_t lock;
@@ -106,5 +128,22 @@ static inline int64_t cp_dev_arena_grow(int64_t T, int64_t have, int64_t cap) {
 /* Round up to a multiple of 256 bytes. */
 static inline size_t cp_dev_align(size_t n) { return (n + 255) & ~(size_t)255; }
 
-#endif /* CP_WITH_CUDA */
+/* Graph buckets of the encoder runner: packed tokens rounded up (16 up to 256, 64 up to 1024, then 256; never past
+ * cap), prompts rounded up to a power of two (never past cap). */
+int64_t cp_dev_bucket_tokens(int64_t T, int64_t cap);
+int64_t cp_dev_bucket_prompts(int64_t n, int64_t cap);
+
+/* CP_ERR_INVALID_ARG naming the first value of q[n] (rows of d) that float16 cannot hold (|v| > 65504 or not
+ * finite): queries to a float16 device index are converted on the device. */
+int cp_dev_check_f16(const float *q, int64_t n, int64_t d);
+
+/* The device self-test: the arena and graph policies over host fakes, the buckets, the float16 check. Fills up to
+ * `max` results (name, ok, detail); returns how many. Runs on any machine. */
+typedef struct {
+    const char *name;
+    int ok;
+    char detail[200];
+} cp_dev_selftest_result;
+int cp_device_selftest(cp_dev_selftest_result *res, int max);
+
 #endif /* CP_DEVICE_CTX_H */

@@ -194,6 +194,7 @@ static int search_locked(cp_index_cuda *c, cp_index *ix, const float *q, int64_t
     void *qd = dt == CP_DEVICE_FLOAT32 ? (void *)q32 : (void *)(a + oq);
     int32_t *cr = (int32_t *)(a + ocr), *dR = (int32_t *)(a + oR), *hR = (int32_t *)c->c.host;
     void *s = c->c.stream;
+    if (dt == CP_DEVICE_FLOAT16) CP_CHECK(cp_dev_check_f16(q, nq, d)); /* before anything is enqueued */
     for (int64_t q0 = 0; q0 < nq; q0 += qb) {
         const int64_t m = nq - q0 < qb ? nq - q0 : qb;
         CP_CHECK(cp_cuda_memcpy_h2d(q32, q + q0 * d, (size_t)(m * d) * sizeof(float), s));

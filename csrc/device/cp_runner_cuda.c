@@ -226,20 +226,6 @@ static int forward(void *arg) {
     return CP_OK;
 }
 
-/* Graph buckets: packed tokens rounded up (16 up to 256, 64 up to 1024, then 256), prompts to a power of two, so
- * that one captured graph serves every batch whose shape falls in the same bucket. */
-static int64_t bucket_tokens(int64_t T, int64_t cap) {
-    const int64_t step = T <= 256 ? 16 : T <= 1024 ? 64 : 256;
-    const int64_t b = (T + step - 1) / step * step;
-    return b > cap ? T : b;
-}
-
-static int64_t bucket_prompts(int64_t n, int64_t cap) {
-    int64_t b = 1;
-    while (b < n) b *= 2;
-    return b > cap ? n : b;
-}
-
 /* Packs prompts [b0, ...) into one pass; returns how many were taken in *taken. */
 static int run_chunk(cp_encoder_cuda *r, const int32_t *ids, const int32_t *mask, int64_t B, int64_t L, int64_t b0,
                      int pooled, int64_t *taken) {
@@ -254,8 +240,8 @@ static int run_chunk(cp_encoder_cuda *r, const int32_t *ids, const int32_t *mask
     }
     const int64_t nseg = b1 - b0;
     const int small = r->c.graphs_off == 0 && nseg <= r->c.graph_max;
-    const int64_t Tp = small ? bucket_tokens(T > 0 ? T : 1, r->tok_cap) : (T > 0 ? T : 1);
-    const int64_t Sp = small ? bucket_prompts(nseg, Tp) : nseg;
+    const int64_t Tp = small ? cp_dev_bucket_tokens(T > 0 ? T : 1, r->tok_cap) : (T > 0 ? T : 1);
+    const int64_t Sp = small ? cp_dev_bucket_prompts(nseg, Tp) : nseg;
     const int64_t grid = small ? L : (max_len > 0 ? max_len : 1);
     if (grid > r->attn_lim)
         CP_FAIL(CP_ERR_INVALID_ARG, "inputs of %lld tokens exceed the device attention limit of %lld tokens",

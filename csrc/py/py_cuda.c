@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "device/cp_device.h"
+#include "device/cp_device_ctx.h"
 
 /* "cpu" -> 0; "cuda" / "cuda:N" / an int N -> 1 with *index. Anything else: InvalidArgumentError, -1. */
 int cp_py_parse_device(PyObject *obj, int *index) {
@@ -217,7 +218,23 @@ static PyObject *py_cuda_malloc_test(PyObject *self, PyObject *arg) {
 #endif
 }
 
+/* _device_selftest() -> [(name, ok, detail)]: the device layer's policies over host fakes (cp_device_selftest.c). */
+static PyObject *py_device_selftest(PyObject *self, PyObject *noargs) {
+    (void)self, (void)noargs;
+    cp_dev_selftest_result res[32];
+    const int n = cp_device_selftest(res, 32);
+    PyObject *out = PyList_New(0);
+    for (int i = 0; out && i < n; i++) {
+        PyObject *t = Py_BuildValue("(sOs)", res[i].name, res[i].ok ? Py_True : Py_False, res[i].detail);
+        if (!t || PyList_Append(out, t) < 0) Py_CLEAR(out);
+        Py_XDECREF(t);
+    }
+    return out;
+}
+
 static PyMethodDef cuda_functions[] = {
+    {"_device_selftest", py_device_selftest, METH_NOARGS,
+     "_device_selftest() -> [(name, ok, detail)]: the device layer's arena / graph policies over host fakes."},
     {"_cuda_malloc_test", py_cuda_malloc_test, METH_O, "_cuda_malloc_test(nbytes): allocate and free (tests)."},
     {"_cuda_device", py_cuda_device, METH_O, "_cuda_device(i) -> {name, compute_capability}; DeviceError if none."},
     {NULL, NULL, 0, NULL}};

@@ -1,8 +1,9 @@
 """Builds the libFuzzer targets of tests/fuzz/fuzz_*.c with clang (libFuzzer + ASan + UBSan).
 
-The C core (the layers csrc/base, text, model and store: no Python binding, no device layer) is compiled once into build/fuzz/obj/ (objects are rebuilt only when a
-source or any header is newer) and archived into libcp_fuzz.a; every target links only the objects it needs. OpenMP
-pragmas are ignored (clang-14 on Debian has no libomp): the fuzzers run the serial paths, one input at a time.
+The C core (the layers csrc/base, text, model and store: no Python binding, no device layer) is compiled once into
+build/fuzz/obj/ (objects are rebuilt only when a source or any header is newer) and archived into libcp_fuzz.a;
+every target links only the objects it needs. OpenMP pragmas are ignored (clang-14 on Debian has no libomp): the
+fuzzers run the serial paths, one input at a time.
 
     python tests/fuzz/build.py [--out build/fuzz] [target ...]      prints the built binaries' paths
 """
@@ -13,13 +14,14 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HERE = os.path.join(ROOT, "tests", "fuzz")
 SAN = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer"]
 # clang-14 does not know __builtin_cpu_supports("f16c"): the fuzz build takes the portable paths
-CFLAGS = ["-std=c11", "-g", "-O1", "-D__builtin_cpu_supports(x)=0", "-DCP_OPENBLAS=1", "-DCP_FUZZ=1", "-Wno-unknown-pragmas",
-          "-Wno-unused-command-line-argument", "-I" + os.path.join(ROOT, "csrc"),
+CFLAGS = ["-std=c11", "-g", "-O1", "-D__builtin_cpu_supports(x)=0", "-DCP_OPENBLAS=1", "-DCP_FUZZ=1",
+          "-Wno-unknown-pragmas", "-Wno-unused-command-line-argument", "-I" + os.path.join(ROOT, "csrc"),
           "-I/usr/include/x86_64-linux-gnu/openblas-pthread"]
 LIBS = ["-lutf8proc", "-lopenblas", "-lpthread", "-ldl", "-lm"]
 # The layers that join the fuzz build (selected by folder: csrc/device and csrc/py never do).
@@ -84,21 +86,21 @@ def build(out, names=None, verbose=False):
     os.makedirs(obj, exist_ok=True)
     os.makedirs(shim, exist_ok=True)
     shim_h = os.path.join(shim, "omp.h")
-    if not os.path.exists(shim_h) or open(shim_h).read() != OMP_SHIM:
+    if not os.path.exists(shim_h) or Path(shim_h).read_text() != OMP_SHIM:
         with open(shim_h, "w") as f:
             f.write(OMP_SHIM)
     headers = glob.glob(os.path.join(ROOT, "csrc", "*", "*.h")) + glob.glob(os.path.join(ROOT, "csrc", "*", "*.inc"))
-    flags = CFLAGS + ["-I" + shim] + SAN + ["-fsanitize=fuzzer-no-link"]
+    flags = [*CFLAGS, "-I" + shim, *SAN, "-fsanitize=fuzzer-no-link"]
 
     def compile_one(src):
         o = os.path.join(obj, os.path.basename(src)[:-2] + ".o")
-        if _newer(o, [src] + headers + [__file__]):
-            cmd = [cc, "-c", src, "-o", o] + flags
+        if _newer(o, [src, *headers, __file__]):
+            cmd = [cc, "-c", src, "-o", o, *flags]
             if verbose:
                 print(" ".join(cmd))
-            r = subprocess.run(cmd, capture_output=True, text=True)
+            r = subprocess.run(cmd, check=False, capture_output=True, text=True)
             if r.returncode != 0:
-                raise RuntimeError("compile failed: %s\n%s" % (" ".join(cmd), r.stderr[-4000:]))
+                raise RuntimeError(f"compile failed: {' '.join(cmd)}\n{r.stderr[-4000:]}")
         return o
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as ex:
@@ -107,25 +109,25 @@ def build(out, names=None, verbose=False):
     if _newer(lib, objs) or len(objs) != _count_members(lib):
         if os.path.exists(lib):
             os.remove(lib)
-        subprocess.check_call(["ar", "rcs", lib] + objs)
+        subprocess.check_call(["ar", "rcs", lib, *objs])
     built = {}
     todo = targets()
     if names:
         missing = [n for n in names if n not in todo]
         if missing:
-            raise SystemExit("unknown or unavailable fuzz targets: %s (have: %s)" % (missing, sorted(todo)))
+            raise SystemExit(f"unknown or unavailable fuzz targets: {missing} (have: {sorted(todo)})")
         todo = {n: todo[n] for n in names}
 
     def link_one(item):
         name, src = item
         exe = os.path.join(out, name)
         if _newer(exe, [src, lib, os.path.join(HERE, "fuzz_common.h"), __file__]):
-            cmd = [cc, src, lib, "-o", exe] + CFLAGS + ["-I" + shim, "-I" + HERE] + SAN + ["-fsanitize=fuzzer"] + LIBS
+            cmd = [cc, src, lib, "-o", exe, *CFLAGS, "-I" + shim, "-I" + HERE, *SAN, "-fsanitize=fuzzer", *LIBS]
             if verbose:
                 print(" ".join(cmd))
-            r = subprocess.run(cmd, capture_output=True, text=True)
+            r = subprocess.run(cmd, check=False, capture_output=True, text=True)
             if r.returncode != 0:
-                raise RuntimeError("link failed: %s\n%s" % (" ".join(cmd), r.stderr[-4000:]))
+                raise RuntimeError(f"link failed: {' '.join(cmd)}\n{r.stderr[-4000:]}")
         return name, exe
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as ex:
@@ -137,7 +139,7 @@ def build(out, names=None, verbose=False):
 def _count_members(lib):
     if not os.path.exists(lib):
         return -1
-    r = subprocess.run(["ar", "t", lib], capture_output=True, text=True)
+    r = subprocess.run(["ar", "t", lib], check=False, capture_output=True, text=True)
     return len(r.stdout.split())
 
 

@@ -11,15 +11,15 @@ copied to tests/fuzz/regressions/<target>/ (with a name saying what it was) so e
 import argparse
 import glob
 import os
-import shutil
 import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-import build as fuzz_build  # noqa: E402
 import seeds as fuzz_seeds  # noqa: E402
+
+import build as fuzz_build  # noqa: E402
 
 ROOT = fuzz_build.ROOT
 # per-input limits: a single input may take 10 s and one allocation 1 GiB (process RSS 4 GiB: the segmenter target
@@ -45,7 +45,7 @@ def replay(name, exe, env):
     files = sorted(glob.glob(os.path.join(HERE, "regressions", name, "*")))
     if not files:
         return True, "no regression inputs"
-    r = subprocess.run([exe] + LIMITS + files, env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run([exe, *LIMITS, *files], env=env, check=False, capture_output=True, text=True, timeout=600)
     return r.returncode == 0, (r.stdout + r.stderr)[-6000:]
 
 
@@ -55,13 +55,13 @@ def fuzz(name, exe, env, seeds, out, seconds, jobs=1, _retry=True):
     os.makedirs(corpus, exist_ok=True)
     os.makedirs(findings, exist_ok=True)
     before = set(os.listdir(findings))
-    cmd = [exe] + LIMITS + ["-max_total_time=%d" % seconds, "-artifact_prefix=" + findings + "/"]
+    cmd = [exe, *LIMITS, f"-max_total_time={int(seconds)}", "-artifact_prefix=" + findings + "/"]
     if jobs > 1:
-        cmd += ["-fork=%d" % jobs, "-ignore_crashes=1", "-ignore_timeouts=1", "-ignore_ooms=1"]
+        cmd += [f"-fork={int(jobs)}", "-ignore_crashes=1", "-ignore_timeouts=1", "-ignore_ooms=1"]
     seed_dir = os.path.join(seeds, name)
     cmd += [corpus] + ([seed_dir] if os.path.isdir(seed_dir) else [])
     t0 = time.time()
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=out, timeout=seconds + 300)
+    r = subprocess.run(cmd, env=env, check=False, capture_output=True, text=True, cwd=out, timeout=seconds + 300)
     new = sorted(set(os.listdir(findings)) - before)
     log = r.stdout + r.stderr
     # Out-of-memory and timeout artifacts depend on the machine as well as the input (a loaded CI box, the RSS
@@ -70,12 +70,12 @@ def fuzz(name, exe, env, seeds, out, seconds, jobs=1, _retry=True):
     unconfirmed = []
     for f in list(new):
         if f.startswith(("oom-", "timeout-", "slow-unit-")):
-            rr = subprocess.run([exe] + LIMITS + [os.path.join(findings, f)], env=env, capture_output=True,
+            rr = subprocess.run([exe, *LIMITS, os.path.join(findings, f)], env=env, check=False, capture_output=True,
                                 text=True, timeout=600)
             if rr.returncode == 0:
                 new.remove(f)
                 unconfirmed.append(f)
-                log += "\n[run.py] %s did not reproduce when replayed alone: not counted\n" % f
+                log += f"\n[run.py] {f} did not reproduce when replayed alone: not counted\n"
     with open(os.path.join(out, name + ".log"), "w") as f:
         f.write(log)
     stats = {}
@@ -107,7 +107,7 @@ def main(argv=None):
     bad = 0
     for name, exe in sorted(exes.items()):
         ok, log = replay(name, exe, env)
-        print("%-16s regressions %s" % (name, "ok" if ok else "FAILED"))
+        print(f"{name:<16s} regressions {'ok' if ok else 'FAILED'}")
         if not ok:
             print(log)
             bad += 1
@@ -115,9 +115,9 @@ def main(argv=None):
             continue
         res = fuzz(name, exe, env, seeds, a.out, a.seconds, a.jobs)
         status = "ok" if res["rc"] == 0 and not res["new_findings"] else "FINDINGS"
-        print("%-16s %s  %ss  runs %s  corpus %d  rc %d  %s" % (
-            name, status, res["seconds"], res["runs"], res["corpus"], res["rc"],
-            " ".join(os.path.join(res["findings_dir"], f) for f in res["new_findings"])))
+        found = " ".join(os.path.join(res["findings_dir"], f) for f in res["new_findings"])
+        print(f"{name:<16s} {status}  {res['seconds']}s  runs {res['runs']}  corpus {int(res['corpus'])}  "
+              f"rc {int(res['rc'])}  {found}")
         if status != "ok":
             print(res["tail"])
             bad += 1

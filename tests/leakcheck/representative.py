@@ -5,14 +5,16 @@ import os
 import struct
 import sys
 import tempfile
+from pathlib import Path
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
-import clipprompt as cp  # noqa: E402
 from hardening_util import minilm_vocab, write_tiny_clip, write_tiny_minilm  # noqa: E402
+
+import clipprompt as cp  # noqa: E402
 
 ROUNDS = int(os.environ.get("LEAKCHECK_ROUNDS", "3"))
 
@@ -53,32 +55,33 @@ def main():
         v = clip.encode(texts)
         clip.hidden_states(texts[:2], layer=-2)
         d = write_tiny_minilm(os.path.join(tmp, "mini"))
-        small = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("abcdefghijklmnopqrstuvwxyz")
+        small = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *list("abcdefghijklmnopqrstuvwxyz")]
         small += ["##" + c for c in "abcdefghijklmnopqrstuvwxyz"] + [".", ",", "&", "photo", "cat", "of", "a"]
-        open(os.path.join(d, "vocab.txt"), "w").write("\n".join(small[:64]) + "\n")
+        Path(os.path.join(d, "vocab.txt")).write_text("\n".join(small[:64]) + "\n")
         mini = cp.MiniLMEncoder.from_pretrained(d)
         mini.encode(texts)
         bad = os.path.join(tmp, "bad")
         os.makedirs(bad, exist_ok=True)
-        json.dump({"hidden_size": 10**12}, open(os.path.join(bad, "config.json"), "w"))
-        open(os.path.join(bad, "model.safetensors"), "wb").write(struct.pack("<Q", 2**63) + b"{}")
+        Path(os.path.join(bad, "config.json")).write_text(json.dumps({"hidden_size": 10**12}))
+        Path(os.path.join(bad, "model.safetensors")).write_bytes(struct.pack("<Q", 2**63) + b"{}")
         expect(cp.ModelFormatError, cp.ClipTextEncoder.from_pretrained, bad)
         expect(cp.ModelFormatError, cp.MiniLMEncoder.from_pretrained, bad)
-        raw = open(os.path.join(tmp, "clip", "model.safetensors"), "rb").read()
-        open(os.path.join(bad, "model.safetensors"), "wb").write(raw[: len(raw) // 2])
-        json.dump(clip.config | {"hidden_act": "quick_gelu"}, open(os.path.join(bad, "config.json"), "w"))
+        raw = Path(os.path.join(tmp, "clip", "model.safetensors")).read_bytes()
+        Path(os.path.join(bad, "model.safetensors")).write_bytes(raw[: len(raw) // 2])
+        Path(os.path.join(bad, "config.json")).write_text(json.dumps(clip.config | {"hidden_act": "quick_gelu"}))
         expect(cp.ModelFormatError, cp.ClipTextEncoder.from_pretrained, bad)
         # cache
         cache = cp.PromptCache(capacity_bytes=4096)
         for i in range(40):
             cache.put(clip.fingerprint, f"t{i}", v[i % len(v)])
             cache.get(clip.fingerprint, f"t{i // 2}")
-        cache.get_or_encode(clip, texts + ["new prompt"])
+        cache.get_or_encode(clip, [*texts, "new prompt"])
         expect(cp.InvalidArgumentError, cache.put, "fp", "nan", np.array([np.nan], np.float32))
         p = os.path.join(tmp, "c.cpc")
         cache.save(p)
         cp.PromptCache.load(p).stats()
-        open(p, "r+b").write(b"XXXX")
+        with open(p, "r+b") as f:
+            f.write(b"XXXX")
         expect(cp.IndexStateError, cp.PromptCache.load, p)
         expect(cp.FileAccessError, cache.save, os.path.join(tmp, "no", "dir"))
         # index
@@ -95,8 +98,8 @@ def main():
             q = os.path.join(tmp, "i.cpi")
             ix.save(q)
             cp.FlatIPIndex.load(q).search(v, 2)
-            data = open(q, "rb").read()
-            open(q, "wb").write(data[:-3])
+            data = Path(q).read_bytes()
+            Path(q).write_bytes(data[:-3])
             expect(cp.IndexStateError, cp.FlatIPIndex.load, q)
             ix.reset()
     print("representative session done")

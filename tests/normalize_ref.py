@@ -6,10 +6,11 @@ clip_clean_reference(text)  OpenAI CLIP SimpleTokenizer's cleaning, verbatim:
 normalize_reference(text)   what cp.normalize does, spelled with ftfy, html, unicodedata and re.
 
 fix_encoding=True (the default) runs ftfy's mojibake repair too, as CLIP does; the C code reproduces it
-(csrc/cp_mojibake.c), and fix_encoding=False is the twin of cp.normalize(..., fix_encoding=False).
+(csrc/text/cp_mojibake.c), and fix_encoding=False is the twin of cp.normalize(..., fix_encoding=False).
 """
 from __future__ import annotations
 
+import functools
 import html
 import re
 import unicodedata
@@ -26,19 +27,14 @@ def clip_clean_reference(text: str, fix_encoding: bool = True) -> str:
     return t.lower()
 
 
-_WIDTH = None
-
-
-def _width_map() -> dict:
-    global _WIDTH
-    if _WIDTH is None:
-        m = {0x3000: " "}
-        for i in range(0xFF01, 0xFFF0):
-            alt = unicodedata.normalize("NFKC", chr(i))
-            if alt != chr(i):
-                m[i] = alt
-        _WIDTH = m
-    return _WIDTH
+@functools.cache
+def _width_map() -> dict[int, str]:
+    m = {0x3000: " "}
+    for i in range(0xFF01, 0xFFF0):
+        alt = unicodedata.normalize("NFKC", chr(i))
+        if alt != chr(i):
+            m[i] = alt
+    return m
 
 
 _LATIN = r"0-9A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff"
