@@ -274,15 +274,16 @@ def lowp_main(args):
             tids = trim(ids, eot=True)
             tt, oids = torch.tensor(tids, dtype=torch.long), tids.astype(np.int64)
 
-            def torch_bf16(tt=tt):
+            def torch_bf16(tt=tt, wrap=wrap):
                 with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
                     wrap(tt)
 
             fns = {f"clipprompt {dt} [{e.isa}]": (lambda e=e, ids=ids: e.encode(ids)) for dt, e in ours.items()}
-            fns.update({"OpenVINO bf16 hint": lambda oids=oids: ov_bf16(oids),
-                        "OpenVINO f32 hint": lambda oids=oids: ov_f32(oids),
+            # every engine bound now: the MiniLM part below rebinds these names
+            fns.update({"OpenVINO bf16 hint": lambda oids=oids, f=ov_bf16: f(oids),
+                        "OpenVINO f32 hint": lambda oids=oids, f=ov_f32: f(oids),
                         "torch bf16 autocast": torch_bf16,
-                        "ONNX Runtime int8 (quantize_dynamic)": lambda oids=oids: ort_q.run(None, {"ids": oids})})
+                        "ONNX Runtime int8 (quantize_dynamic)": lambda oids=oids, s=ort_q: s.run(None, {"ids": oids})})
             jobs.append(("CLIP B/32", b, fns))
     if "minilm" in args.models:
         from sentence_transformers import SentenceTransformer
@@ -324,7 +325,8 @@ def lowp_main(args):
         for k, (t, n) in res.items():
             rows.append(dict(model=model_name, engine=k, batch=b, median_ms=t * 1e3, runs=n,
                              x_fastest_peer=best_peer / t))
-    header = dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), cpu=cpu_name(platform.machine()), threads=threads,
+    header = dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), cpu=cpu_name(platform.machine()),
+                  threads=threads,
                   lowp_library=info.get("lowp_library"), lowp_cpu_isa=info.get("lowp_cpu_isa"),
                   openvino=ov.__version__, torch=torch.__version__, onnxruntime=ort.__version__,
                   load_avg=tuple(round(x, 2) for x in os.getloadavg()))
@@ -332,7 +334,7 @@ def lowp_main(args):
         print(json.dumps(dict(header=header, rows=rows), indent=2))
         return
     print("# " + " | ".join(f"{k} {v}" for k, v in header.items()))
-    print(f"| model | B | engine | median ms (runs) | x fastest peer |\n|---|---|---|---|---|")
+    print("| model | B | engine | median ms (runs) | x fastest peer |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['batch']} | {r['engine']} | {r['median_ms']:.2f} ({r['runs']}) | "
               f"{r['x_fastest_peer']:.2f} |")

@@ -23,7 +23,6 @@ from _bench import cpu_name, median_time, utc_now
 
 import clipprompt as cp
 
-
 DTYPES = ("float32", "float16", "bfloat16", "int8")
 
 

@@ -54,7 +54,7 @@ def test_build_reports_library_and_isa():
 
 @pytest.fixture(scope="module")
 def minis():
-    return {dt: cp.MiniLMEncoder.from_pretrained(dtype=dt) for dt in ("float32",) + LOW}
+    return {dt: cp.MiniLMEncoder.from_pretrained(dtype=dt) for dt in ("float32", *LOW)}
 
 
 def test_dtype_is_honoured_and_reported(minis):
@@ -144,7 +144,7 @@ def clip_dir(request, tmp_path_factory):
 @pytest.fixture(scope="module")
 def clip_ids():
     tok = _C.ClipTokenizer()
-    caps = read_lines("captions/coco_dev_caps.txt")[:48] + ["x", "a " + "very " * 90 + "long prompt"]
+    caps = [*read_lines("captions/coco_dev_caps.txt")[:48], "x", "a " + "very " * 90 + "long prompt"]
     return np.asarray(tok(caps, context_length=77, truncate=True), np.int32)
 
 
@@ -189,7 +189,7 @@ print(json.dumps(out))
 def test_forced_fallback_below_avx512():
     env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2", PYTHONPATH=str(ROOT))
     r = subprocess.run([sys.executable, "-c", FALLBACK_SCRIPT % {"tests": str(ROOT / "tests")}], env=env,
-                       capture_output=True, text=True, timeout=900)
+                       capture_output=True, text=True, timeout=900, check=False)
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["info"]["lowp_cpu_isa"] in ("avx2", "avx2_vnni", "avx", "sse41"), out
