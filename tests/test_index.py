@@ -314,7 +314,7 @@ def test_validation():
     with pytest.raises(cp.InvalidArgumentError):
         cp.FlatIPIndex(0)
     with pytest.raises(cp.InvalidArgumentError):
-        cp.FlatIPIndex(4, dtype="int8")
+        cp.FlatIPIndex(4, dtype="int4")
     assert cp.FlatIPIndex(4, dtype=np.float16).dtype == "float16"
     D1, I1 = ix.search(np.array([0, 1, 0, 0], np.float64), 2)  # 1-D query, float64 converted
     assert I1.tolist() == [[1, 0]] and D1.tolist() == [[1.0, 0.0]]
