@@ -1,4 +1,5 @@
 /* cp_lowp.c — bf16 / int8 weights and their matmul kernels (see cp_lowp.h). */
+#define _GNU_SOURCE /* clock_gettime under -std=c11 */
 #include "model/cp_lowp.h"
 
 #include <math.h>
