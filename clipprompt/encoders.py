@@ -26,14 +26,26 @@ _DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16"
            "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
 
+_CPU_DTYPES = {"auto": "auto", "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+               "int8": "int8"}
+
+
+def _cpu_dtype(dtype: str) -> str:
+    """The CPU GEMM dtype: "auto" (the fastest of the three on this CPU, by a short timed probe at load),
+    "float32", "bfloat16" or "int8" (block matrices converted once at load; LayerNorm, softmax and the residual
+    stream stay float32)."""
+    if str(dtype) not in _CPU_DTYPES:
+        _C._raise_status(-9, f"dtype={dtype!r}: the CPU encoders take 'auto', 'float32', 'bfloat16' or 'int8' "
+                             f"(float16 needs device='cuda')")
+    return _CPU_DTYPES[str(dtype)]
+
+
 def _check_device(device: Any, dtype: str) -> str | None:
     """None for the CPU; the canonical dtype name for a GPU, after checking that the device exists (DeviceError with
     the reason otherwise, before any weights are read)."""
     dev = str(device).lower()
     if dev == "cpu":
-        if str(dtype) not in ("float32", "fp32"):
-            _C._raise_status(-9, f"dtype={dtype!r}: the CPU encoders compute in float32 (weights stored as "
-                                 f"float16/bfloat16 are converted once at load); float16/bfloat16 need device='cuda'")
+        _cpu_dtype(dtype)
         return None
     if not (dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
         _C._raise_status(-9, f"device must be 'cpu', 'cuda' or 'cuda:N', not {device!r}")
@@ -111,11 +123,13 @@ class ClipTextEncoder:
         self.device = device
         self.dtype = dtype
         self._tokenizer = tokenizer
+        if runner is None:
+            self.dtype = model.dtype  # what dtype="auto" resolved to
         self.config = dict(model.config)
         self.width = int(self.config["hidden_size"])
         self.dim = int(self.config["projection_dim"]) or self.width
         self.context_length = int(self.config["max_position_embeddings"])
-        kind = "clip" if dtype in ("float32", "fp32") else f"clip-{dtype}"
+        kind = "clip" if self.dtype in ("float32", "fp32") else f"clip-{self.dtype}"
         self.fingerprint = _fingerprint(kind, self.config, model.weights_hash)
 
     @classmethod
@@ -133,13 +147,17 @@ class ClipTextEncoder:
         device="cuda[:N]" runs the tower on a GPU (weights uploaded once; dtype "float32" | "float16" |
         "bfloat16" for the GEMMs, fp32 accumulation, LayerNorm and softmax); no GPU -> DeviceError here.
         attention: "fused" (our kernel) or "cudnn" (refused in this build, see docs/cuda.md).
+        On the CPU, dtype is "float32", "bfloat16", "int8" (weights converted once at load, GEMMs in oneDNN on the
+        CPU's AMX / AVX-512 BF16 / VNNI / AVX2 units; LayerNorm, softmax and the residual stream stay float32) or
+        "auto" (the fastest of the three for this CPU, by a short timed probe on the model's own shapes).
         """
         gpu_dtype = _check_device(device, dtype)
         p = os.path.expanduser(os.fspath(path))
         if os.path.isdir(p) and not os.path.exists(os.path.join(p, "config.json")) and \
                 os.path.isdir(os.path.join(p, "text_encoder")):
             p = os.path.join(p, "text_encoder")
-        model = _C.EncoderModel(p, family="clip", hidden_act=hidden_act, heads=int(heads or 0))
+        model = _C.EncoderModel(p, family="clip", hidden_act=hidden_act, heads=int(heads or 0),
+                                dtype="float32" if gpu_dtype is not None else _cpu_dtype(dtype))
         runner = None
         if gpu_dtype is not None:
             runner = _C.EncoderModelCUDA(model, device=str(device), dtype=gpu_dtype, attention=attention)
@@ -207,7 +225,14 @@ class ClipTextEncoder:
         c = self.config
         return (f"ClipTextEncoder(width={self.width}, heads={c['num_attention_heads']}, "
                 f"layers={c['num_hidden_layers']}, dim={self.dim}, act={c['hidden_act']}, layout={c['layout']}, "
-                f"device={self.device!r}, fingerprint={self.fingerprint!r})")
+                f"device={self.device!r}, dtype={self.dtype!r}, fingerprint={self.fingerprint!r})")
+
+    @property
+    def isa(self) -> str:
+        """The GEMM kernel that runs on the CPU: "sgemm" (float32), oneDNN's implementation for bf16 / int8
+        ("brg:avx512_core_amx", "brg:avx512_core_bf16", "brg:avx512_core_vnni", ...) or "sgemm-dequant" (the
+        portable path, where the library is absent or has no fast kernel for the type on this CPU)."""
+        return self._model.isa
 
 
 def default_minilm_path() -> str:
@@ -231,21 +256,22 @@ class MiniLMEncoder:
         self._run = runner if runner is not None else model  # the CUDA runner when device="cuda"
         self.path = path
         self.device = device
-        self.dtype = dtype
+        self.dtype = dtype if runner is not None else model.dtype
         self._tokenizer = tokenizer
         self.config = dict(model.config)
         self.dim = self.width = int(self.config["hidden_size"])
         self.max_seq_length = int(self.config["max_seq_length"])
-        kind = "minilm" if dtype == "float32" else f"minilm-{dtype}"
+        kind = "minilm" if self.dtype == "float32" else f"minilm-{self.dtype}"
         self.fingerprint = _fingerprint(kind, self.config, model.weights_hash)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str] | None = None, device: str = "cpu", dtype: str = "float32", *,
                         tokenizer: Any = None, attention: str = "fused") -> MiniLMEncoder:
-        """device="cuda[:N]" (dtype float32 | float16 | bfloat16) runs the encoder on a GPU; no GPU -> DeviceError."""
+        """device="cuda[:N]" (dtype float32 | float16 | bfloat16) runs the encoder on a GPU; no GPU -> DeviceError.
+        On the CPU dtype is "float32", "bfloat16", "int8" or "auto" (see ClipTextEncoder.from_pretrained)."""
         gpu_dtype = _check_device(device, dtype)
         p = default_minilm_path() if path is None else os.path.expanduser(os.fspath(path))
-        model = _C.EncoderModel(p, family="bert")
+        model = _C.EncoderModel(p, family="bert", dtype="float32" if gpu_dtype is not None else _cpu_dtype(dtype))
         if gpu_dtype is None:
             return cls(model, p, device, tokenizer)
         runner = _C.EncoderModelCUDA(model, device=str(device), dtype=gpu_dtype, attention=attention)
@@ -284,4 +310,9 @@ class MiniLMEncoder:
 
     def __repr__(self) -> str:
         return (f"MiniLMEncoder(dim={self.dim}, layers={self.config['num_hidden_layers']}, "
-                f"max_seq_length={self.max_seq_length}, fingerprint={self.fingerprint!r})")
+                f"max_seq_length={self.max_seq_length}, dtype={self.dtype!r}, fingerprint={self.fingerprint!r})")
+
+    @property
+    def isa(self) -> str:
+        """The GEMM kernel that runs (see ClipTextEncoder.isa)."""
+        return self._model.isa

@@ -410,7 +410,7 @@ def test_bad_ids_and_arguments(tiny):
     with pytest.raises(cp.DeviceError):
         cp.ClipTextEncoder.from_pretrained(path, device="cuda")
     with pytest.raises(cp.InvalidArgumentError):
-        cp.ClipTextEncoder.from_pretrained(path, dtype="int8")
+        cp.ClipTextEncoder.from_pretrained(path, dtype="int4")
 
 
 def test_threads_and_gil_release(tiny, ids):

@@ -82,6 +82,12 @@ uint16_t cp_f32_to_f16(float f);
 float cp_f16_to_f32(uint16_t h);
 /** bfloat16 -> binary32 (exact). */
 float cp_bf16_to_f32(uint16_t h);
+/** binary32 -> bfloat16, round to nearest even (NaN stays NaN); inline so conversion loops vectorise. */
+static inline uint16_t cp_f32_to_bf16(float f) {
+    union { float f; uint32_t u; } v = {f};
+    if ((v.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((v.u >> 16) | 0x40u);
+    return (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16);
+}
 
 #ifdef __cplusplus
 }

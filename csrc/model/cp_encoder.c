@@ -154,6 +154,7 @@ void cp_encoder_free(cp_encoder_model *m) {
     free(m->w.layers);
     cp_wstore_release(&m->store);
     if (m->free_extra) m->free_extra(m->extra);
+    if (m->free_lowp) m->free_lowp(m->lowp);
     free(m);
 }
 

@@ -86,6 +86,8 @@ typedef struct cp_encoder_model {
     uint64_t weights_hash;             /* sample hash of the bound tensors (cp_weights.h) */
     void *extra;                       /* family-owned memory (e.g. a quantised file), freed by free_extra */
     void (*free_extra)(void *extra);
+    void *lowp;                        /* reduced-precision weights (model/cp_lowp.h), freed by free_lowp */
+    void (*free_lowp)(void *lowp);
 } cp_encoder_model;
 
 /* ---- name tables ------------------------------------------------------------------------------------ */

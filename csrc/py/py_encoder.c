@@ -4,12 +4,14 @@
  * release the GIL. */
 #include "py_encoder_common.h"
 
+#include "model/cp_lowp.h"
 #include "model/cp_runner_cpu.h"
 
 typedef struct {
     PyObject_HEAD
     cp_encoder_model *model;
     cp_runner_cpu *cpu;
+    char probe[256]; /* dtype="auto": the timings that chose the dtype ("" otherwise) */
 } EncoderObject;
 
 static int cpu_encode(void *run, const int32_t *ids, const int32_t *mask, int64_t B, int64_t L, int normalize,
@@ -51,13 +53,22 @@ static int act_arg(PyObject *o, int *out) {
 }
 
 static PyObject *Encoder_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"path", "family", "hidden_act", "heads", NULL};
+    static char *kwlist[] = {"path", "family", "hidden_act", "heads", "dtype", NULL};
     PyObject *path_obj = NULL, *act_obj = Py_None;
-    const char *family = "auto";
+    const char *family = "auto", *dtype = "float32";
     long long heads = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O&|sOL:EncoderModel", kwlist, PyUnicode_FSConverter, &path_obj,
-                                     &family, &act_obj, &heads))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O&|sOLs:EncoderModel", kwlist, PyUnicode_FSConverter, &path_obj,
+                                     &family, &act_obj, &heads, &dtype))
         return NULL;
+    const int auto_dtype = strcmp(dtype, "auto") == 0;
+    cp_wtype wt = CP_WT_F32;
+    if (!auto_dtype && cp_lowp_type_parse(dtype, &wt) != CP_OK) {
+        Py_DECREF(path_obj);
+        PyErr_Format(cp_py_InvalidArgumentError, "dtype must be 'auto', 'float32', 'bfloat16' or 'int8', not '%s'",
+                     dtype);
+        cp_clear_error();
+        return NULL;
+    }
     cp_encoder_options opt = {family, -1, heads > 0 ? (int64_t)heads : 0};
     if (heads < 0 || heads > 4096) {
         Py_DECREF(path_obj);
@@ -77,6 +88,12 @@ static PyObject *Encoder_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     int rc;
     Py_BEGIN_ALLOW_THREADS
     rc = cp_encoder_load(path, &opt, &self->model);
+    if (rc == CP_OK && auto_dtype) {
+        const char *rep = NULL;
+        rc = cp_lowp_pick(self->model, &wt, &rep);
+        if (rc == CP_OK) snprintf(self->probe, sizeof self->probe, "%s", rep);
+    }
+    if (rc == CP_OK) rc = cp_lowp_convert(self->model, wt);
     if (rc == CP_OK) rc = cp_runner_cpu_create(self->model, &self->cpu);
     Py_END_ALLOW_THREADS
     Py_DECREF(path_obj);
@@ -127,6 +144,22 @@ static PyObject *Encoder_get_arena(EncoderObject *self, void *closure) {
     return PyLong_FromSize_t(cp_runner_cpu_arena_bytes(self->cpu));
 }
 
+static PyObject *Encoder_get_dtype(EncoderObject *self, void *closure) {
+    (void)closure;
+    return PyUnicode_FromString(cp_lowp_type_name(self->model->w.layers[0].qkv.type));
+}
+
+static PyObject *Encoder_get_isa(EncoderObject *self, void *closure) {
+    (void)closure;
+    const cp_wmat *q = &self->model->w.layers[0].qkv;
+    return PyUnicode_FromString(cp_lowp_path(q->type, q->n, q->k));
+}
+
+static PyObject *Encoder_get_probe(EncoderObject *self, void *closure) {
+    (void)closure;
+    return self->probe[0] ? PyUnicode_FromString(self->probe) : Py_NewRef(Py_None);
+}
+
 static PyMethodDef Encoder_methods[] = {
     {"encode", (PyCFunction)(void (*)(void))Encoder_encode, METH_VARARGS | METH_KEYWORDS,
      "encode(ids, mask=None, normalize=True) -> float32 (B, D): pooled (projected) output for int32 ids (B, L); "
@@ -143,6 +176,11 @@ static PyGetSetDef Encoder_getset[] = {
     {"family", (getter)Encoder_get_family, NULL, "the model family: 'clip', 'bert', 'xlmr', ...", NULL},
     {"weights_hash", (getter)Encoder_get_hash, NULL, "64-bit sample hash of the bound tensors", NULL},
     {"arena_bytes", (getter)Encoder_get_arena, NULL, "bytes held by the CPU runner's activation arena", NULL},
+    {"dtype", (getter)Encoder_get_dtype, NULL, "the GEMM weight type: 'float32', 'bfloat16' or 'int8'", NULL},
+    {"isa", (getter)Encoder_get_isa, NULL, "the GEMM kernel that runs: 'sgemm', oneDNN's implementation "
+                                           "('brg:avx512_core_amx', ...) or 'sgemm-dequant' (portable path)", NULL},
+    {"dtype_probe", (getter)Encoder_get_probe, NULL, "dtype='auto': the timings behind the choice (else None)",
+     NULL},
     {NULL, NULL, NULL, NULL, NULL}};
 
 static PyType_Slot Encoder_slots[] = {
@@ -150,8 +188,9 @@ static PyType_Slot Encoder_slots[] = {
     {Py_tp_dealloc, Encoder_dealloc},
     {Py_tp_methods, Encoder_methods},
     {Py_tp_getset, Encoder_getset},
-    {Py_tp_doc, "EncoderModel(path, family='auto', hidden_act=None, heads=0): a text tower (CLIP, BERT, XLM-R, ...) "
-                "run by the C engine on the CPU (int32 ids in)."},
+    {Py_tp_doc, "EncoderModel(path, family='auto', hidden_act=None, heads=0, dtype='float32'): a text tower (CLIP, BERT, XLM-R, ...) "
+                "run by the C engine on the CPU (int32 ids in); dtype 'bfloat16' / 'int8' converts the block matrices once at "
+                "load, 'auto' picks the fastest of the three by a short timed probe."},
     {0, NULL}};
 
 static PyType_Spec Encoder_spec = {"clipprompt._C.EncoderModel", sizeof(EncoderObject), 0, Py_TPFLAGS_DEFAULT,
