@@ -205,7 +205,7 @@ def test_strmap_growth_and_removal_at_scale():
     ints = [int(x) for x in rng.integers(-2**63, 2**63 - 1, 20000, dtype=np.int64)] + list(range(-50, 5000))
     ops = [("reserve", 100)] + [("put", k, i) for i, k in enumerate(ints)] + [("remove", k) for k in ints[1::2]]
     ops += [("get", k) for k in ints] + [("size",)]
-    want = [None] + dict_model(ops[1:])
+    want = [None, *dict_model(ops[1:])]
     assert _C._strmap_run("int64", ops) == want
 
 
