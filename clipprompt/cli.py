@@ -99,7 +99,7 @@ def _cmd_expand(args: argparse.Namespace) -> int:
 
     path = _pool_cache_file(args, args.pool)
     cache, _ = _open_cache(path)
-    exp = PromptExpander(args.pool, _load_encoder(args, default="e5"), cache=cache)
+    exp = PromptExpander(args.pool, _load_encoder(args, default="minilm"), cache=cache)
     if path and cache.stats()["misses"]:
         _save_cache(cache, path)
     outs = exp.expand_batch(_read_inputs(args), top_k=args.top_k, min_score=args.min_score,
@@ -387,8 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--max-tokens", type=int, default=77)
     x.add_argument("--mmr", type=float)
     x.add_argument("--json", action="store_true")
-    x.add_argument("--encoder", choices=["minilm", "e5", "use"], default="e5",
-                   help="sentence encoder (default: e5, multilingual)")
+    x.add_argument("--encoder", choices=["minilm", "e5", "use"], default="minilm",
+                   help="sentence encoder (default: minilm, the encoder the default --min-score was measured with; "
+                        "e5 or use for Chinese / Japanese / mixed prompts)")
     pool_cache_arg(x)
     x.set_defaults(fn=_cmd_expand)
 

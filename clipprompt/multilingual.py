@@ -174,8 +174,11 @@ class USEEncoder:
         return cls(model, tok, p)
 
     def tokenize(self, texts: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, mask) int32 [B, L] with L the longest text's pieces + <s> and </s>: USE takes any length, and the
+        row buffer is sized by what the batch needs (never a max_length-wide buffer per text)."""
         texts = [texts] if isinstance(texts, (str, bytes)) else list(texts)
-        ids, mask = self._tokenizer(texts, max_length=self.max_seq_length)
+        need = max((len(self._tokenizer.encode(t)) for t in texts), default=0) + 2
+        ids, mask = self._tokenizer(texts, max_length=min(max(need, 3), self.max_seq_length))
         return _as_int32_2d(ids, "input_ids"), _as_int32_2d(mask, "attention_mask")
 
     def encode(self, texts: Any, normalize: bool = True, batch_size: int = 64, progress: bool = False) -> np.ndarray:

@@ -36,6 +36,7 @@ import numpy as np
 
 from . import _C
 from . import weighting as _weighting
+from ._limits import MAX_SEQ, size_arg
 from .encoders import ClipTextEncoder
 
 __all__ = [
@@ -794,8 +795,8 @@ def chunk_prompt(text: str, tokenizer: Any = None, *, window: int = WINDOW, look
     or SDTokenizer (default: the bundled BPE). ``lang`` is accepted for compatibility (CJK runs are cut between
     ``cp.segment`` words whatever it says)."""
     del lang
-    if window < 1 or lookback < 0:
-        _err(_C.InvalidArgumentError, f"chunk_prompt: window must be >= 1 and lookback >= 0, got {window}, {lookback}")
+    window = size_arg("chunk_prompt: window", window, 1, MAX_SEQ - 2)
+    lookback = size_arg("chunk_prompt: lookback", lookback, 0)
     tok = tokenizer if isinstance(tokenizer, SDTokenizer) else SDTokenizer(bpe=tokenizer)
     frags = [(" ".join(text.split()), 1.0)]
     s = _stream(tok, frags, split_cjk=False)
