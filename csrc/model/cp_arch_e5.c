@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "base/cp_common.h"
+#include "base/cp_hash.h"
 #include "model/cp_encoder.h"
 #include "model/cp_q4.h"
 
@@ -163,14 +164,16 @@ static int e5_load_mode(const char *path, int int8_act, cp_encoder_model **out) 
         E5_COPY(L->ln2_b, lv[3], W);
     }
 #undef E5_COPY
-    /* the fingerprint: FNV-1a over the hyper-parameters and a sample of every tensor */
-    uint64_t h = 1469598103934665603ULL;
-    const unsigned char *hpb = (const unsigned char *)hp;
-    for (size_t i = 0; i < sizeof *hp; i++) h = (h ^ hpb[i]) * 1099511628211ULL;
+    /* the fingerprint: XXH64 (base/cp_hash.h) chained over the hyper-parameters and 64 sampled bytes of every
+     * tensor */
+    uint64_t h = cp_hash64(hp, sizeof *hp, 0);
     for (size_t i = 0; i < cp_e5file_count(f); i++) {
         const cp_e5_tensor *t = cp_e5file_at(f, i);
         const unsigned char *b = t->data;
-        for (size_t k = 0; k < t->nbytes; k += 1 + t->nbytes / 64) h = (h ^ b[k]) * 1099511628211ULL;
+        unsigned char sample[64];
+        size_t ns = 0;
+        for (size_t k = 0; k < t->nbytes && ns < sizeof sample; k += 1 + t->nbytes / 64) sample[ns++] = b[k];
+        h = cp_hash64(sample, ns, h);
     }
     m->weights_hash = h;
     cp_q4_register();

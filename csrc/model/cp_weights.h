@@ -28,7 +28,7 @@ typedef struct {
     char shape_err[1024];
     int nshape_err;
     int convert_err;    /* first error from conversion (fill pass) */
-    uint64_t hash;      /* FNV-1a over names, shapes, dtypes and sampled bytes of every bound tensor */
+    uint64_t hash;      /* XXH64 chained over names, shapes, dtypes and sampled bytes of every bound tensor */
 } cp_wstore;
 
 /** Initialise a store over an opened set (takes ownership of st). */
