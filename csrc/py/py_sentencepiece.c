@@ -105,47 +105,18 @@ static void SP_dealloc(SPObject *self) {
     Py_DECREF(tp);
 }
 
-static PyObject *SP_encode(SPObject *self, PyObject *arg) {
-    cp_py_text t;
-    if (cp_py_text_get(arg, &t, "text") < 0) return NULL;
-    int32_t *ids = NULL;
-    size_t n = 0;
-    int rc;
-    Py_BEGIN_ALLOW_THREADS rc = cp_sp_encode(self->sp, t.data, (size_t)t.len, &ids, &n);
-    Py_END_ALLOW_THREADS cp_py_text_release(&t);
-    if (rc != CP_OK) return cp_py_raise(rc);
-    PyObject *l = cp_py_int_list(ids, n);
-    free(ids);
-    return l;
+static int sp_encode_one(const void *tok, const char *text, size_t len, int32_t **ids, size_t *n) {
+    return cp_sp_encode((const cp_sp *)tok, text, len, ids, n);
 }
 
+static const char *sp_piece(const void *tok, int32_t id, size_t *len) {
+    return cp_sp_id_to_piece((const cp_sp *)tok, id, len);
+}
+
+static PyObject *SP_encode(SPObject *self, PyObject *arg) { return cp_py_encode_one(sp_encode_one, self->sp, arg); }
+
 static PyObject *SP_pieces(SPObject *self, PyObject *ids) {
-    PyObject *seq = PySequence_Fast(ids, "ids must be a sequence of integers");
-    if (!seq) return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    PyObject *l = PyList_New(n);
-    for (Py_ssize_t i = 0; l && i < n; i++) {
-        long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
-        if (v == -1 && PyErr_Occurred()) {
-            Py_CLEAR(l);
-            break;
-        }
-        size_t len = 0;
-        const char *s = (v >= INT32_MIN && v <= INT32_MAX) ? cp_sp_id_to_piece(self->sp, (int32_t)v, &len) : NULL;
-        if (!s) {
-            PyErr_Format(cp_py_InvalidArgumentError, "piece id %ld is not in the vocabulary", v);
-            Py_CLEAR(l);
-            break;
-        }
-        PyObject *u = PyUnicode_DecodeUTF8(s, (Py_ssize_t)len, "replace");
-        if (!u) {
-            Py_CLEAR(l);
-            break;
-        }
-        PyList_SET_ITEM(l, i, u);
-    }
-    Py_DECREF(seq);
-    return l;
+    return cp_py_id_strings(sp_piece, self->sp, ids, "piece", "replace");
 }
 
 static PyObject *SP_tokenize(SPObject *self, PyObject *arg) {

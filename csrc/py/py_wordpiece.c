@@ -102,45 +102,20 @@ static void WP_dealloc(WPObject *self) {
     Py_DECREF(tp);
 }
 
-static PyObject *WP_encode(WPObject *self, PyObject *arg) {
-    cp_py_text t;
-    if (cp_py_text_get(arg, &t, "text") < 0) return NULL;
-    int32_t *ids = NULL;
-    size_t n = 0;
-    int rc = cp_wordpiece_encode(self->wp, t.data, (size_t)t.len, &ids, &n);
-    cp_py_text_release(&t);
-    if (rc != CP_OK) return cp_py_raise(rc);
-    PyObject *l = cp_py_int_list(ids, n);
-    free(ids);
-    return l;
+static int wp_encode_one(const void *tok, const char *text, size_t len, int32_t **ids, size_t *n) {
+    return cp_wordpiece_encode((const cp_wordpiece *)tok, text, len, ids, n);
 }
 
+static const char *wp_token(const void *tok, int32_t id, size_t *len) {
+    const char *s = cp_wordpiece_id_to_token((const cp_wordpiece *)tok, id);
+    *len = s ? strlen(s) : 0;
+    return s;
+}
+
+static PyObject *WP_encode(WPObject *self, PyObject *arg) { return cp_py_encode_one(wp_encode_one, self->wp, arg); }
+
 static PyObject *WP_tokens(WPObject *self, PyObject *ids) {
-    PyObject *seq = PySequence_Fast(ids, "ids must be a sequence of integers");
-    if (!seq) return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    PyObject *l = PyList_New(n);
-    for (Py_ssize_t i = 0; l && i < n; i++) {
-        long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
-        if (v == -1 && PyErr_Occurred()) {
-            Py_CLEAR(l);
-            break;
-        }
-        const char *s = (v >= INT32_MIN && v <= INT32_MAX) ? cp_wordpiece_id_to_token(self->wp, (int32_t)v) : NULL;
-        if (!s) {
-            PyErr_Format(cp_py_InvalidArgumentError, "token id %ld is not in the vocabulary", v);
-            Py_CLEAR(l);
-            break;
-        }
-        PyObject *u = PyUnicode_FromString(s);
-        if (!u) {
-            Py_CLEAR(l);
-            break;
-        }
-        PyList_SET_ITEM(l, i, u);
-    }
-    Py_DECREF(seq);
-    return l;
+    return cp_py_id_strings(wp_token, self->wp, ids, "token", NULL);
 }
 
 static PyObject *WP_tokenize(WPObject *self, PyObject *arg) {
