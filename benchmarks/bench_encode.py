@@ -160,7 +160,7 @@ def rss_child(which, model_kind, tmp, threads):
         ids = cp.ClipTokenizer()(texts)
         if which == "clipprompt":
             cp.set_num_threads(threads)
-            cp.ClipTextEncoder.from_pretrained(tmp).encode(ids)
+            cp.ClipTextEncoder.from_pretrained(tmp, dtype="float32").encode(ids)
         elif which == "torch":
             import torch
             import transformers
@@ -179,7 +179,7 @@ def rss_child(which, model_kind, tmp, threads):
         enc = {"input_ids": ids[:, :n], "attention_mask": mask[:, :n]}
         if which == "clipprompt":
             cp.set_num_threads(threads)
-            cp.MiniLMEncoder.from_pretrained().encode((enc["input_ids"], enc["attention_mask"]))
+            cp.MiniLMEncoder.from_pretrained(dtype="float32").encode((enc["input_ids"], enc["attention_mask"]))
         elif which == "torch":
             import torch
             from sentence_transformers import SentenceTransformer
@@ -414,7 +414,7 @@ def main():
         export_onnx(wrap, os.path.join(tmp, "clip.onnx"), (torch.tensor(ids_all[:2, :20], dtype=torch.long),),
                     ["ids"], True)
         sess = ort_session(os.path.join(tmp, "clip.onnx"), threads)
-        enc = cp.ClipTextEncoder.from_pretrained(tmp)
+        enc = cp.ClipTextEncoder.from_pretrained(tmp, dtype="float32")
         for b in batches:
             ids = ids_all[:b]
             lens = [int(i) + 1 for i in ids.argmax(1)]
@@ -446,7 +446,7 @@ def main():
         export_onnx(mp, os.path.join(tmp, "minilm.onnx"), (e0["input_ids"], e0["attention_mask"]), ["ids", "mask"],
                     True)
         sess = ort_session(os.path.join(tmp, "minilm.onnx"), threads)
-        mini = cp.MiniLMEncoder.from_pretrained(path)
+        mini = cp.MiniLMEncoder.from_pretrained(path, dtype="float32")
         for b in batches:
             e = tok(texts[:b], padding=True, truncation=True, max_length=256, return_tensors="np")
             ids, mask = e["input_ids"].astype(np.int32), e["attention_mask"].astype(np.int32)

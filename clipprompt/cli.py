@@ -42,13 +42,14 @@ def _read_inputs(args: argparse.Namespace) -> list[str]:
 
 def _load_encoder(args: argparse.Namespace, default: str = "minilm") -> TextEncoder:
     """--clip DIR > --minilm DIR > --encoder NAME (minilm | e5 | use)."""
+    kw = {"dtype": args.dtype} if getattr(args, "dtype", None) else {}
     if getattr(args, "clip", None):
-        return cp.ClipTextEncoder.from_pretrained(args.clip)
+        return cp.ClipTextEncoder.from_pretrained(args.clip, **kw)
     if getattr(args, "minilm", None):
-        return cp.MiniLMEncoder.from_pretrained(args.minilm)
+        return cp.MiniLMEncoder.from_pretrained(args.minilm, **kw)
     from .multilingual import encoder_by_name
 
-    enc: TextEncoder = encoder_by_name(getattr(args, "encoder", None) or default)
+    enc: TextEncoder = encoder_by_name(getattr(args, "encoder", None) or default, **kw)
     return enc
 
 
@@ -196,7 +197,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     rows.append(_bench_row("FlatIPIndex.search k=10", f"[{n}] x [{n}]", timed(lambda: index.search(vecs, kk), 5), n,
                            float(np.median(t_np))))
     header = {"clipprompt": cp.__version__, "python": platform.python_version(), "numpy": np.__version__,
-              "machine": platform.machine(), "threads": cp.get_num_threads(), "dtype": "float32",
+              "machine": platform.machine(), "threads": cp.get_num_threads(), "dtype": getattr(enc, "dtype", "float32"),
               "encoder": getattr(enc, "fingerprint", "?"), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "load_avg_1m": round(os.getloadavg()[0], 1)}
     if args.json:
@@ -333,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
         sp.add_argument("--minilm", metavar="DIR", help="MiniLM model dir (default: the bundled one)")
         sp.add_argument("--encoder", choices=["minilm", "e5", "use"], default=None,
                         help="sentence encoder by name (default: minilm)")
+        sp.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "int8"], default=None,
+                        help="CPU precision of the encoder's matmuls (default: auto = float32 or bfloat16, whichever "
+                             "measures faster on this CPU)")
 
     def strategy_args(sp: argparse.ArgumentParser, default: str = "raw") -> None:
         sp.add_argument("--strategy", default=default, choices=["raw", "keywords", "templates", "expand"])

@@ -256,7 +256,9 @@ def load_encoders(path: str | os.PathLike[str], family: str | None = None) -> SD
         ed, td = os.path.join(p, enc_dir), os.path.join(p, tok_dir)
         if not os.path.isdir(ed) or not os.path.isdir(td):
             _err(_C.FileAccessError, f"{p}: family {fam!r} needs {enc_dir}/ and {tok_dir}/")
-        towers.append(_Tower(ClipTextEncoder.from_pretrained(ed), SDTokenizer.from_pretrained(td), pooled))
+        # float32 always: the conditioning is promised identical to diffusers'
+        towers.append(_Tower(ClipTextEncoder.from_pretrained(ed, dtype="float32"), SDTokenizer.from_pretrained(td),
+                             pooled))
     return SDEncoders(fam, towers, bool(index.get("force_zeros_for_empty_prompt", False)), p)
 
 

@@ -5,6 +5,11 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# The encoders' default dtype is "auto" (float32 or bfloat16, whichever measures faster on the CPU at hand). The
+# parity tests compare against float32 references to float32 tolerances, so the suite pins "auto" to float32 here
+# (subprocesses inherit it); tests/test_lowp.py removes the pin to test "auto" itself.
+os.environ.setdefault("CLIPPROMPT_AUTO_DTYPE", "float32")
 DATA = pathlib.Path(os.environ.get("CLIPPROMPT_TEST_DATA", ROOT / "tests" / "data"))
 
 

@@ -67,12 +67,38 @@ def test_dtype_is_honoured_and_reported(minis):
     assert "dtype='int8'" in repr(minis["int8"])
 
 
-def test_auto_picks_one_of_the_three_and_reports_the_probe():
-    m = cp.MiniLMEncoder.from_pretrained(dtype="auto")
-    assert m.dtype in ("float32", "bfloat16", "int8")
+def test_auto_is_the_default_and_picks_float32_or_bf16_by_probe(monkeypatch):
+    monkeypatch.delenv("CLIPPROMPT_AUTO_DTYPE", raising=False)
+    m = cp.MiniLMEncoder.from_pretrained()  # the default dtype is "auto"
+    assert m.dtype in ("float32", "bfloat16")  # int8 is never chosen silently
     probe = m._model.dtype_probe
-    assert probe.startswith("M=16/256") and probe.endswith("-> " + m.dtype), probe
+    assert probe.startswith("M=16/256 one layer ms: float32 "), probe
+    assert probe.split(" (remembered)")[0].endswith("-> " + m.dtype), probe
+    # remembered per shape for the process: a second load gives the same dtype without probing again
+    again = cp.MiniLMEncoder.from_pretrained(dtype="auto")
+    assert again.dtype == m.dtype and again._model.dtype_probe.endswith("(remembered)"), again._model.dtype_probe
     assert cp.MiniLMEncoder.from_pretrained(dtype="float32")._model.dtype_probe is None
+    # whatever it picked stays within bf16's accuracy bound of float32
+    texts = [p[0] for p in read_stsb("en")[:300]]
+    ref = cp.MiniLMEncoder.from_pretrained(dtype="float32").encode(texts)
+    check_cos(m.encode(texts), ref, "bfloat16", "MiniLM auto")
+
+
+@pytest.mark.parametrize("pin", ["float32", "bfloat16", "int8", "bf16"])
+def test_auto_pinned_by_environment(monkeypatch, pin):
+    monkeypatch.setenv("CLIPPROMPT_AUTO_DTYPE", pin)
+    m = cp.MiniLMEncoder.from_pretrained()
+    assert m.dtype == {"bf16": "bfloat16"}.get(pin, pin)
+    assert m._model.dtype_probe is None
+    # an explicit dtype is always honoured over the pin
+    assert cp.MiniLMEncoder.from_pretrained(dtype="float32").dtype == "float32"
+
+
+@pytest.mark.parametrize("bad", ["auto", "float16", "fast"])
+def test_bad_auto_pin_is_refused(monkeypatch, bad):
+    monkeypatch.setenv("CLIPPROMPT_AUTO_DTYPE", bad)
+    with pytest.raises(cp.InvalidArgumentError, match="CLIPPROMPT_AUTO_DTYPE"):
+        cp.MiniLMEncoder.from_pretrained()
 
 
 @pytest.mark.parametrize("bad", ["float16", "int4", "", "FLOAT32"])
@@ -188,6 +214,7 @@ print(json.dumps(out))
 
 def test_forced_fallback_below_avx512():
     env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2", PYTHONPATH=str(ROOT))
+    env.pop("CLIPPROMPT_AUTO_DTYPE", None)  # the real probe, on the capped ISA
     r = subprocess.run([sys.executable, "-c", FALLBACK_SCRIPT % {"tests": str(ROOT / "tests")}], env=env,
                        capture_output=True, text=True, timeout=900, check=False)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -196,7 +223,7 @@ def test_forced_fallback_below_avx512():
     # oneDNN 2.x has no JIT bf16 matmul below AVX-512: the portable path runs bf16 there, never a reference kernel
     assert out["isa"]["bfloat16"] == "sgemm-dequant", out
     assert not out["isa"]["int8"].startswith("ref"), out
-    assert out["auto"] in ("float32", "bfloat16", "int8")
+    assert out["auto"] in ("float32", "bfloat16")
     for dt in LOW:
         mn, mean = out["cos"][dt]
         assert mn >= MIN_COS[dt] and mean >= MEAN_COS[dt], (dt, out)

@@ -50,9 +50,11 @@ const char *cp_lowp_path(cp_wtype t, int64_t n, int64_t k);
  *  type other than F32/BF16/S8, or a model already converted), CP_ERR_NOMEM, CP_ERR_INTERNAL (oneDNN failure). */
 int cp_lowp_convert(cp_encoder_model *m, cp_wtype t);
 
-/** dtype="auto": times one layer's matmuls of `m` (float32) at a single prompt's token count and at a batch's,
- *  for float32, bf16 and int8, and returns in *out the fastest type that is faster than float32 at both sizes
- *  (CP_WT_F32 when none is). *report (may be NULL) points at a static per-thread text of the timings. */
+/** dtype="auto": times one layer's matmuls of `m` (float32) at a single prompt's token count (16 rows) and at a
+ *  batch's (256), for float32 and bf16, and returns in *out CP_WT_BF16 when bf16 is at least 10% faster at both
+ *  sizes, else CP_WT_F32. int8 is never picked (it changes results beyond rounding; it is an explicit choice). The
+ *  choice is remembered per (width, ffn) for the life of the process (the report then ends in "(remembered)").
+ *  *report (may be NULL) points at a static per-thread text of the timings. Thread-safe (one probe at a time). */
 int cp_lowp_pick(const cp_encoder_model *m, cp_wtype *out, const char **report);
 
 /** "float32" | "bfloat16" | "int8" for F32/BF16/S8 ("q4" for CP_WT_Q4). Parse: the same names (also "fp32", "bf16",
