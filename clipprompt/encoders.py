@@ -61,14 +61,13 @@ def _check_device(device: Any, dtype: str) -> str | None:
         return None
     if not (dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
         _C._raise_status(-9, f"device must be 'cpu', 'cuda' or 'cuda:N', not {device!r}")
-    if str(dtype) == "auto":
-        return "float32"  # on a GPU, "auto" is float32; float16 / bfloat16 are explicit choices
-    if str(dtype) not in _DTYPES:
+    if str(dtype) != "auto" and str(dtype) not in _DTYPES:
         _C._raise_status(-9, f"dtype must be 'auto', float32, float16 or bfloat16, not {dtype!r}")
     if not hasattr(_C, "EncoderModelCUDA"):
         _C._raise_status(-7, "this build of clipprompt has no CUDA backend")
     _C._cuda_device(int(dev[5:]) if ":" in dev else 0)  # DeviceError: no GPU / driver, with CUDA's reason
-    return _DTYPES[str(dtype)]
+    # on a GPU, "auto" is float32; float16 / bfloat16 are explicit choices
+    return "float32" if str(dtype) == "auto" else _DTYPES[str(dtype)]
 
 
 def _fingerprint(kind: str, config: dict[str, Any], weights_hash: int) -> str:
