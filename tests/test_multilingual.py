@@ -53,11 +53,11 @@ def test_q4_kernels_match_numpy(M, n, k):
         assert y.shape == (M, n) and np.all(np.abs(y - ref) <= 1e-4 * np.sqrt(k) + 1e-5 * np.abs(ref)), (
             kernel, float(err.max()), np.argwhere(np.abs(y - ref) > 1e-4 * np.sqrt(k))[:5])
     ref8 = _q8_reference(x, blocks.tobytes(), n, k, bias)
-    for kernel in ("int8", "int8-c"):
+    for kernel in ("int8", "int8-c", "int8-packed"):
         y = _C._q4_matmul(x, blocks, bias, kernel=kernel)
         bad = np.abs(y - ref8) > 1e-4 * np.sqrt(k) + 1e-5 * np.abs(ref8)
         assert not bad.any(), (kernel, np.argwhere(bad)[:5], y[bad][:5], ref8[bad][:5])
-    assert _C._q4_isa() in ("avx512", "avx2", "c")
+    assert _C._q4_isa() in ("avx512", "avx2", "c") and _C._q4_int8_isa() in ("avx512vnni", "avx2", "c")
 
 
 def test_q4_kernel_rejects_bad_shapes():
