@@ -129,13 +129,13 @@ def test_e5_dtype_names():
     assert E5Encoder.from_pretrained(activations="float32").dtype == "float32"
     assert E5Encoder.from_pretrained(dtype="int8").isa == _C._q4_int8_isa()
     for bad in ("bfloat16", "float16", "int4", None):
-        with pytest.raises(cp.InvalidArgumentError, match="'auto'.*'int8'.*'float32'"):
+        with pytest.raises(cp.InvalidArgumentError, match=r"'auto'.*'int8'.*'float32'"):
             E5Encoder.from_pretrained(dtype=bad)
     with pytest.raises(cp.InvalidArgumentError, match="disagree"):
         E5Encoder.from_pretrained(dtype="int8", activations="float32")
     assert cp.USEEncoder.from_pretrained(dtype="float32").dtype == "float32"
     for bad in ("bfloat16", "int8"):
-        with pytest.raises(cp.InvalidArgumentError, match="'auto'.*'float32'"):
+        with pytest.raises(cp.InvalidArgumentError, match=r"'auto'.*'float32'"):
             cp.USEEncoder.from_pretrained(dtype=bad)
 
 
